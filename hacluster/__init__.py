@@ -1,0 +1,28 @@
+"""hacluster: active-active coordination for OpenStack manila-share.
+
+Public entry points::
+
+    hacluster.get_coordinator(backend_url, cluster, node=None, ...)
+    hacluster.synchronized(*names, blocking=True, coordinator=None, ...)
+    hacluster.HAClusterError (and the rest of hacluster.exceptions)
+
+Importing hacluster starts nothing and never imports oslo.service (that would
+pin the process to the eventlet backend).
+"""
+
+from hacluster.coordinator import get_coordinator, get_default, set_default
+from hacluster.decorators import synchronized
+from hacluster.exceptions import (AcquireTimeout, BackendUnavailable,
+                                  ConfigurationError, HAClusterError,
+                                  InvalidName, LockLost, LockNotHeld,
+                                  NotLeader, NotStarted, SessionLost,
+                                  StaleFencingToken)
+from hacluster.version import __version__
+
+__all__ = [
+    'get_coordinator', 'get_default', 'set_default', 'synchronized',
+    'HAClusterError', 'AcquireTimeout', 'BackendUnavailable',
+    'ConfigurationError', 'InvalidName', 'LockLost', 'LockNotHeld',
+    'NotLeader', 'NotStarted', 'SessionLost', 'StaleFencingToken',
+    '__version__',
+]

@@ -1,0 +1,335 @@
+"""The coordinator: one process's membership in one cluster.
+
+:func:`get_coordinator` picks the backend from the URL: etcd (``etcd3+http``,
+``etcd3+https``) or single-node (``file://`` or no URL, see
+:mod:`hacluster.local`). Both offer the same interface:
+
+    coord = hacluster.get_coordinator('etcd3+http://10.0.0.1:2379',
+                                      cluster='manila@dummy', node='node-1')
+    with coord:                       # start() ... stop()
+        with coord.get_lock('share-42'):
+            ...
+
+One process serving several backends runs one coordinator per backend
+(cluster). A coordinator is started in the process that uses it: in
+manila-share, in the worker after the fork, never before.
+"""
+
+import logging
+import socket
+import threading
+import time
+
+from hacluster import _etcd
+from hacluster import exceptions
+from hacluster import keys as _keys
+from hacluster import locks as _locks
+from hacluster import session as _session
+from hacluster import url as _url
+
+LOG = logging.getLogger(__name__)
+
+_default = None
+_default_lock = threading.Lock()
+
+
+def set_default(coordinator):
+    """Make ``coordinator`` the one :func:`hacluster.synchronized` uses when
+    it is given none (None clears it). Thread-safe."""
+    global _default
+    with _default_lock:
+        _default = coordinator
+
+
+def get_default():
+    """The coordinator set with :func:`set_default`, or None."""
+    return _default
+
+
+def get_coordinator(backend_url, cluster, node=None,
+                    lease_ttl=_session.DEFAULT_LEASE_TTL,
+                    renew_deadline=_session.DEFAULT_RENEW_DEADLINE,
+                    renew_interval=_session.DEFAULT_RENEW_INTERVAL,
+                    lock_path=None, request_timeout=None,
+                    clock=time.monotonic):
+    """Build (not start) the coordinator for ``cluster``.
+
+    :param backend_url: ``etcd3+http://host:port[,host:port...]``,
+        ``etcd3+https://...?ca_cert=&cert_key=&cert_cert=``, ``file:///dir``
+        or None (single-node mode, locks in ``lock_path``).
+    :param cluster: the cluster name (one per storage backend), e.g. the
+        manila host ``hostgroup@backend``.
+    :param node: this node's stable, unique name (default: the hostname).
+    :param lease_ttl, renew_deadline, renew_interval: session timings in
+        seconds; ``lease_ttl > renew_deadline > renew_interval``.
+    :param lock_path: directory for single-node locks when ``backend_url``
+        is None.
+    :param request_timeout: seconds one etcd request may take on one
+        endpoint (default: ``renew_interval``, at least 1 s).
+    :raises ConfigurationError: an argument is invalid; the message names it.
+
+    Does not block and touches no network.
+    """
+    parsed = _url.parse(backend_url)
+    _keys.validate_ident(cluster, 'cluster')
+    if node is None:
+        node = socket.gethostname()
+    _keys.validate_ident(node, 'node')
+    timings = _session.validate_timings(lease_ttl, renew_deadline,
+                                        renew_interval)
+    if parsed.kind == 'file':
+        from hacluster import local
+        return local.LocalCoordinator(cluster, node,
+                                      lock_path=parsed.path or lock_path,
+                                      timings=timings)
+    return Coordinator(parsed, cluster, node, timings,
+                       request_timeout=request_timeout, clock=clock)
+
+
+class Coordinator:
+    """A cluster member on etcd. Build it with :func:`get_coordinator`.
+
+    Thread-safe throughout. Callbacks registered here run in hacluster's
+    own threads (session renewal, watch): they must be short and must not
+    block on etcd.
+    """
+
+    single_node = False
+
+    def __init__(self, backend_url, cluster, node, timings,
+                 request_timeout=None, clock=time.monotonic):
+        lease_ttl, renew_deadline, renew_interval = timings
+        self.url = backend_url
+        self.cluster = cluster
+        self.node = node
+        self.layout = _keys.Layout(cluster)
+        self.clock = clock
+        if request_timeout is None:
+            request_timeout = max(1.0, renew_interval)
+        self.client = _etcd.Client(backend_url, timeout=request_timeout)
+        self.session = _session.Session(
+            self.client, lease_ttl, renew_deadline, renew_interval,
+            clock=clock, name='%s/%s' % (cluster, node))
+        self.session.add_listener(self)
+        self._state_lock = threading.Lock()
+        self._running = False
+        self._watch = None
+        self._subs_lock = threading.Lock()
+        self._subs = {}
+        self._held = {}
+        self._callbacks = {'lock_lost': [], 'session_lost': [],
+                           'session_started': []}
+
+    def __repr__(self):
+        return '<Coordinator %s/%s %s>' % (self.cluster, self.node,
+                                           self.url.safe)
+
+    # -- life cycle ---------------------------------------------------------
+
+    @property
+    def member_id(self):
+        """This incarnation's id: node name and session lease (changes when
+        a lost session is replaced), or None before the first session."""
+        lease = self.session.lease_id
+        return None if lease is None else '%s-%x' % (self.node, lease)
+
+    @property
+    def running(self):
+        return self._running
+
+    def start(self, timeout=None):
+        """Connect, start the session and the cluster watch.
+
+        Blocks until etcd grants the session lease, for up to ``timeout``
+        seconds (default ``lease_ttl``).
+
+        :raises BackendUnavailable: etcd did not answer in time (the
+            message names the scrubbed endpoints).
+        """
+        with self._state_lock:
+            if self._running:
+                return self
+            revision = self._first_revision(timeout)
+            self._watch = _etcd.Watch(
+                self.client, self.layout.root, self._on_events,
+                on_resync=self._on_resync,
+                name='hacluster-watch-%s' % self.node)
+            # From the revision we read: every later change reaches the
+            # subscribers, whenever the stream actually connects.
+            self._watch.start(revision + 1)
+            try:
+                self.session.start(timeout=timeout)
+            except Exception:
+                self._watch.stop()
+                raise
+            self._running = True
+        LOG.info('hacluster: %s/%s started as member %s on %s',
+                 self.cluster, self.node, self.member_id, self.url.safe)
+        return self
+
+    def _first_revision(self, timeout):
+        deadline = self.clock() + (timeout if timeout is not None
+                                   else self.session.lease_ttl)
+        while True:
+            try:
+                return self.client.revision()
+            except exceptions.BackendUnavailable:
+                if self.clock() >= deadline:
+                    raise
+                time.sleep(0.2)
+
+    def stop(self):
+        """Leave the cluster: revoke the session lease (releasing every lock
+        at once, in etcd) and stop the background threads.
+
+        Locks still held are marked lost with reason "coordinator stopped"
+        (their ``on_lost`` callbacks run). Blocks for at most a couple of
+        etcd requests. Idempotent.
+        """
+        with self._state_lock:
+            if not self._running:
+                return
+            self._running = False
+        for lock in list(self._held.values()):
+            lock._mark_lost('coordinator stopped')
+        self.session.stop(revoke=True)
+        if self._watch is not None:
+            self._watch.stop()
+        LOG.info('hacluster: %s/%s stopped', self.cluster, self.node)
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _check_running(self):
+        if not self._running:
+            raise exceptions.NotStarted(
+                'coordinator %s/%s is not started' % (self.cluster,
+                                                      self.node))
+
+    # -- locks ----------------------------------------------------------------
+
+    def get_lock(self, name, shared=False, on_lost=None):
+        """A :class:`hacluster.locks.Lock` for ``name`` (not acquired yet).
+
+        :param name: any printable text up to 512 characters.
+        :param shared: True for a shared (read) lock; exclusive by default.
+        :param on_lost: optional ``callback(lock, reason)``.
+        :raises InvalidName: the name cannot be used.
+        """
+        return _locks.Lock(self, name, shared=shared, on_lost=on_lost)
+
+    def get_data(self, key):
+        """Read a data item written by a guarded write: ``(value, revision)``
+        or ``(None, 0)``. Blocks for one etcd request."""
+        kv = self.client.get(self.layout.data_key(key))
+        return (kv.value, kv.mod_revision) if kv else (None, 0)
+
+    # -- callbacks ------------------------------------------------------------
+
+    def on_lock_lost(self, callback):
+        """Register ``callback(lock, reason)`` for every lock of this
+        coordinator that is lost while held."""
+        self._callbacks['lock_lost'].append(callback)
+
+    def on_session_lost(self, callback):
+        """Register ``callback(reason)``: the session is gone and everything
+        held with it. Called before a new session is started."""
+        self._callbacks['session_lost'].append(callback)
+
+    def on_session_started(self, callback):
+        """Register ``callback(member_id)``: a new session (first one, or one
+        replacing a lost one) is live."""
+        self._callbacks['session_started'].append(callback)
+
+    def _fire(self, kind, *args):
+        for cb in list(self._callbacks[kind]):
+            try:
+                cb(*args)
+            except Exception:
+                LOG.exception('hacluster: %s callback %r failed', kind, cb)
+
+    # Session listener interface.
+    def session_lost(self, epoch, lease_id, reason):
+        for lock in list(self._held.values()):
+            if lock._epoch == epoch:
+                lock._mark_lost('session lost: %s' % reason)
+        self._fire('session_lost', reason)
+
+    def session_started(self, epoch, lease_id):
+        self._fire('session_started', '%s-%x' % (self.node, lease_id))
+
+    def _lock_lost(self, lock, reason):
+        self._fire('lock_lost', lock, reason)
+
+    # -- held-lock bookkeeping --------------------------------------------------
+
+    def _track(self, lock):
+        self._held[lock._key] = lock
+
+    def _untrack(self, key):
+        self._held.pop(key, None)
+
+    def held_locks(self):
+        """The locks this coordinator holds now (a snapshot list)."""
+        return [lock for lock in list(self._held.values()) if lock.held]
+
+    def _discard_key(self, key, lease):
+        """Delete a lock queue entry, retrying in the background if etcd is
+        unreachable (an entry left behind would block the queue for as long
+        as our session lives)."""
+        try:
+            self.client.delete(key)
+            return
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: could not delete %s now (%s); retrying '
+                        'in the background', key, _url.scrub(exc))
+
+        def retry():
+            delay = 0.1
+            while self._running and self.session.lease_id == lease:
+                try:
+                    self.client.delete(key)
+                    return
+                except exceptions.HAClusterError:
+                    time.sleep(delay)
+                    delay = min(delay * 2, self.session.renew_interval)
+        threading.Thread(target=retry, daemon=True,
+                         name='hacluster-discard').start()
+
+    # -- watch dispatch -----------------------------------------------------------
+
+    def _subscribe(self, parent_prefix, subscriber):
+        """Deliver events for keys directly under ``parent_prefix`` to
+        ``subscriber.notify(type, kv)``."""
+        with self._subs_lock:
+            self._subs.setdefault(parent_prefix, set()).add(subscriber)
+
+    def _unsubscribe(self, parent_prefix, subscriber):
+        with self._subs_lock:
+            subs = self._subs.get(parent_prefix)
+            if subs is not None:
+                subs.discard(subscriber)
+                if not subs:
+                    del self._subs[parent_prefix]
+
+    def _on_events(self, events):
+        for etype, kv in events:
+            if etype == 'DELETE':
+                lock = self._held.get(kv.key)
+                if lock is not None:
+                    lock._mark_lost('its key was deleted from etcd by '
+                                    'someone else')
+            parent = kv.key[:kv.key.rfind('/') + 1]
+            with self._subs_lock:
+                subs = list(self._subs.get(parent, ()))
+            for sub in subs:
+                sub.notify(etype, kv)
+
+    def _on_resync(self):
+        with self._subs_lock:
+            subs = [s for group in self._subs.values() for s in group]
+        for sub in subs:
+            sub.resync()

@@ -1,0 +1,79 @@
+"""The exceptions hacluster raises.
+
+Everything hacluster raises derives from :class:`HAClusterError`, so one
+``except HAClusterError`` catches every coordination failure. Errors from
+etcd3gw, requests and oslo.messaging are translated where hacluster calls
+them and never escape raw; the original is kept as ``cause`` (and as
+``__cause__``, for tracebacks).
+
+Messages never contain secrets: URLs are scrubbed of passwords before they
+are put into a message (see :func:`hacluster.url.scrub`).
+"""
+
+
+class HAClusterError(Exception):
+    """Root of every hacluster error.
+
+    :param message: what went wrong, naming the input or option at fault.
+    :param cause: the lower-level exception that caused this one, if any.
+    """
+
+    def __init__(self, message, cause=None):
+        super().__init__(message)
+        self.message = message
+        self.cause = cause
+        if cause is not None:
+            self.__cause__ = cause
+
+    def __str__(self):
+        return self.message
+
+
+class ConfigurationError(HAClusterError, ValueError):
+    """A setting or argument is invalid; the message names it.
+
+    Also a :class:`ValueError`, so code that validates input generically
+    still catches it.
+    """
+
+
+class InvalidName(ConfigurationError):
+    """A cluster, node or lock name cannot be used (charset, length...)."""
+
+
+class BackendUnavailable(HAClusterError):
+    """No etcd endpoint answered (all were tried). Transient: retry later."""
+
+
+class SessionLost(HAClusterError):
+    """The coordinator's session lease expired or could not be renewed in
+    time: everything held under it (locks, leadership) is gone."""
+
+
+class NotStarted(HAClusterError):
+    """The coordinator is not started (or was stopped)."""
+
+
+class AcquireTimeout(HAClusterError):
+    """A lock could not be acquired within the allowed time (or at once,
+    with ``blocking=False``). Raised by ``with lock:`` and by
+    :func:`hacluster.synchronized`; ``Lock.acquire`` returns ``False``
+    instead."""
+
+
+class LockLost(HAClusterError):
+    """A lock this process held is no longer held (its session was lost or
+    its key was removed by someone else)."""
+
+
+class LockNotHeld(HAClusterError):
+    """``release()`` or a guarded write on a lock that is not held."""
+
+
+class StaleFencingToken(HAClusterError):
+    """A guarded write was refused: the fencing token it carried is no
+    longer the current holder's."""
+
+
+class NotLeader(HAClusterError):
+    """An operation that needs leadership ran on a node that does not lead."""

@@ -1,0 +1,134 @@
+"""Name validation and the etcd key layout.
+
+Every key hacluster writes lives under ``/hacluster/v1/<cluster>/`` and every
+prefix it reads or deletes ends in ``/``: a range over cluster ``b1`` can never
+reach cluster ``b10``, and a lock named ``a`` never sees lock ``ab``.
+
+Cluster and node names are identities chosen by operators: a small charset,
+validated. Lock names come from driver code (manila builds them from share ids,
+host strings like ``host@backend#pool``, even export paths), so any printable
+text is accepted and percent-encoded into one key segment: a ``/`` or ``..`` in
+a lock name can never escape its prefix.
+
+Layout (``<lease>`` is the session lease id in hex)::
+
+    /hacluster/v1/<cluster>/members/<node>                 member record
+    /hacluster/v1/<cluster>/locks/<quoted name>/<lease>-<n> lock queue entry
+    /hacluster/v1/<cluster>/data/<quoted key>              guarded user data
+"""
+
+import re
+from urllib.parse import quote, unquote
+
+from hacluster import exceptions
+from hacluster.version import KEY_LAYOUT_VERSION
+
+ROOT = '/hacluster/v%d/' % KEY_LAYOUT_VERSION
+
+#: Cluster and node names: letters, digits and ``. _ - @ # : +``. ``@`` and
+#: ``#`` because manila host strings (``host@backend#pool``) are natural
+#: cluster names.
+_IDENT_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._@#:+-]*$')
+MAX_IDENT_LEN = 128
+MAX_LOCK_NAME_LEN = 512
+
+
+def validate_ident(value, what):
+    """Check a cluster or node name; return it.
+
+    :param value: the name.
+    :param what: what the name is for (``'cluster'``, ``'node'``), used in
+        the error message.
+    :raises InvalidName: naming ``what`` and the offending value.
+    """
+    if not isinstance(value, str):
+        raise exceptions.InvalidName(
+            '%s name must be a string, got %s' % (what, type(value).__name__))
+    if not value:
+        raise exceptions.InvalidName('%s name must not be empty' % what)
+    if len(value) > MAX_IDENT_LEN:
+        raise exceptions.InvalidName(
+            '%s name %r is %d characters long; the limit is %d'
+            % (what, value[:40] + '...', len(value), MAX_IDENT_LEN))
+    if not _IDENT_RE.match(value):
+        raise exceptions.InvalidName(
+            '%s name %r may only contain letters, digits and . _ - @ # : + '
+            '(and must start with a letter or digit)' % (what, value))
+    return value
+
+
+def validate_lock_name(name):
+    """Check a lock name; return it.
+
+    Any printable text is allowed (it is percent-encoded into the key), but
+    not empty names, control characters (NUL, newline...) or names longer
+    than :data:`MAX_LOCK_NAME_LEN`.
+
+    :raises InvalidName: naming the problem.
+    """
+    if not isinstance(name, str):
+        raise exceptions.InvalidName(
+            'lock name must be a string, got %s' % type(name).__name__)
+    if not name:
+        raise exceptions.InvalidName('lock name must not be empty')
+    if len(name) > MAX_LOCK_NAME_LEN:
+        raise exceptions.InvalidName(
+            'lock name %r... is %d characters long; the limit is %d'
+            % (name[:40], len(name), MAX_LOCK_NAME_LEN))
+    for ch in name:
+        if ord(ch) < 0x20 or ord(ch) == 0x7f:
+            raise exceptions.InvalidName(
+                'lock name %r contains the control character %r'
+                % (name, ch))
+    return name
+
+
+def quote_segment(name):
+    """Encode free text as one key segment (no ``/`` survives)."""
+    return quote(name, safe='')
+
+
+def unquote_segment(segment):
+    return unquote(segment)
+
+
+def prefix_end(prefix):
+    """The etcd ``range_end`` that covers exactly the keys under ``prefix``."""
+    if isinstance(prefix, str):
+        prefix = prefix.encode('utf-8')
+    # Keys are UTF-8 text and prefixes end in '/', so the last byte is never
+    # 0xff and incrementing it is enough.
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class Layout:
+    """Key names of one cluster.
+
+    :param cluster: validated cluster name.
+    """
+
+    def __init__(self, cluster):
+        self.cluster = validate_ident(cluster, 'cluster')
+        self.root = ROOT + cluster + '/'
+        self.members = self.root + 'members/'
+        self.locks = self.root + 'locks/'
+        self.data = self.root + 'data/'
+
+    def member(self, node):
+        return self.members + node
+
+    def lock_prefix(self, name):
+        return self.locks + quote_segment(name) + '/'
+
+    def lock_name_from_key(self, key):
+        """Return the lock name of a lock queue key, or None."""
+        if not key.startswith(self.locks):
+            return None
+        rest = key[len(self.locks):]
+        segment, sep, _ = rest.partition('/')
+        return unquote_segment(segment) if sep else None
+
+    def data_key(self, key):
+        """Key of a user data item written with a guarded write."""
+        validate_lock_name(key)
+        return self.data + quote_segment(key)

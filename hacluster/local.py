@@ -1,0 +1,363 @@
+"""Single-node mode: the coordinator interface without etcd.
+
+With ``backend_url`` unset or ``file:///dir``, a deployment that never adds a
+second node keeps working: locks are file locks in the directory (shared
+between the processes of this machine, exclusive or shared), the fencing
+token comes from a persistent counter file, guarded writes go to files, and
+the session is never lost. Nothing here talks to the network.
+"""
+
+import errno
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+
+import fasteners
+
+from hacluster import exceptions
+from hacluster import keys as _keys
+from hacluster import locks as _locks
+
+LOG = logging.getLogger(__name__)
+
+
+def _file_name(name):
+    quoted = _keys.quote_segment(name)
+    if len(quoted) > 200:
+        # File names are limited to 255 bytes: keep a readable head and
+        # make the rest unique.
+        quoted = quoted[:150] + '-' + hashlib.sha256(
+            name.encode('utf-8')).hexdigest()
+    return quoted
+
+
+class _NameState:
+    """In-process reader/writer admission in front of one file lock.
+
+    POSIX file locks belong to the process, not the thread, so threads are
+    queued here first; only one thread per process holds the file lock for a
+    group of readers.
+    """
+
+    def __init__(self, path):
+        self.cond = threading.Condition()
+        self.readers = 0
+        self.writer = False
+        self.waiting_writers = 0
+        self.file = fasteners.InterProcessReaderWriterLock(path)
+        self.file_mutex = threading.Lock()
+        self.file_readers = 0
+
+
+class LocalLock:
+    """A file lock with the interface of :class:`hacluster.locks.Lock`.
+
+    Exclusive or shared across the threads and processes of this machine;
+    writers waiting keep new readers out (no writer starvation). The fencing
+    token is strictly increasing across holders (a counter file).
+    Thread-safe; one object is one holder, as with the etcd lock.
+    """
+
+    def __init__(self, coordinator, name, shared=False, on_lost=None):
+        self.name = _keys.validate_lock_name(name)
+        self.shared = bool(shared)
+        self._coord = coordinator
+        self._state = coordinator._state_for(name)
+        self._mutex = threading.Lock()
+        self._on_lost = [on_lost] if on_lost else []
+        self._held = False
+        self.fencing_token = None
+        self.lost = False
+        self.lost_reason = None
+        self.acquired_at = None
+
+    def __repr__(self):
+        return '<LocalLock %s %s>' % (self.name,
+                                      'shared' if self.shared else
+                                      'exclusive')
+
+    def on_lost(self, callback):
+        self._on_lost.append(callback)
+
+    @property
+    def held(self):
+        return self._held and not self.lost
+
+    def acquire(self, blocking=True):
+        """See :meth:`hacluster.locks.Lock.acquire`. Blocks on file locks
+        (polled every 10-100 ms: single-node mode has no watch)."""
+        timeout = _locks.parse_blocking(blocking)
+        self._coord._check_running()
+        deadline = None if timeout is None else time.monotonic() + timeout
+
+        def remaining():
+            return None if deadline is None else \
+                max(0.0, deadline - time.monotonic())
+
+        with self._mutex:
+            if self.held:
+                raise exceptions.HAClusterError(
+                    'lock %r is already held by this Lock object; use one '
+                    'Lock object per holder' % self.name)
+        st = self._state
+        with st.cond:
+            if not self.shared:
+                st.waiting_writers += 1
+            try:
+                while st.writer or (self.shared and st.waiting_writers) or \
+                        (not self.shared and st.readers):
+                    left = remaining()
+                    if left is not None and left <= 0:
+                        return False
+                    st.cond.wait(left)
+                if self.shared:
+                    st.readers += 1
+                else:
+                    st.writer = True
+            finally:
+                if not self.shared:
+                    st.waiting_writers -= 1
+        if not self._take_file(remaining()):
+            with st.cond:
+                if self.shared:
+                    st.readers -= 1
+                else:
+                    st.writer = False
+                st.cond.notify_all()
+            return False
+        with self._mutex:
+            self._held = True
+            self.lost = False
+            self.lost_reason = None
+            self.fencing_token = self._coord._next_token()
+            self.acquired_at = time.monotonic()
+        self._coord._held.add(self)
+        return True
+
+    def _take_file(self, timeout):
+        st = self._state
+        blocking = timeout is None or timeout > 0
+        if not self.shared:
+            return st.file.acquire_write_lock(blocking=blocking,
+                                              timeout=timeout)
+        with st.file_mutex:
+            if st.file_readers == 0:
+                if not st.file.acquire_read_lock(blocking=blocking,
+                                                 timeout=timeout):
+                    return False
+            st.file_readers += 1
+            return True
+
+    def release(self):
+        """See :meth:`hacluster.locks.Lock.release`."""
+        with self._mutex:
+            if not self._held:
+                raise exceptions.LockNotHeld(
+                    'lock %r is not held by this Lock object' % self.name)
+            was_lost = self.lost
+            self._held = False
+            self.fencing_token = None
+        self._coord._held.discard(self)
+        st = self._state
+        if self.shared:
+            with st.file_mutex:
+                st.file_readers -= 1
+                if st.file_readers == 0:
+                    st.file.release_read_lock()
+        else:
+            st.file.release_write_lock()
+        with st.cond:
+            if self.shared:
+                st.readers -= 1
+            else:
+                st.writer = False
+            st.cond.notify_all()
+        return not was_lost
+
+    def _mark_lost(self, reason):
+        with self._mutex:
+            if not self._held or self.lost:
+                return
+            self.lost = True
+            self.lost_reason = reason
+        for cb in list(self._on_lost):
+            try:
+                cb(self, reason)
+            except Exception:
+                LOG.exception('hacluster: on_lost callback of %r failed',
+                              self.name)
+
+    def is_still_owner(self):
+        """True while held (a file lock cannot be lost while the process
+        lives)."""
+        return self.held
+
+    def guarded_put(self, key, value):
+        """Write a data item (a file) if this lock is held.
+
+        :raises StaleFencingToken: not held; nothing written.
+        """
+        if not self.held:
+            raise exceptions.StaleFencingToken(
+                'lock %r is not held: write refused' % self.name)
+        self._coord._write_data(key, value)
+
+    def guarded_delete(self, key):
+        if not self.held:
+            raise exceptions.StaleFencingToken(
+                'lock %r is not held: delete refused' % self.name)
+        self._coord._write_data(key, None)
+
+    def __enter__(self):
+        self.acquire(True)
+        return self
+
+    def __exit__(self, *exc):
+        if self._held:
+            self.release()
+
+
+class LocalCoordinator:
+    """Single-node coordinator: local file locks in ``lock_path``.
+
+    :param lock_path: directory for lock, counter and data files (created
+        if missing).
+    :raises ConfigurationError: no ``lock_path``.
+    """
+
+    single_node = True
+
+    def __init__(self, cluster, node, lock_path, timings=None):
+        if not lock_path:
+            raise exceptions.ConfigurationError(
+                'single-node mode needs a lock directory: set backend_url to '
+                'file:///path/to/dir, or pass lock_path')
+        self.cluster = _keys.validate_ident(cluster, 'cluster')
+        self.node = _keys.validate_ident(node, 'node')
+        self.lock_path = lock_path
+        self._dir = os.path.join(lock_path, 'hacluster-' + _file_name(cluster))
+        self._states = {}
+        self._states_lock = threading.Lock()
+        self._held = set()
+        self._running = False
+        self.url = None
+        self.clock = time.monotonic
+
+    def __repr__(self):
+        return '<LocalCoordinator %s/%s %s>' % (self.cluster, self.node,
+                                                self._dir)
+
+    @property
+    def member_id(self):
+        return '%s-%d' % (self.node, os.getpid())
+
+    @property
+    def running(self):
+        return self._running
+
+    def start(self, timeout=None):
+        """Create the lock directory. Never blocks on the network."""
+        try:
+            os.makedirs(os.path.join(self._dir, 'data'), exist_ok=True)
+        except OSError as exc:
+            raise exceptions.ConfigurationError(
+                'cannot create the single-node lock directory %s: %s'
+                % (self._dir, exc), cause=exc)
+        self._running = True
+        return self
+
+    def stop(self):
+        """Release every lock still held (marking it lost, "coordinator
+        stopped")."""
+        if not self._running:
+            return
+        self._running = False
+        for lock in list(self._held):
+            lock._mark_lost('coordinator stopped')
+            try:
+                lock.release()
+            except exceptions.LockNotHeld:
+                pass
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    def _check_running(self):
+        if not self._running:
+            raise exceptions.NotStarted(
+                'coordinator %s/%s is not started' % (self.cluster,
+                                                      self.node))
+
+    def get_lock(self, name, shared=False, on_lost=None):
+        return LocalLock(self, name, shared=shared, on_lost=on_lost)
+
+    def held_locks(self):
+        return [lock for lock in list(self._held) if lock.held]
+
+    def on_lock_lost(self, callback):
+        """Accepted for interface parity; single-node locks are only lost
+        when the coordinator stops."""
+
+    def on_session_lost(self, callback):
+        """Accepted for interface parity; there is no session to lose."""
+
+    def on_session_started(self, callback):
+        """Accepted for interface parity."""
+
+    def _state_for(self, name):
+        with self._states_lock:
+            st = self._states.get(name)
+            if st is None:
+                st = _NameState(os.path.join(self._dir,
+                                             _file_name(name) + '.lock'))
+                self._states[name] = st
+            return st
+
+    def _next_token(self):
+        path = os.path.join(self._dir, 'fencing-token')
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.read(fd, 64).strip()
+            value = int(raw) + 1 if raw else 1
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.ftruncate(fd, 0)
+            os.write(fd, str(value).encode())
+            os.fsync(fd)
+            return value
+        finally:
+            os.close(fd)
+
+    def _data_path(self, key):
+        _keys.validate_lock_name(key)
+        return os.path.join(self._dir, 'data', _file_name(key))
+
+    def _write_data(self, key, value):
+        path = self._data_path(key)
+        if value is None:
+            try:
+                os.unlink(path)
+            except OSError as exc:
+                if exc.errno != errno.ENOENT:
+                    raise
+            return
+        if isinstance(value, str):
+            value = value.encode('utf-8')
+        tmp = '%s.%d.tmp' % (path, os.getpid())
+        with open(tmp, 'wb') as f:
+            f.write(value)
+        os.replace(tmp, path)
+
+    def get_data(self, key):
+        """``(value, 0)`` or ``(None, 0)``."""
+        try:
+            with open(self._data_path(key), 'rb') as f:
+                return f.read(), 0
+        except FileNotFoundError:
+            return None, 0

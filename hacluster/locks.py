@@ -1,0 +1,455 @@
+"""Distributed locks on etcd: FIFO, exclusive or shared, fenced.
+
+The recipe (etcd's Mutex, extended to read/write):
+
+* every acquisition puts its own key under ``locks/<name>/``, bound to the
+  coordinator's session lease -- one key per acquisition, not per process, so
+  two threads of one process contending for one name queue like two
+  processes would (a lease-keyed Mutex would let both "hold" it);
+* the queue order is the keys' create revision; the holder(s) are:
+  exclusive -- the entry with no earlier entry at all; shared -- an entry
+  with no earlier *exclusive* entry. A writer waits for everything before it,
+  and readers that arrive after a writer wait for it: no writer starvation;
+* a waiter does not poll: it waits for the deletion of the one entry it is
+  blocked behind, delivered by the coordinator's watch, then re-reads the
+  queue (one range request). A safety re-read every ``renew_interval``
+  bounds the cost of a lost watch event to latency, never liveness;
+* the fencing token is the create revision of the holder's key: etcd's
+  global revision, so strictly increasing across successive holders of a
+  name, for free;
+* enqueueing and reading the queue is one transaction: an uncontended
+  acquire costs one request and a release one more -- the floor for any lock
+  on etcd.
+
+When the session is lost, every lock held under it is marked lost and its
+``on_lost`` callbacks run (in the session thread). When someone else deletes
+a held lock's key, the watch sees it and does the same.
+"""
+
+import itertools
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from hacluster import _etcd
+from hacluster import exceptions
+from hacluster import keys as _keys
+from hacluster import url as _url
+
+LOG = logging.getLogger(__name__)
+
+EXCLUSIVE = 'w'
+SHARED = 'r'
+
+
+def entry_mode(key):
+    """The mode letter (``'w'`` or ``'r'``) at the end of a queue key."""
+    return key[-1]
+
+
+def find_blocker(entries, my_revision, shared):
+    """Decide whether a queue entry holds its lock.
+
+    :param entries: ``(create_revision, key)`` pairs of the queue (any
+        order; may include the caller's own entry).
+    :param my_revision: the caller's entry create revision.
+    :param shared: whether the caller wants the lock shared.
+    :returns: the ``(create_revision, key)`` of the entry to wait for (the
+        latest earlier entry that conflicts), or None if the caller holds the
+        lock.
+    """
+    blocker = None
+    for revision, key in entries:
+        if revision >= my_revision:
+            continue
+        if shared and entry_mode(key) == SHARED:
+            continue
+        if blocker is None or revision > blocker[0]:
+            blocker = (revision, key)
+    return blocker
+
+
+def parse_blocking(blocking):
+    """Normalize ``blocking`` to a timeout: None (forever), 0 (try once) or
+    seconds.
+
+    :raises ConfigurationError: for a negative or non-numeric value.
+    """
+    if blocking is True:
+        return None
+    if blocking is False or blocking is None:
+        return 0.0
+    if isinstance(blocking, (int, float)):
+        if blocking < 0:
+            raise exceptions.ConfigurationError(
+                'blocking must be True, False or a number of seconds >= 0, '
+                'got %r' % blocking)
+        return float(blocking)
+    raise exceptions.ConfigurationError(
+        'blocking must be True, False or a number of seconds, got %r'
+        % (blocking,))
+
+
+class _Waiter:
+    """Wakes one acquisition when the entry it waits behind is deleted.
+
+    Subscribed before the queue is read, so a deletion that happens between
+    the read and the wait is still seen (it is remembered in ``deleted``).
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._event = threading.Event()
+        self._target = None
+        self._deleted = set()
+
+    def notify(self, etype, kv):
+        if etype != 'DELETE':
+            return
+        with self._lock:
+            self._deleted.add(kv.key)
+            if self._target is None or kv.key == self._target:
+                self._event.set()
+
+    def resync(self):
+        self._event.set()
+
+    def wait_for(self, key, timeout):
+        """Block until ``key`` is deleted or ``timeout`` passes; True if it
+        was deleted (or a resync asks for a re-read)."""
+        with self._lock:
+            self._target = key
+            if key in self._deleted:
+                return True
+            self._event.clear()
+        return self._event.wait(timeout)
+
+
+class Lock:
+    """A distributed lock on etcd. Get one with
+    :meth:`hacluster.coordinator.Coordinator.get_lock`.
+
+    One Lock object is one would-be holder: acquire it, release it, acquire
+    it again. To hold a name from several threads at once (shared mode) or
+    to have threads queue for it, give each thread its own Lock object.
+    The methods are thread-safe (an internal mutex), but acquiring an object
+    that is already held raises :class:`HAClusterError`.
+
+    Attributes: ``name``, ``shared``, ``fencing_token`` (int while held,
+    else None), ``lost`` (True once a held lock was lost, until the next
+    acquire).
+    """
+
+    _seq = itertools.count(1)
+
+    def __init__(self, coordinator, name, shared=False, on_lost=None):
+        self.name = _keys.validate_lock_name(name)
+        self.shared = bool(shared)
+        self._coord = coordinator
+        self._prefix = coordinator.layout.lock_prefix(name)
+        self._mutex = threading.Lock()
+        self._on_lost = [on_lost] if on_lost else []
+        self._key = None
+        self._epoch = None
+        self._held = False
+        self._releasing = False
+        self.fencing_token = None
+        self.lost = False
+        self.lost_reason = None
+        self.acquired_at = None
+
+    def __repr__(self):
+        return '<Lock %s %s%s>' % (
+            self.name, 'shared' if self.shared else 'exclusive',
+            ' held token=%s' % self.fencing_token if self._held else '')
+
+    def on_lost(self, callback):
+        """Register ``callback(lock, reason)``, called once each time this
+        lock is lost while held (session lost, key deleted by someone else).
+        It runs in a hacluster thread: keep it short, never block on etcd."""
+        self._on_lost.append(callback)
+
+    @property
+    def held(self):
+        """Local view: acquired and not known to be lost. Cheap; for a
+        checked answer use :meth:`is_still_owner`."""
+        return self._held and not self.lost
+
+    # -- acquire / release ------------------------------------------------
+
+    def acquire(self, blocking=True):
+        """Acquire the lock.
+
+        :param blocking: True to wait as long as it takes, False to try once,
+            or a number of seconds to wait at most.
+        :returns: True if acquired, False if not acquired in time.
+        :raises HAClusterError: this object already holds the lock.
+        :raises BackendUnavailable: etcd could not be reached (at once with
+            ``blocking=False``; with a timeout, if it was still unreachable
+            when the time ran out; a blocking acquire keeps retrying).
+        :raises NotStarted: the coordinator is not running.
+
+        Blocks (see ``blocking``). Waiting is by etcd watch, never polling.
+        """
+        timeout = parse_blocking(blocking)
+        coord = self._coord
+        clock = coord.clock
+        deadline = None if timeout is None else clock() + timeout
+        with self._mutex:
+            if self._held and not self.lost:
+                raise exceptions.HAClusterError(
+                    'lock %r is already held by this Lock object; use one '
+                    'Lock object per holder' % self.name)
+            self._held = False
+            self.lost = False
+            self.lost_reason = None
+            self.fencing_token = None
+        last_error = None
+        while True:
+            coord._check_running()
+            remaining = None if deadline is None else deadline - clock()
+            epoch, lease = coord.session.wait_active(
+                timeout=remaining if remaining is not None else None)
+            if lease is None:
+                coord._check_running()
+                if deadline is not None and clock() >= deadline:
+                    raise exceptions.BackendUnavailable(
+                        'cannot acquire lock %r: no etcd session (etcd '
+                        'unreachable at %s)' % (
+                            self.name, ', '.join(coord.client.endpoints)),
+                        cause=last_error)
+                continue
+            try:
+                got = self._attempt(epoch, lease, deadline)
+            except exceptions.SessionLost as exc:
+                # Our lease vanished under us: wait for the next session
+                # and queue again (the old entry went with the lease).
+                last_error = exc
+                coord.session.valid()      # wake the renewal thread
+                continue
+            except exceptions.BackendUnavailable as exc:
+                last_error = exc
+                if deadline is not None and clock() >= deadline:
+                    raise
+                LOG.warning('hacluster: acquiring lock %r: %s; retrying',
+                            self.name, _url.scrub(exc))
+                time.sleep(0.2)
+                continue
+            if got is None:
+                continue    # session changed while waiting: queue again
+            return got
+
+    def _attempt(self, epoch, lease, deadline):
+        """One pass on one session: True held, False timed out, None the
+        session changed (retry)."""
+        coord = self._coord
+        clock = coord.clock
+        key = '%s%x-%d-%s' % (self._prefix, lease, next(Lock._seq),
+                              SHARED if self.shared else EXCLUSIVE)
+        value = json.dumps({
+            'node': coord.node, 'member': coord.member_id,
+            'host': socket.gethostname(), 'pid': os.getpid(),
+            'thread': threading.current_thread().name,
+            'mode': 'shared' if self.shared else 'exclusive',
+            'queued_at': time.time()})
+        waiter = _Waiter()
+        coord._subscribe(self._prefix, waiter)
+        # Set before the request: a put whose answer was lost may still
+        # have landed, and an entry left behind would block the queue for
+        # as long as our session lives.
+        enqueued = True
+        try:
+            resp = coord.client.txn(success=[
+                _etcd.put_op(key, value, lease),
+                _etcd.range_op(self._prefix, _keys.prefix_end(self._prefix),
+                               keys_only=True)])
+            my_rev = int(resp['responses'][0]['response_put']['header']
+                         ['revision'])
+            entries = [(kv.create_revision, kv.key)
+                       for kv in _etcd.range_kvs(resp['responses'][1])]
+            while True:
+                blocker = find_blocker(entries, my_rev, self.shared)
+                if blocker is None:
+                    if not self._set_held(key, my_rev, epoch):
+                        return None
+                    enqueued = False   # now owned by the held state
+                    return True
+                remaining = None if deadline is None else deadline - clock()
+                if remaining is not None and remaining <= 0:
+                    return False
+                wait = coord.session.renew_interval if remaining is None \
+                    else min(remaining, coord.session.renew_interval)
+                waiter.wait_for(blocker[1], wait)
+                if not coord.session.valid(epoch):
+                    return None
+                kvs, _ = coord.client.get_prefix(
+                    self._prefix, keys_only=True, max_create_revision=my_rev)
+                entries = [(kv.create_revision, kv.key) for kv in kvs]
+                if not any(k == key for _, k in entries):
+                    # Our entry is gone (lease lost, or deleted by an
+                    # operator): queue again.
+                    return None
+        finally:
+            coord._unsubscribe(self._prefix, waiter)
+            if enqueued:
+                coord._discard_key(key, lease)
+
+    def _set_held(self, key, token, epoch):
+        with self._mutex:
+            if not self._coord.session.valid(epoch):
+                return False
+            self._key = key
+            self._epoch = epoch
+            self._held = True
+            self._releasing = False
+            self.lost = False
+            self.fencing_token = token
+            self.acquired_at = self._coord.clock()
+        self._coord._track(self)
+        return True
+
+    def release(self):
+        """Release the lock.
+
+        :returns: True if it was held and is now released; False if it had
+            been lost meanwhile (nothing to release; the loss was already
+            reported through ``on_lost``).
+        :raises LockNotHeld: it was not acquired.
+
+        Blocks for one etcd request. If etcd is unreachable, the entry is
+        deleted later by the coordinator (or goes with the session lease).
+        """
+        with self._mutex:
+            if not self._held:
+                raise exceptions.LockNotHeld(
+                    'lock %r is not held by this Lock object' % self.name)
+            was_lost = self.lost
+            key, self._key = self._key, None
+            self._held = False
+            self._releasing = True
+            self.fencing_token = None
+        self._coord._untrack(key)
+        lease = int(key[len(self._prefix):].split('-', 1)[0], 16)
+        self._coord._discard_key(key, lease)
+        return not was_lost
+
+    def _mark_lost(self, reason):
+        with self._mutex:
+            if not self._held or self.lost or self._releasing:
+                return
+            self.lost = True
+            self.lost_reason = reason
+            callbacks = list(self._on_lost)
+        LOG.warning('hacluster: lock %r (token %s) lost: %s', self.name,
+                    self.fencing_token, reason)
+        for cb in callbacks:
+            try:
+                cb(self, reason)
+            except Exception:
+                LOG.exception('hacluster: on_lost callback of lock %r failed',
+                              self.name)
+        self._coord._lock_lost(self, reason)
+
+    # -- ownership and fencing ---------------------------------------------
+
+    def is_still_owner(self):
+        """Ask etcd whether this object still holds the lock.
+
+        False if it was never acquired, was released, its session is past
+        its renew deadline, or its key is gone or was replaced (then the loss
+        is reported through ``on_lost`` as well). If etcd cannot be reached,
+        answers from the session's own deadline (the lease cannot have
+        expired for others before it).
+
+        Blocks for one etcd request; thread-safe.
+        """
+        with self._mutex:
+            if not self._held or self.lost:
+                return False
+            key, token, epoch = self._key, self.fencing_token, self._epoch
+        if not self._coord.session.valid(epoch):
+            self._mark_lost('session past its renew deadline')
+            return False
+        try:
+            kv = self._coord.client.get(key)
+        except exceptions.BackendUnavailable:
+            return self._coord.session.valid(epoch)
+        if kv is None or kv.create_revision != token:
+            self._mark_lost('lock key %s is gone from etcd' % key)
+            return False
+        return True
+
+    def _guard(self):
+        with self._mutex:
+            if not self._held or self.lost:
+                raise exceptions.StaleFencingToken(
+                    'lock %r is not held (%s): write refused'
+                    % (self.name, self.lost_reason or 'not acquired'))
+            key, token, epoch = self._key, self.fencing_token, self._epoch
+        if not self._coord.session.valid(epoch):
+            self._mark_lost('session past its renew deadline')
+            raise exceptions.StaleFencingToken(
+                'lock %r (token %s): session past its renew deadline: '
+                'write refused' % (self.name, token))
+        return key, token
+
+    def guarded_txn(self, success, compare=()):
+        """Run etcd operations only if this lock is still held with its
+        fencing token, atomically (one transaction comparing the lock key's
+        create revision).
+
+        :param success: etcd txn operations (see :mod:`hacluster._etcd`).
+        :param compare: extra comparisons.
+        :returns: the txn responses.
+        :raises StaleFencingToken: the lock is no longer held with this
+            token (the write was not made).
+        """
+        key, token = self._guard()
+        resp = self._coord.client.txn(
+            compare=[_etcd.create_revision_is(key, token)] + list(compare),
+            success=success)
+        if not resp['succeeded']:
+            # Either our key is gone or an extra comparison failed.
+            kv = self._coord.client.get(key)
+            if kv is None or kv.create_revision != token:
+                self._mark_lost('lock key %s is gone from etcd' % key)
+                raise exceptions.StaleFencingToken(
+                    'lock %r: fencing token %s is stale: write refused'
+                    % (self.name, token))
+            raise exceptions.HAClusterError(
+                'guarded write under lock %r: a comparison failed'
+                % self.name)
+        return resp['responses']
+
+    def guarded_put(self, key, value):
+        """Write ``value`` at data ``key`` (under the cluster's ``data/``
+        prefix) only if this lock is still held with its token.
+
+        :raises StaleFencingToken: not held any more; nothing written.
+        """
+        if isinstance(value, str):
+            value = value.encode('utf-8')
+        self.guarded_txn([_etcd.put_op(self._coord.layout.data_key(key),
+                                       value)])
+
+    def guarded_delete(self, key):
+        """Delete data ``key`` only if this lock is still held.
+
+        :raises StaleFencingToken: not held any more; nothing deleted.
+        """
+        self.guarded_txn([_etcd.delete_op(self._coord.layout.data_key(key))])
+
+    # -- context manager -----------------------------------------------------
+
+    def __enter__(self):
+        if not self.acquire(True):     # pragma: no cover - blocking=True
+            raise exceptions.AcquireTimeout(
+                'could not acquire lock %r' % self.name)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self._held:
+            self.release()
