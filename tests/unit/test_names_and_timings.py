@@ -1,0 +1,108 @@
+import pytest
+
+from hacluster import exceptions
+from hacluster import keys
+from hacluster import session
+
+
+@pytest.mark.parametrize('name', ['b1', 'hostgroup@dummy#pool0',
+                                  'node-1.example.com', 'a:b+c_d'])
+def test_good_cluster_names_are_accepted(name):
+    assert keys.validate_ident(name, 'cluster') == name
+
+
+@pytest.mark.parametrize('name, words', [
+    ('', 'must not be empty'),
+    ('a/b', 'may only contain'),
+    ('../x', 'may only contain'),
+    ('a b', 'may only contain'),
+    ('a\nb', 'may only contain'),
+    ('x' * 200, 'the limit is 128'),
+    (42, 'must be a string'),
+])
+def test_bad_cluster_names_are_refused_naming_the_problem(name, words):
+    with pytest.raises(exceptions.InvalidName) as e:
+        keys.validate_ident(name, 'cluster')
+    assert words in str(e.value) and 'cluster' in str(e.value)
+
+
+@pytest.mark.parametrize('name, words', [
+    ('', 'must not be empty'),
+    ('a\x00b', 'control character'),
+    ('a\nb', 'control character'),
+    ('x' * 600, 'the limit is 512'),
+    (None, 'must be a string'),
+])
+def test_bad_lock_names_are_refused(name, words):
+    with pytest.raises(exceptions.InvalidName) as e:
+        keys.validate_lock_name(name)
+    assert words in str(e.value)
+
+
+def test_a_cluster_prefix_never_covers_another_cluster():
+    b1, b10 = keys.Layout('b1'), keys.Layout('b10')
+    assert not b10.root.startswith(b1.root)
+    end = keys.prefix_end(b1.root).decode()
+    assert not (b1.root <= b10.root < end)
+
+
+def test_lock_names_with_slashes_stay_inside_their_prefix():
+    layout = keys.Layout('b1')
+    prefix = layout.lock_prefix('../../other/locks/x')
+    assert prefix.startswith(layout.locks)
+    assert prefix[len(layout.locks):].count('/') == 1
+    assert layout.lock_name_from_key(prefix + 'abc-1-w') == \
+        '../../other/locks/x'
+    assert not layout.lock_prefix('a').startswith(layout.lock_prefix('ab'))
+    assert not layout.lock_prefix('ab').startswith(layout.lock_prefix('a'))
+
+
+@pytest.mark.parametrize('ttl, deadline, interval, words', [
+    (10, 10, 2, 'lease_ttl (10) must be greater than renew_deadline (10)'),
+    (10, 7, 7, 'renew_deadline (7) must be greater than renew_interval'),
+    (10, 7, 0, 'renew_interval must be positive'),
+    (1, 0.5, 0.2, 'lease_ttl must be at least 2'),
+    (2.5, 2, 1, 'lease_ttl must be a whole number'),
+    ('10', 7, 2, 'lease_ttl must be a number'),
+    (10, None, 2, 'renew_deadline must be a number'),
+])
+def test_bad_timings_are_refused_naming_the_option(ttl, deadline, interval,
+                                                   words):
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        session.validate_timings(ttl, deadline, interval)
+    assert words in str(e.value)
+
+
+def test_default_timings_are_valid():
+    assert session.validate_timings(session.DEFAULT_LEASE_TTL,
+                                    session.DEFAULT_RENEW_DEADLINE,
+                                    session.DEFAULT_RENEW_INTERVAL)
+
+
+def test_get_coordinator_validates_before_touching_the_network():
+    import hacluster
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        hacluster.get_coordinator('etcd3+http://127.0.0.1:1', 'b1',
+                                  node='n', lease_ttl=5, renew_deadline=6)
+    assert 'renew_deadline' in str(e.value)
+    with pytest.raises(exceptions.InvalidName) as e:
+        hacluster.get_coordinator('etcd3+http://127.0.0.1:1', 'b/1')
+    assert 'cluster' in str(e.value)
+    with pytest.raises(exceptions.InvalidName) as e:
+        hacluster.get_coordinator('etcd3+http://127.0.0.1:1', 'b1',
+                                  node='my node')
+    assert 'node' in str(e.value)
+
+
+def test_every_error_derives_from_one_root():
+    for name in dir(exceptions):
+        obj = getattr(exceptions, name)
+        if isinstance(obj, type) and issubclass(obj, Exception) and \
+                obj.__module__ == exceptions.__name__:
+            assert issubclass(obj, exceptions.HAClusterError), name
+
+
+def test_errors_carry_their_cause():
+    cause = OSError('boom')
+    err = exceptions.BackendUnavailable('etcd down', cause=cause)
+    assert err.cause is cause and err.__cause__ is cause

@@ -1,0 +1,53 @@
+import pytest
+
+from hacluster import exceptions
+from hacluster import locks
+
+
+def q(*entries):
+    """(revision, mode) pairs to queue entries."""
+    return [(rev, 'p/%x-%d-%s' % (rev, rev, mode)) for rev, mode in entries]
+
+
+def test_first_entry_holds_an_exclusive_lock():
+    assert locks.find_blocker(q((5, 'w')), 5, shared=False) is None
+
+
+def test_an_exclusive_waiter_waits_for_its_immediate_predecessor():
+    entries = q((3, 'r'), (4, 'w'), (6, 'r'), (9, 'w'))
+    assert locks.find_blocker(entries, 9, shared=False)[0] == 6
+
+
+def test_readers_share_with_earlier_readers():
+    assert locks.find_blocker(q((3, 'r'), (4, 'r'), (5, 'r')), 5,
+                              shared=True) is None
+
+
+def test_a_reader_waits_for_the_latest_earlier_writer_only():
+    entries = q((2, 'w'), (3, 'r'), (4, 'w'), (5, 'r'), (7, 'r'))
+    assert locks.find_blocker(entries, 7, shared=True)[0] == 4
+
+
+def test_a_writer_is_not_overtaken_by_later_readers():
+    entries = q((2, 'r'), (3, 'w'), (4, 'r'))
+    # the reader that came after the writer waits for it ...
+    assert locks.find_blocker(entries, 4, shared=True)[0] == 3
+    # ... and the writer waits only for the reader before it.
+    assert locks.find_blocker(entries, 3, shared=False)[0] == 2
+
+
+def test_later_entries_never_block():
+    assert locks.find_blocker(q((5, 'w'), (8, 'w')), 5, shared=False) is None
+
+
+@pytest.mark.parametrize('value, expected', [
+    (True, None), (False, 0.0), (None, 0.0), (0, 0.0), (2.5, 2.5)])
+def test_blocking_values(value, expected):
+    assert locks.parse_blocking(value) == expected
+
+
+@pytest.mark.parametrize('value', [-1, 'soon', [1]])
+def test_bad_blocking_values_are_refused(value):
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        locks.parse_blocking(value)
+    assert 'blocking' in str(e.value)

@@ -1,0 +1,129 @@
+"""Single-node mode: real file locks in a temp dir, real processes."""
+
+import multiprocessing
+import os
+import threading
+import time
+
+import pytest
+
+import hacluster
+from hacluster import exceptions
+
+
+@pytest.fixture
+def coord(tmp_path):
+    c = hacluster.get_coordinator('file://%s' % tmp_path, 'b1', node='n1')
+    with c:
+        yield c
+
+
+def _count(path, lock_dir, n):
+    c = hacluster.get_coordinator('file://%s' % lock_dir, 'b1', node='p%d'
+                                  % os.getpid())
+    with c:
+        for _ in range(n):
+            with c.get_lock('counter') as lock:
+                with open(path) as f:
+                    value = int(f.read())
+                time.sleep(0.001)
+                with open(path, 'w') as f:
+                    f.write(str(value + 1))
+                with open(path + '.tokens', 'a') as f:
+                    f.write('%d\n' % lock.fencing_token)
+
+
+def test_a_counter_under_the_lock_loses_no_update_across_processes(tmp_path):
+    path = str(tmp_path / 'counter')
+    with open(path, 'w') as f:
+        f.write('0')
+    ctx = multiprocessing.get_context('fork')
+    procs = [ctx.Process(target=_count, args=(path, tmp_path / 'locks', 40))
+             for _ in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert open(path).read() == '120'
+    tokens = [int(t) for t in open(path + '.tokens').read().split()]
+    assert tokens == sorted(tokens) and len(set(tokens)) == 120
+
+
+def test_threads_of_one_process_exclude_each_other(coord):
+    inside, worst = [0], [0]
+    guard = threading.Lock()
+
+    def work():
+        for _ in range(20):
+            with coord.get_lock('x'):
+                with guard:
+                    inside[0] += 1
+                    worst[0] = max(worst[0], inside[0])
+                time.sleep(0.0005)
+                with guard:
+                    inside[0] -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert worst[0] == 1
+
+
+def test_readers_share_and_a_writer_excludes_them(coord):
+    r1, r2 = coord.get_lock('rw', shared=True), coord.get_lock('rw',
+                                                               shared=True)
+    assert r1.acquire(False) and r2.acquire(False)
+    w = coord.get_lock('rw')
+    assert not w.acquire(blocking=0.2)
+    r1.release()
+    r2.release()
+    assert w.acquire(False)
+    assert not coord.get_lock('rw', shared=True).acquire(False)
+    w.release()
+
+
+def test_fencing_tokens_increase_and_survive_a_restart(tmp_path):
+    url = 'file://%s' % tmp_path
+    tokens = []
+    for _ in range(2):
+        with hacluster.get_coordinator(url, 'b1', node='n1') as c:
+            for name in ('a', 'b'):
+                with c.get_lock(name) as lock:
+                    tokens.append(lock.fencing_token)
+    assert tokens == sorted(tokens) and len(set(tokens)) == 4
+
+
+def test_guarded_writes_need_the_lock(coord):
+    lock = coord.get_lock('g')
+    with pytest.raises(exceptions.StaleFencingToken):
+        lock.guarded_put('k', 'v')
+    with lock:
+        lock.guarded_put('k', 'v')
+    assert coord.get_data('k') == (b'v', 0)
+
+
+def test_stop_releases_and_reports_held_locks(tmp_path):
+    url = 'file://%s' % tmp_path
+    c = hacluster.get_coordinator(url, 'b1', node='n1').start()
+    lost = []
+    lock = c.get_lock('x', on_lost=lambda lk, why: lost.append(why))
+    assert lock.acquire()
+    c.stop()
+    assert lost == ['coordinator stopped']
+    with hacluster.get_coordinator(url, 'b1', node='n2') as c2:
+        assert c2.get_lock('x').acquire(False)
+
+
+def test_single_node_needs_a_lock_directory():
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        hacluster.get_coordinator(None, 'b1', node='n1')
+    assert 'lock directory' in str(e.value)
+
+
+def test_a_lock_cannot_be_used_before_start(tmp_path):
+    c = hacluster.get_coordinator('file://%s' % tmp_path, 'b1', node='n1')
+    with pytest.raises(exceptions.NotStarted):
+        c.get_lock('x').acquire()
