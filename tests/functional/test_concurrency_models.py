@@ -1,0 +1,30 @@
+"""The lock core under native threads (manila 23's default) and under
+eventlet (older releases, other services), each in its own process."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+CHECK = os.path.join(os.path.dirname(__file__), 'lockcheck.py')
+
+
+@pytest.mark.parametrize('model', ['threads', 'eventlet'])
+def test_locks_behave_the_same_under(model, etcd, cluster_name):
+    args = [sys.executable, '-W', 'ignore', CHECK, etcd.url, cluster_name]
+    if model == 'eventlet':
+        args.append('--eventlet')
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    if model == 'eventlet':
+        assert r['threading_patched'] is True
+    assert r['max_inside'] == 1 and r['total'] == 60
+    assert r['handoff_ok'] and r['handoff_ms'] < 300
+    assert r['shared_all'] and r['writer_blocked']
+    assert r['lost_noticed'] and r['guarded'] == 'refused'
+    assert r['rejoined'] and r['new_token_higher']
+    # hacluster must never pin oslo.service's backend by importing it.
+    assert r['oslo_service_imported'] is False
