@@ -168,6 +168,16 @@ class Client:
         self._clients = []
         for host, port in backend_url.endpoints:
             session = requests.Session()
+            # requests re-reads proxy and CA-bundle variables from the
+            # environment on every request (~0.3 ms each, a sixth of a lock
+            # cycle); read them once here instead, with the same meaning.
+            base = '%s://%s:%d' % (backend_url.protocol, host, port)
+            session.proxies = requests.utils.get_environ_proxies(base)
+            session.trust_env = False
+            env_bundle = os.environ.get('REQUESTS_CA_BUNDLE') or \
+                os.environ.get('CURL_CA_BUNDLE')
+            if env_bundle:
+                session.verify = env_bundle
             if backend_url.ca_cert:
                 session.verify = backend_url.ca_cert
             if backend_url.cert_cert:
