@@ -37,7 +37,9 @@ def test_a_counter_under_the_lock_loses_no_update_across_processes(tmp_path):
     path = str(tmp_path / 'counter')
     with open(path, 'w') as f:
         f.write('0')
-    ctx = multiprocessing.get_context('fork')
+    # spawn, not fork: eventlet (imported, not patched, by etcd3gw's futurist)
+    # warns about fork, and a fresh interpreter is what a real node is.
+    ctx = multiprocessing.get_context('spawn')
     procs = [ctx.Process(target=_count, args=(path, tmp_path / 'locks', 40))
              for _ in range(3)]
     for p in procs:
