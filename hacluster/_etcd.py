@@ -344,9 +344,11 @@ class Client:
             'key': b64(prefix),
             'range_end': b64(prefix_end(prefix))}).get('deleted', 0))
 
-    def revision(self):
-        """The store's current revision."""
-        resp = self.call('/kv/range', {'key': b64('\0'), 'keys_only': True})
+    def revision(self, key):
+        """The store's current revision (read with a range on ``key``, which
+        a user with access only to hacluster's prefix may read)."""
+        resp = self.call('/kv/range', {'key': b64(key), 'keys_only': True,
+                                       'limit': 1})
         return int(resp['header']['revision'])
 
     # -- leases ----------------------------------------------------------

@@ -172,7 +172,7 @@ class Coordinator:
                                    else self.session.lease_ttl)
         while True:
             try:
-                return self.client.revision()
+                return self.client.revision(self.layout.root)
             except exceptions.BackendUnavailable:
                 if self.clock() >= deadline:
                     raise
