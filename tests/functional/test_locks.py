@@ -349,3 +349,18 @@ def test_two_clusters_never_see_each_others_locks(etcd):
         with b1.get_lock('same'):
             assert b10.get_lock('same').acquire(blocking=False)
             assert b10.client.count_prefix(b10.layout.root) == 1
+
+
+def test_acquiring_locks_grants_no_lease_of_its_own(fresh_etcd, cluster_name):
+    def leases():
+        return len(coord.client.call('/lease/leases', {}).get('leases') or [])
+
+    coord = hacluster.get_coordinator(fresh_etcd.url, cluster_name, 'n1',
+                                      **FAST)
+    with coord:
+        before = leases()
+        for i in range(20):
+            with coord.get_lock('l%d' % (i % 3)):
+                pass
+        assert leases() == before == 1     # the one session lease
+    assert leases() == 0                   # revoked at stop
