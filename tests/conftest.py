@@ -1,0 +1,67 @@
+"""Shared pytest fixtures: private etcd and RabbitMQ servers.
+
+All servers come from :mod:`hacluster.testing.servers`: free loopback
+ports, data in temporary directories, stopped at teardown (and at
+interpreter exit if a test run crashes).  Tests under ``tests/functional/``
+are marked ``functional`` automatically; deselect them with
+``-m 'not functional'``.
+"""
+
+import pathlib
+
+import pytest
+
+from hacluster.testing import servers
+
+FUNCTIONAL_DIR = pathlib.Path(__file__).resolve().parent / 'functional'
+
+
+def pytest_configure(config):
+    # SIGTERM (e.g. from `timeout`) would otherwise skip fixture teardown
+    # and the exit hook, leaving etcd/RabbitMQ processes behind.
+    servers.stop_on_sigterm()
+    config.addinivalue_line(
+        'markers',
+        'functional: needs real etcd/RabbitMQ servers (started privately on '
+        'free loopback ports); every test under tests/functional/ has it')
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        path = pathlib.Path(str(item.fspath)).resolve()
+        if FUNCTIONAL_DIR in path.parents:
+            item.add_marker(pytest.mark.functional)
+
+
+@pytest.fixture(scope='session')
+def etcd():
+    """One single-member etcd shared by the whole session.
+
+    Do not stop, kill or pause it (use ``fresh_etcd``); use unique key
+    prefixes, other tests share its keyspace.
+    """
+    with servers.EtcdServer(name='etcd-session') as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_etcd():
+    """A single-member etcd for this test only; it may be killed/stopped."""
+    with servers.EtcdServer(name='etcd-fresh') as server:
+        yield server
+
+
+@pytest.fixture
+def etcd_cluster():
+    """A fresh 3-member etcd cluster for this test (members may be killed)."""
+    with servers.EtcdCluster(size=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope='session')
+def rabbitmq():
+    """One RabbitMQ broker for the session, started by the first test that
+    asks for it (6-9 s).  Do not stop or kill it.
+    """
+    with servers.RabbitMQServer() as broker:
+        yield broker
