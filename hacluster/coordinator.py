@@ -19,11 +19,14 @@ import logging
 import socket
 import threading
 import time
+import uuid
 
 from hacluster import _etcd
+from hacluster import election as _election
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import locks as _locks
+from hacluster import membership as _membership
 from hacluster import session as _session
 from hacluster import url as _url
 
@@ -50,8 +53,8 @@ def get_coordinator(backend_url, cluster, node=None,
                     lease_ttl=_session.DEFAULT_LEASE_TTL,
                     renew_deadline=_session.DEFAULT_RENEW_DEADLINE,
                     renew_interval=_session.DEFAULT_RENEW_INTERVAL,
-                    lock_path=None, request_timeout=None,
-                    clock=time.monotonic):
+                    lock_path=None, request_timeout=None, config=None,
+                    rpc_version=None, clock=time.monotonic):
     """Build (not start) the coordinator for ``cluster``.
 
     :param backend_url: ``etcd3+http://host:port[,host:port...]``,
@@ -66,6 +69,11 @@ def get_coordinator(backend_url, cluster, node=None,
         is None.
     :param request_timeout: seconds one etcd request may take on one
         endpoint (default: ``renew_interval``, at least 1 s).
+    :param config: a dict of this node's relevant configuration; its
+        fingerprint (secrets excluded) goes in the member record so drift
+        between nodes is visible.
+    :param rpc_version: the RPC API version this node speaks (member
+        record).
     :raises ConfigurationError: an argument is invalid; the message names it.
 
     Does not block and touches no network.
@@ -81,9 +89,11 @@ def get_coordinator(backend_url, cluster, node=None,
         from hacluster import local
         return local.LocalCoordinator(cluster, node,
                                       lock_path=parsed.path or lock_path,
-                                      timings=timings)
+                                      timings=timings, config=config,
+                                      rpc_version=rpc_version)
     return Coordinator(parsed, cluster, node, timings,
-                       request_timeout=request_timeout, clock=clock)
+                       request_timeout=request_timeout, clock=clock,
+                       config=config, rpc_version=rpc_version)
 
 
 class Coordinator:
@@ -97,7 +107,8 @@ class Coordinator:
     single_node = False
 
     def __init__(self, backend_url, cluster, node, timings,
-                 request_timeout=None, clock=time.monotonic):
+                 request_timeout=None, clock=time.monotonic, config=None,
+                 rpc_version=None):
         lease_ttl, renew_deadline, renew_interval = timings
         self.url = backend_url
         self.cluster = cluster
@@ -119,6 +130,13 @@ class Coordinator:
         self._held = {}
         self._callbacks = {'lock_lost': [], 'session_lost': [],
                            'session_started': []}
+        #: This process incarnation's id: stable across a lost and renewed
+        #: session, new at every process start.
+        self.member_id = '%s-%s' % (node, uuid.uuid4().hex[:8])
+        self._membership = _membership.Membership(
+            self, self.member_id, config=config, rpc_version=rpc_version)
+        self._leader_view = _election.LeaderView(self)
+        self._election = None
 
     def __repr__(self):
         return '<Coordinator %s/%s %s>' % (self.cluster, self.node,
@@ -127,29 +145,29 @@ class Coordinator:
     # -- life cycle ---------------------------------------------------------
 
     @property
-    def member_id(self):
-        """This incarnation's id: node name and session lease (changes when
-        a lost session is replaced), or None before the first session."""
-        lease = self.session.lease_id
-        return None if lease is None else '%s-%x' % (self.node, lease)
-
-    @property
     def running(self):
         return self._running
 
     def start(self, timeout=None):
-        """Connect, start the session and the cluster watch.
+        """Connect, start the session, publish the member record and start
+        the cluster watch.
 
-        Blocks until etcd grants the session lease, for up to ``timeout``
-        seconds (default ``lease_ttl``).
+        Blocks until etcd grants the session lease (for up to ``timeout``
+        seconds, default ``lease_ttl``) and the member record is published
+        (a previous registration of this node name that is not renewed any
+        more is waited for, up to its lease's expiry).
 
         :raises BackendUnavailable: etcd did not answer in time (the
             message names the scrubbed endpoints).
+        :raises DuplicateMember: a live process already uses this node name
+            in this cluster.
         """
         with self._state_lock:
             if self._running:
                 return self
-            revision = self._first_revision(timeout)
+            revision = self._first_view(timeout)
+            self._subscribe(self.layout.members, self._membership)
+            self._subscribe(self.layout.leader, self._leader_view)
             self._watch = _etcd.Watch(
                 self.client, self.layout.root, self._on_events,
                 on_resync=self._on_resync,
@@ -157,30 +175,44 @@ class Coordinator:
             # From the revision we read: every later change reaches the
             # subscribers, whenever the stream actually connects.
             self._watch.start(revision + 1)
+            self._running = True
             try:
                 self.session.start(timeout=timeout)
+                self._membership.register()
             except Exception:
+                self._running = False
+                self.session.stop(revoke=True)
                 self._watch.stop()
                 raise
-            self._running = True
         LOG.info('hacluster: %s/%s started as member %s on %s',
                  self.cluster, self.node, self.member_id, self.url.safe)
         return self
 
-    def _first_revision(self, timeout):
+    def _first_view(self, timeout):
+        """Read members and the leader queue at one revision; return it."""
         deadline = self.clock() + (timeout if timeout is not None
                                    else self.session.lease_ttl)
         while True:
             try:
-                return self.client.revision(self.layout.root)
+                resp = self.client.txn(success=[
+                    _etcd.range_op(self.layout.members,
+                                   _keys.prefix_end(self.layout.members)),
+                    _etcd.range_op(self.layout.leader,
+                                   _keys.prefix_end(self.layout.leader))])
+                break
             except exceptions.BackendUnavailable:
                 if self.clock() >= deadline:
                     raise
                 time.sleep(0.2)
+        self._membership.load(_etcd.range_kvs(resp['responses'][0]))
+        self._leader_view.load(_etcd.range_kvs(resp['responses'][1]))
+        return int(resp['header']['revision'])
 
     def stop(self):
-        """Leave the cluster: revoke the session lease (releasing every lock
-        at once, in etcd) and stop the background threads.
+        """Leave the cluster gracefully: resign leadership (if leading),
+        mark the member record ``leaving``, revoke the session lease
+        (releasing every lock at once, in etcd) and stop the background
+        threads.
 
         Locks still held are marked lost with reason "coordinator stopped"
         (their ``on_lost`` callbacks run). Blocks for at most a couple of
@@ -189,6 +221,10 @@ class Coordinator:
         with self._state_lock:
             if not self._running:
                 return
+        if self._election is not None:
+            self._election.resign()
+        self._membership.mark_leaving()
+        with self._state_lock:
             self._running = False
         for lock in list(self._held.values()):
             lock._mark_lost('coordinator stopped')
@@ -227,6 +263,102 @@ class Coordinator:
         kv = self.client.get(self.layout.data_key(key))
         return (kv.value, kv.mod_revision) if kv else (None, 0)
 
+    # -- membership -------------------------------------------------------------
+
+    def get_members(self):
+        """The live members, read from etcd: ``{node: MemberRecord}``.
+
+        A MemberRecord is a dict (``node``, ``member_id``, ``host``, ``pid``,
+        ``version``, ``rpc_version``, ``config_fingerprint``, ``joined_at``,
+        ``lease``, ``state``...) whose keys are also attributes. Blocks for
+        one etcd request.
+        """
+        kvs, _ = self.client.get_prefix(self.layout.members)
+        records = (_membership.MemberRecord.from_kv(kv) for kv in kvs)
+        return {r['node']: r for r in records}
+
+    def on_member_join(self, callback):
+        """Register ``callback(record)``: a member joined (or rejoined with
+        a new session). Called in the watch thread; keep it short."""
+        self._membership.add_callback('join', callback)
+
+    def on_member_leave(self, callback):
+        """Register ``callback(record, graceful)``: a member left;
+        ``graceful`` is False when its lease expired (crash, pause,
+        partition). Called in the watch thread; keep it short."""
+        self._membership.add_callback('leave', callback)
+
+    # -- leadership -------------------------------------------------------------
+
+    def run_for_leader(self, on_started_leading, on_stopped_leading,
+                       on_new_leader=None):
+        """Campaign to lead this cluster; returns at once.
+
+        See :mod:`hacluster.election` for the callback contract.
+
+        :raises HAClusterError: already campaigning.
+        :raises NotStarted: the coordinator is not started.
+        """
+        self._check_running()
+        if self._election is not None and not self._election._stop.is_set():
+            raise exceptions.HAClusterError(
+                '%s is already running for leader of %s'
+                % (self.node, self.cluster))
+        self._election = _election.Election(
+            self, on_started_leading, on_stopped_leading, on_new_leader)
+        return self._election.start()
+
+    def resign(self):
+        """Stop leading and campaigning (see Election.resign)."""
+        if self._election is not None:
+            self._election.resign()
+
+    @property
+    def is_leader(self):
+        """True while this node leads (checked against the renew deadline;
+        no request)."""
+        return self._election is not None and self._election.is_leader
+
+    @property
+    def term(self):
+        """The leadership term while leading, else None."""
+        return self._election.term if self._election is not None else None
+
+    def get_leader(self):
+        """The leader's record (as :meth:`get_members`, plus ``term``), or
+        None. Read from etcd; works on any coordinator, campaigning or not.
+        Blocks for one etcd request."""
+        resp = self.client.txn(success=[
+            _etcd.range_op(self.layout.leader,
+                           _keys.prefix_end(self.layout.leader),
+                           sort_create=True, limit=1)])
+        kvs = _etcd.range_kvs(resp['responses'][0])
+        if not kvs:
+            return None
+        head = kvs[0].json()
+        record = _membership.MemberRecord(head)
+        member = self._membership.view().get(head.get('node'))
+        if member is not None and \
+                member.get('member_id') == head.get('member_id'):
+            record = _membership.MemberRecord(dict(member, **head))
+        record['term'] = kvs[0].create_revision
+        return record
+
+    def on_new_leader(self, callback):
+        """Register ``callback(record_or_None)``, called whenever the
+        observed leader changes (watch thread)."""
+        self._leader_view.add_callback(callback)
+
+    def guarded_put_as_leader(self, term, key, value):
+        """Write data ``key`` only if this node still leads in ``term``.
+
+        :raises NotLeader: not leading in ``term``.
+        :raises StaleFencingToken: etcd refused: the term is over.
+        """
+        if self._election is None:
+            raise exceptions.NotLeader('%s is not campaigning' % self.node)
+        self._election.guarded_put(term, key, value)
+
     # -- callbacks ------------------------------------------------------------
 
     def on_lock_lost(self, callback):
@@ -253,13 +385,21 @@ class Coordinator:
 
     # Session listener interface.
     def session_lost(self, epoch, lease_id, reason):
+        self._membership.session_lost()
         for lock in list(self._held.values()):
             if lock._epoch == epoch:
                 lock._mark_lost('session lost: %s' % reason)
         self._fire('session_lost', reason)
 
     def session_started(self, epoch, lease_id):
-        self._fire('session_started', '%s-%x' % (self.node, lease_id))
+        if epoch > 1 and self._running:
+            # A new session after a lost one: put our record back.
+            try:
+                self._membership.register()
+            except exceptions.HAClusterError as exc:
+                LOG.error('hacluster: %s/%s could not rejoin: %s',
+                          self.cluster, self.node, _url.scrub(exc))
+        self._fire('session_started', self.member_id)
 
     def _lock_lost(self, lock, reason):
         self._fire('lock_lost', lock, reason)

@@ -13,6 +13,7 @@ a lock name can never escape its prefix.
 Layout (``<lease>`` is the session lease id in hex)::
 
     /hacluster/v1/<cluster>/members/<node>                 member record
+    /hacluster/v1/<cluster>/leader/<lease>-<n>-w           election queue
     /hacluster/v1/<cluster>/locks/<quoted name>/<lease>-<n> lock queue entry
     /hacluster/v1/<cluster>/data/<quoted key>              guarded user data
 """
@@ -112,6 +113,7 @@ class Layout:
         self.root = ROOT + cluster + '/'
         self.members = self.root + 'members/'
         self.locks = self.root + 'locks/'
+        self.leader = self.root + 'leader/'
         self.data = self.root + 'data/'
 
     def member(self, node):

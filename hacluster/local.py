@@ -12,14 +12,18 @@ import fcntl
 import hashlib
 import logging
 import os
+import socket
 import threading
 import time
+import uuid
 
 import fasteners
 
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import locks as _locks
+from hacluster import membership as _membership
+from hacluster.version import __version__
 
 LOG = logging.getLogger(__name__)
 
@@ -230,7 +234,8 @@ class LocalCoordinator:
 
     single_node = True
 
-    def __init__(self, cluster, node, lock_path, timings=None):
+    def __init__(self, cluster, node, lock_path, timings=None, config=None,
+                 rpc_version=None):
         if not lock_path:
             raise exceptions.ConfigurationError(
                 'single-node mode needs a lock directory: set backend_url to '
@@ -245,14 +250,18 @@ class LocalCoordinator:
         self._running = False
         self.url = None
         self.clock = time.monotonic
+        self.member_id = '%s-%s' % (node, uuid.uuid4().hex[:8])
+        self._record = _membership.MemberRecord(
+            node=node, member_id=self.member_id, host=socket.gethostname(),
+            pid=os.getpid(), version=__version__, rpc_version=rpc_version,
+            config_fingerprint=_membership.fingerprint(config),
+            joined_at=None, state='active', mode='single-node')
+        self._leading = None        # (term, on_stopped) while leading
+        self._leader_callbacks = []
 
     def __repr__(self):
         return '<LocalCoordinator %s/%s %s>' % (self.cluster, self.node,
                                                 self._dir)
-
-    @property
-    def member_id(self):
-        return '%s-%d' % (self.node, os.getpid())
 
     @property
     def running(self):
@@ -267,13 +276,15 @@ class LocalCoordinator:
                 'cannot create the single-node lock directory %s: %s'
                 % (self._dir, exc), cause=exc)
         self._running = True
+        self._record['joined_at'] = time.time()
         return self
 
     def stop(self):
-        """Release every lock still held (marking it lost, "coordinator
-        stopped")."""
+        """Resign leadership, release every lock still held (marking it
+        lost, "coordinator stopped")."""
         if not self._running:
             return
+        self.resign()
         self._running = False
         for lock in list(self._held):
             lock._mark_lost('coordinator stopped')
@@ -309,6 +320,71 @@ class LocalCoordinator:
 
     def on_session_started(self, callback):
         """Accepted for interface parity."""
+
+    # -- membership and leadership: one node, always the leader -------------
+
+    def get_members(self):
+        """``{node: record}`` with this node only."""
+        return {self.node: _membership.MemberRecord(self._record)}
+
+    def on_member_join(self, callback):
+        """Accepted for interface parity: no other member can join."""
+
+    def on_member_leave(self, callback):
+        """Accepted for interface parity: no other member can leave."""
+
+    def run_for_leader(self, on_started_leading, on_stopped_leading,
+                       on_new_leader=None):
+        """Lead at once (the only node). Calls ``on_started_leading(term)``
+        (and ``on_new_leader``) before returning."""
+        self._check_running()
+        if self._leading is not None:
+            raise exceptions.HAClusterError(
+                '%s is already running for leader of %s'
+                % (self.node, self.cluster))
+        term = self._next_token()
+        self._leading = (term, on_stopped_leading)
+        if on_new_leader is not None:
+            self._leader_callbacks.append(on_new_leader)
+        on_started_leading(term)
+        for cb in self._leader_callbacks:
+            cb(self.get_leader())
+        return self
+
+    def resign(self):
+        leading, self._leading = self._leading, None
+        if leading is not None:
+            term, on_stopped = leading
+            try:
+                on_stopped(term)
+            except Exception:
+                LOG.exception('hacluster: on_stopped_leading failed')
+            for cb in self._leader_callbacks:
+                cb(None)
+
+    @property
+    def is_leader(self):
+        return self._leading is not None
+
+    @property
+    def term(self):
+        return self._leading[0] if self._leading else None
+
+    def get_leader(self):
+        if self._leading is None:
+            return None
+        record = _membership.MemberRecord(self._record)
+        record['term'] = self._leading[0]
+        return record
+
+    def on_new_leader(self, callback):
+        self._leader_callbacks.append(callback)
+
+    def guarded_put_as_leader(self, term, key, value):
+        if self.term != term:
+            raise exceptions.NotLeader('%s is not leading in term %s'
+                                       % (self.node, term))
+        self._write_data(key, value)
 
     def _state_for(self, name):
         with self._states_lock:

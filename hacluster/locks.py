@@ -145,12 +145,17 @@ class Lock:
 
     _seq = itertools.count(1)
 
-    def __init__(self, coordinator, name, shared=False, on_lost=None):
+    def __init__(self, coordinator, name, shared=False, on_lost=None,
+                 _prefix=None):
         self.name = _keys.validate_lock_name(name)
         self.shared = bool(shared)
         self._coord = coordinator
-        self._prefix = coordinator.layout.lock_prefix(name)
+        # _prefix: hacluster's own queues (the election) use the recipe on
+        # a prefix of their own.
+        self._prefix = _prefix or coordinator.layout.lock_prefix(name)
         self._mutex = threading.Lock()
+        self._cancelled = threading.Event()
+        self._waiter = None
         self._on_lost = [on_lost] if on_lost else []
         self._key = None
         self._epoch = None
@@ -171,6 +176,16 @@ class Lock:
         lock is lost while held (session lost, key deleted by someone else).
         It runs in a hacluster thread: keep it short, never block on etcd."""
         self._on_lost.append(callback)
+
+    def cancel(self):
+        """Make a pending :meth:`acquire` of this object give up at once
+        and return False, leaving nothing in the queue; every later acquire
+        of this object returns False too. Does not release a lock already
+        held. Thread-safe; never blocks."""
+        self._cancelled.set()
+        waiter = self._waiter
+        if waiter is not None:
+            waiter.resync()
 
     @property
     def held(self):
@@ -210,6 +225,8 @@ class Lock:
         last_error = None
         while True:
             coord._check_running()
+            if self._cancelled.is_set():
+                return False
             remaining = None if deadline is None else deadline - clock()
             epoch, lease = coord.session.wait_active(
                 timeout=remaining if remaining is not None else None)
@@ -250,12 +267,12 @@ class Lock:
         key = '%s%x-%d-%s' % (self._prefix, lease, next(Lock._seq),
                               SHARED if self.shared else EXCLUSIVE)
         value = json.dumps({
-            'node': coord.node, 'member': coord.member_id,
+            'node': coord.node, 'member_id': coord.member_id,
             'host': socket.gethostname(), 'pid': os.getpid(),
             'thread': threading.current_thread().name,
             'mode': 'shared' if self.shared else 'exclusive',
             'queued_at': time.time()})
-        waiter = _Waiter()
+        waiter = self._waiter = _Waiter()
         coord._subscribe(self._prefix, waiter)
         # Set before the request: a put whose answer was lost may still
         # have landed, and an entry left behind would block the queue for
@@ -278,11 +295,14 @@ class Lock:
                     enqueued = False   # now owned by the held state
                     return True
                 remaining = None if deadline is None else deadline - clock()
-                if remaining is not None and remaining <= 0:
+                if (remaining is not None and remaining <= 0) or \
+                        self._cancelled.is_set():
                     return False
                 wait = coord.session.renew_interval if remaining is None \
                     else min(remaining, coord.session.renew_interval)
                 waiter.wait_for(blocker[1], wait)
+                if self._cancelled.is_set():
+                    return False
                 if not coord.session.valid(epoch):
                     return None
                 kvs, _ = coord.client.get_prefix(
@@ -293,6 +313,7 @@ class Lock:
                     # operator): queue again.
                     return None
         finally:
+            self._waiter = None
             coord._unsubscribe(self._prefix, waiter)
             if enqueued:
                 coord._discard_key(key, lease)

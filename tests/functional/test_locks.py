@@ -269,7 +269,9 @@ def test_etcd_down_steps_the_holder_down_and_it_rejoins(fresh_etcd,
         fresh_etcd.restart()
         again = c.get_lock('x')
         assert again.acquire(blocking=15)
-        assert c.member_id != first_member
+        # Same process incarnation, new session; its record is back.
+        assert c.member_id == first_member and c.session.epoch == 2
+        assert c.get_members()['n1']['member_id'] == first_member
         assert again.fencing_token > 0
         again.release()
     finally:
@@ -348,7 +350,7 @@ def test_two_clusters_never_see_each_others_locks(etcd):
             other(etcd, 'b10', node='n1') as b10:
         with b1.get_lock('same'):
             assert b10.get_lock('same').acquire(blocking=False)
-            assert b10.client.count_prefix(b10.layout.root) == 1
+            assert b10.client.count_prefix(b10.layout.locks) == 1
 
 
 def test_acquiring_locks_grants_no_lease_of_its_own(fresh_etcd, cluster_name):

@@ -1,0 +1,263 @@
+"""One leader per cluster: a campaign on the lock recipe, with terms.
+
+Candidates queue under ``/hacluster/v1/<cluster>/leader/`` exactly like
+exclusive lock waiters (one key each, on the session lease, FIFO by create
+revision, woken by the watch). The head of the queue leads; its create
+revision is the **term**, a fencing token: strictly increasing from one
+leadership to the next, and usable to make etcd writes conditional on still
+leading in that term.
+
+Callback contract (per candidate):
+
+* ``on_started_leading(term)`` -- called in the campaign thread when this
+  candidate becomes leader. Must return promptly: start work elsewhere.
+* ``on_stopped_leading(term)`` -- called exactly once for every term that
+  started, whatever ends it: :meth:`resign`, coordinator stop, session lost
+  (renew deadline passed without renewal), the leader key deleted by someone
+  else. Never called while ``on_started_leading`` of the same term is still
+  running (it waits for it to return). On a session loss it runs in the
+  session thread *before* the lease is revoked, so the next leader cannot
+  start before it returns: successive leaders' callbacks do not overlap.
+* ``on_new_leader(record)`` -- called (in the watch thread) whenever the
+  observed leader changes, with the leader's record including ``term``, or
+  None when there is no leader.
+
+After a lost session a candidate campaigns again on its new session.
+"""
+
+import logging
+import threading
+
+from hacluster import exceptions
+from hacluster import locks as _locks
+from hacluster import url as _url
+from hacluster.membership import MemberRecord
+
+LOG = logging.getLogger(__name__)
+
+
+def _safe(fn, *args):
+    if fn is None:
+        return
+    try:
+        fn(*args)
+    except Exception:
+        LOG.exception('hacluster: leadership callback %r failed', fn)
+
+
+class LeaderView:
+    """The leader queue as seen through the cluster watch (no requests):
+    fires ``on_new_leader`` callbacks when the head changes."""
+
+    def __init__(self, coord):
+        self._coord = coord
+        self._entries = {}           # key -> (create_revision, record)
+        self._lock = threading.Lock()
+        self._head = None            # (key, revision)
+        self._callbacks = []
+
+    def add_callback(self, callback):
+        self._callbacks.append(callback)
+
+    def load(self, kvs):
+        with self._lock:
+            self._entries = {kv.key: (kv.create_revision, kv.json())
+                             for kv in kvs}
+            self._head = self._compute_head()
+
+    def _compute_head(self):
+        if not self._entries:
+            return None
+        key = min(self._entries, key=lambda k: self._entries[k][0])
+        return key, self._entries[key][0]
+
+    def current(self):
+        """The leader's record with ``term``, or None (no request)."""
+        with self._lock:
+            if self._head is None:
+                return None
+            rev, value = self._entries[self._head[0]]
+        record = MemberRecord(value)
+        record['term'] = rev
+        return record
+
+    def notify(self, etype, kv):
+        with self._lock:
+            if etype == 'DELETE':
+                self._entries.pop(kv.key, None)
+            else:
+                self._entries[kv.key] = (kv.create_revision, kv.json())
+        self._head_changed()
+
+    def resync(self):
+        try:
+            kvs, _ = self._coord.client.get_prefix(self._coord.layout.leader)
+        except exceptions.HAClusterError:
+            return
+        with self._lock:
+            self._entries = {kv.key: (kv.create_revision, kv.json())
+                             for kv in kvs}
+        self._head_changed()
+
+    def _head_changed(self):
+        with self._lock:
+            head = self._compute_head()
+            changed = head != self._head
+            self._head = head
+        if not changed:
+            return
+        record = self.current()
+        if record is None:
+            LOG.info('hacluster: %s: no leader', self._coord.cluster)
+        else:
+            LOG.info('hacluster: %s: leader is now %s (node %s), term %d',
+                     self._coord.cluster, record.get('member_id'),
+                     record.get('node'), record['term'])
+        for cb in list(self._callbacks):
+            _safe(cb, record)
+
+
+class Election:
+    """A running campaign. Built by
+    :meth:`hacluster.coordinator.Coordinator.run_for_leader`."""
+
+    def __init__(self, coord, on_started_leading, on_stopped_leading,
+                 on_new_leader=None):
+        if not callable(on_started_leading) or \
+                not callable(on_stopped_leading):
+            raise exceptions.ConfigurationError(
+                'run_for_leader needs callable on_started_leading and '
+                'on_stopped_leading')
+        if on_new_leader is not None and not callable(on_new_leader):
+            raise exceptions.ConfigurationError(
+                'on_new_leader must be callable or None')
+        self._coord = coord
+        self._on_started = on_started_leading
+        self._on_stopped = on_stopped_leading
+        self._stop = threading.Event()
+        self._ended = threading.Event()
+        self._term_lock = threading.RLock()
+        self._mutex = threading.Lock()
+        self._pending = None
+        self._lock = None
+        self._term = None
+        self._thread = threading.Thread(
+            target=self._campaign, daemon=True,
+            name='hacluster-election-%s' % coord.node)
+        if on_new_leader is not None:
+            coord._leader_view.add_callback(on_new_leader)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    @property
+    def is_leader(self):
+        """True while this candidate leads and its session is within its
+        renew deadline. Cheap (no request)."""
+        with self._mutex:
+            lock = self._lock
+        return lock is not None and lock.held and \
+            self._coord.session.valid(lock._epoch)
+
+    @property
+    def term(self):
+        """The current term while leading, else None."""
+        return self._term if self.is_leader else None
+
+    def _campaign(self):
+        coord = self._coord
+        while not self._stop.is_set():
+            lock = _locks.Lock(coord, 'leader', _prefix=coord.layout.leader)
+            lock.on_lost(lambda lk, why: self._end_term(lk, why))
+            with self._mutex:
+                self._pending = lock
+            if self._stop.is_set():
+                break
+            try:
+                got = lock.acquire(True)
+            except exceptions.NotStarted:
+                break
+            except exceptions.HAClusterError as exc:
+                LOG.warning('hacluster: %s/%s: campaign failed (%s); '
+                            'retrying', coord.cluster, coord.node,
+                            _url.scrub(exc))
+                self._stop.wait(coord.session.renew_interval)
+                continue
+            if not got:
+                continue
+            with self._term_lock:
+                if not lock.held or self._stop.is_set():
+                    if lock.held:
+                        lock.release()
+                    continue
+                term = lock.fencing_token
+                with self._mutex:
+                    self._lock, self._term = lock, term
+                self._ended.clear()
+                LOG.info('hacluster: %s/%s (member %s) started leading, '
+                         'term %d', coord.cluster, coord.node,
+                         coord.member_id, term)
+                _safe(self._on_started, term)
+            self._ended.wait()
+
+    def _end_term(self, lock, reason):
+        """End the term of ``lock`` (once): call on_stopped_leading."""
+        with self._term_lock:
+            with self._mutex:
+                if self._lock is not lock or self._term is None:
+                    return False
+                term = self._term
+                self._lock, self._term = None, None
+            LOG.info('hacluster: %s/%s (member %s) stopped leading, term '
+                     '%d: %s', self._coord.cluster, self._coord.node,
+                     self._coord.member_id, term, reason)
+            _safe(self._on_stopped, term)
+        self._ended.set()
+        return True
+
+    def resign(self):
+        """Stop leading (if leading) and stop campaigning.
+
+        ``on_stopped_leading`` runs before the leader key is deleted, so the
+        next leader starts after it. Blocks for one etcd request. Call
+        ``run_for_leader`` again to campaign anew.
+        """
+        self._stop.set()
+        with self._mutex:
+            pending, lock = self._pending, self._lock
+        if pending is not None:
+            pending.cancel()
+        if lock is not None and self._end_term(lock, 'resigned'):
+            try:
+                lock.release()
+            except exceptions.HAClusterError as exc:
+                LOG.warning('hacluster: releasing leadership: %s',
+                            _url.scrub(exc))
+        self._ended.set()
+        if self._thread.is_alive() and \
+                self._thread is not threading.current_thread():
+            self._thread.join(self._coord.session.renew_interval + 5)
+
+    def guarded_txn(self, term, success, compare=()):
+        """Run etcd operations only if still leading in ``term``.
+
+        :raises NotLeader: not leading in ``term`` (locally known).
+        :raises StaleFencingToken: etcd refused: the term is over.
+        """
+        with self._mutex:
+            lock = self._lock
+        if lock is None or self._term != term or not lock.held:
+            raise exceptions.NotLeader(
+                '%s is not leading cluster %s in term %s'
+                % (self._coord.node, self._coord.cluster, term))
+        return lock.guarded_txn(success, compare=compare)
+
+    def guarded_put(self, term, key, value):
+        """Write data ``key`` only if still leading in ``term``."""
+        from hacluster import _etcd
+        if isinstance(value, str):
+            value = value.encode('utf-8')
+        self.guarded_txn(term, [_etcd.put_op(
+            self._coord.layout.data_key(key), value)])
+

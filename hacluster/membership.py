@@ -1,0 +1,333 @@
+"""Cluster membership: who is in the cluster, with a record others can read.
+
+Every started coordinator publishes a member record at
+``/hacluster/v1/<cluster>/members/<node>``, bound to its session lease (so it
+vanishes when the member dies), created with a create-if-absent transaction
+(so a node name is held by one live process at a time). Fields:
+
+``node``, ``member_id`` (this process incarnation: stable across a lost and
+renewed session, new at every process start), ``host``, ``pid``, ``version``
+(hacluster's), ``rpc_version``, ``config_fingerprint``, ``joined_at`` (UNIX
+time), ``lease`` (hex), ``lease_ttl``, ``renew_interval``, ``state``
+(``'active'`` or ``'leaving'``).
+
+Every coordinator keeps a view of the members, fed by the cluster watch (not
+polling), and calls join / leave callbacks. A leave says whether it was
+graceful (the member marked itself ``leaving`` before revoking its lease) or
+an expiry (the lease ran out: a crash, a pause, a partition).
+"""
+
+import hashlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+
+from hacluster import _etcd
+from hacluster import exceptions
+from hacluster import url as _url
+from hacluster.version import KEY_LAYOUT_VERSION, __version__
+
+LOG = logging.getLogger(__name__)
+
+_SECRET_WORDS = ('password', 'passwd', 'secret', 'token', 'credential',
+                 'private_key', 'privatekey', 'auth_key', 'api_key')
+
+
+class DuplicateMember(exceptions.ConfigurationError):
+    """Another live process already uses this node name in the cluster."""
+
+
+def _is_secret(key):
+    key = str(key).lower()
+    return any(word in key for word in _SECRET_WORDS)
+
+
+def fingerprint(config):
+    """A short, stable hash of a configuration dict, secrets excluded.
+
+    Keys whose name suggests a secret (password, token, secret, ...) are
+    left out, and passwords inside URL values are masked, so the fingerprint
+    says nothing about them (a hash of a short password could be brute
+    forced). Nested dicts and lists are walked. Returns None for None.
+    """
+    if config is None:
+        return None
+
+    def clean(value):
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()
+                    if not _is_secret(k)}
+        if isinstance(value, (list, tuple)):
+            return [clean(v) for v in value]
+        if isinstance(value, str):
+            return _url.scrub(value)
+        if value is None or isinstance(value, (bool, int, float)):
+            return value
+        return str(value)
+
+    canonical = json.dumps(clean(config), sort_keys=True,
+                           separators=(',', ':'))
+    return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
+
+
+class MemberRecord(dict):
+    """A member's record: a dict, with the fields also as attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @classmethod
+    def from_kv(cls, kv):
+        record = cls(kv.json())
+        record.setdefault('node', kv.key.rsplit('/', 1)[-1])
+        record['_revision'] = kv.create_revision
+        return record
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError, TypeError):
+        return True
+    return True
+
+
+class Membership:
+    """This coordinator's record and its view of the cluster's members.
+
+    Internal to :class:`hacluster.coordinator.Coordinator`; its public face
+    is ``coordinator.get_members()`` and the ``on_member_*`` callbacks.
+    """
+
+    def __init__(self, coord, member_id, config=None, rpc_version=None):
+        self._coord = coord
+        self.member_id = member_id
+        self._fingerprint = fingerprint(config)
+        self._rpc_version = rpc_version
+        self._joined_at = None
+        self._key = coord.layout.member(coord.node)
+        self._own_leases = set()
+        self._registered = None      # (lease, create_revision)
+        self._view = {}              # node -> MemberRecord
+        self._view_lock = threading.Lock()
+        self._callbacks = {'join': [], 'leave': [], 'update': []}
+
+    # -- our record ----------------------------------------------------------
+
+    def _record(self, lease, state='active'):
+        coord = self._coord
+        return {
+            'node': coord.node, 'member_id': self.member_id,
+            'host': socket.gethostname(), 'pid': os.getpid(),
+            'version': __version__, 'rpc_version': self._rpc_version,
+            'protocol': KEY_LAYOUT_VERSION,
+            'config_fingerprint': self._fingerprint,
+            'joined_at': self._joined_at, 'lease': '%x' % lease,
+            'lease_ttl': coord.session.lease_ttl,
+            'renew_interval': coord.session.renew_interval,
+            'state': state,
+        }
+
+    def register(self, timeout=None):
+        """Publish our record on the current session lease.
+
+        Blocks until it is published. If a record for our node name exists
+        on another lease: a dead previous incarnation on this host is taken
+        over at once; a stale one elsewhere is waited for (until its lease
+        expires); a live one is refused.
+
+        :raises DuplicateMember: another live process uses our node name.
+        :raises BackendUnavailable: etcd did not answer in time.
+        """
+        coord = self._coord
+        ttl = coord.session.lease_ttl
+        deadline = coord.clock() + (timeout if timeout is not None
+                                    else 2 * ttl + 2)
+        while True:
+            epoch, lease = coord.session.wait_active(
+                max(0.0, deadline - coord.clock()))
+            if lease is None:
+                raise exceptions.BackendUnavailable(
+                    'cannot register member %s: no etcd session'
+                    % coord.node)
+            if self._joined_at is None:
+                self._joined_at = time.time()
+            self._own_leases.add(lease)
+            resp = coord.client.txn(
+                compare=[_etcd.create_revision_is(self._key, 0)],
+                success=[_etcd.put_op(self._key,
+                                      json.dumps(self._record(lease)),
+                                      lease)],
+                failure=[_etcd.range_op(self._key)])
+            if resp['succeeded']:
+                rev = int(resp['responses'][0]['response_put']['header']
+                          ['revision'])
+                self._registered = (lease, rev)
+                LOG.info('hacluster: %s/%s joined as member %s (lease %x, '
+                         'revision %d)', coord.cluster, coord.node,
+                         self.member_id, lease, rev)
+                return
+            kvs = _etcd.range_kvs(resp['responses'][0])
+            if not kvs:
+                continue             # gone in the meantime: try again
+            existing = kvs[0]
+            if existing.lease == lease:
+                self._registered = (lease, existing.create_revision)
+                return
+            other = MemberRecord.from_kv(existing)
+            if existing.lease in self._own_leases or \
+                    other.get('member_id') == self.member_id:
+                # Our own record from a session we already lost.
+                coord.client.lease_revoke(existing.lease)
+                continue
+            if other.get('host') == socket.gethostname() and \
+                    other.get('pid') != os.getpid() and \
+                    not _pid_alive(other.get('pid')):
+                LOG.warning('hacluster: %s/%s: previous incarnation %s '
+                            '(pid %s) is dead; taking over its '
+                            'registration', coord.cluster, coord.node,
+                            other.get('member_id'), other.get('pid'))
+                coord.client.lease_revoke(existing.lease)
+                continue
+            if self._is_alive(existing, deadline):
+                raise DuplicateMember(
+                    'node name %r is already used by a live member of '
+                    'cluster %r (member %s, host %s, pid %s): give every '
+                    'node its own node name ([hacluster] node_name)'
+                    % (coord.node, coord.cluster, other.get('member_id'),
+                       other.get('host'), other.get('pid')))
+            if coord.clock() >= deadline:
+                raise DuplicateMember(
+                    'node name %r in cluster %r is still registered by '
+                    'member %s (host %s, pid %s), whose lease has not '
+                    'expired; try again later' % (
+                        coord.node, coord.cluster, other.get('member_id'),
+                        other.get('host'), other.get('pid')))
+
+    def _is_alive(self, existing, deadline):
+        """Watch another member's lease: True if it is being renewed, False
+        once it is gone (or at ``deadline``)."""
+        client = self._coord.client
+        first = None
+        lowest = None
+        while self._coord.clock() < deadline:
+            resp = client.call('/kv/lease/timetolive',
+                               {'ID': existing.lease})
+            ttl = int(resp.get('TTL', -1))
+            if ttl < 0:
+                return False
+            if first is None:
+                first = self._coord.clock() + ttl + 1.5
+            if lowest is not None and ttl > lowest:
+                return True          # renewed while we watched
+            lowest = ttl if lowest is None else min(lowest, ttl)
+            if self._coord.clock() > first:
+                return True          # outlived its TTL: it is renewed
+            time.sleep(0.2)
+        return False
+
+    def mark_leaving(self):
+        """Rewrite our record with ``state: leaving`` before a graceful stop,
+        so watchers tell a goodbye from a crash. Best effort; never raises."""
+        reg = self._registered
+        if reg is None:
+            return
+        lease, rev = reg
+        try:
+            self._coord.client.txn(
+                compare=[_etcd.create_revision_is(self._key, rev)],
+                success=[_etcd.put_op(
+                    self._key, json.dumps(self._record(lease, 'leaving')),
+                    lease)])
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: could not mark %s leaving: %s',
+                        self._coord.node, _url.scrub(exc))
+
+    def session_lost(self):
+        self._registered = None
+
+    # -- the view of all members ---------------------------------------------
+
+    def load(self, kvs):
+        """Set the initial view from a range read (no callbacks)."""
+        with self._view_lock:
+            self._view = {}
+            for kv in kvs:
+                record = MemberRecord.from_kv(kv)
+                self._view[record['node']] = record
+
+    def view(self):
+        with self._view_lock:
+            return dict(self._view)
+
+    def add_callback(self, kind, callback):
+        self._callbacks[kind].append(callback)
+
+    def _fire(self, kind, *args):
+        for cb in list(self._callbacks[kind]):
+            try:
+                cb(*args)
+            except Exception:
+                LOG.exception('hacluster: member %s callback %r failed',
+                              kind, cb)
+
+    # Watch subscriber interface (called in the watch thread).
+    def notify(self, etype, kv):
+        node = kv.key.rsplit('/', 1)[-1]
+        cluster = self._coord.cluster
+        if etype == 'DELETE':
+            with self._view_lock:
+                old = self._view.pop(node, None)
+            if old is None:
+                return
+            graceful = old.get('state') == 'leaving'
+            LOG.info('hacluster: %s: member %s (node %s) left (%s)',
+                     cluster, old.get('member_id'), node,
+                     'graceful' if graceful else 'lease expired')
+            self._fire('leave', old, graceful)
+            return
+        record = MemberRecord.from_kv(kv)
+        with self._view_lock:
+            old = self._view.get(node)
+            self._view[node] = record
+        if old is None or old.get('member_id') != record.get('member_id') \
+                or old.get('_revision') != record.get('_revision'):
+            LOG.info('hacluster: %s: member %s (node %s, host %s, pid %s, '
+                     'version %s) joined', cluster, record.get('member_id'),
+                     node, record.get('host'), record.get('pid'),
+                     record.get('version'))
+            self._fire('join', record)
+        else:
+            self._fire('update', record)
+
+    def resync(self):
+        """Events may have been missed: re-read and report the difference."""
+        try:
+            kvs, _ = self._coord.client.get_prefix(
+                self._coord.layout.members)
+        except exceptions.HAClusterError:
+            return
+        fresh = {}
+        for kv in kvs:
+            record = MemberRecord.from_kv(kv)
+            fresh[record['node']] = record
+        with self._view_lock:
+            old, self._view = self._view, fresh
+        for node, record in old.items():
+            now = fresh.get(node)
+            if now is None or now.get('_revision') != record.get('_revision'):
+                self._fire('leave', record,
+                           record.get('state') == 'leaving')
+        for node, record in fresh.items():
+            before = old.get(node)
+            if before is None or \
+                    before.get('_revision') != record.get('_revision'):
+                self._fire('join', record)
