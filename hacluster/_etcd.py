@@ -203,14 +203,17 @@ class Client:
             if self._current == failed_index:
                 self._current = (failed_index + 1) % len(self._clients)
 
-    def _authenticate(self, client):
+    def _authenticate(self, client, timeout=None):
         if not self.url.username:
             return
         resp = client.session.post(
             client.get_url('/auth/authenticate'),
             json={'name': self.url.username,
                   'password': self.url.password or ''},
-            timeout=self.timeout)
+            timeout=timeout or self.timeout)
+        if resp.status_code >= 500 or resp.status_code == 408:
+            # "leader changed", "request timed out": try the next endpoint
+            raise etcd_exc.InternalServerError(resp.text, resp.reason)
         if resp.status_code != 200:
             raise exceptions.ConfigurationError(
                 'etcd refused the credentials of user %r in backend_url %s: '
@@ -218,10 +221,13 @@ class Client:
                         _url.scrub(resp.text.strip())))
         client.session.headers['Authorization'] = resp.json()['token']
 
-    def call(self, path, payload, timeout=None):
+    def call(self, path, payload, timeout=None, budget=None):
         """POST ``payload`` to the gateway API ``path``; return the JSON.
 
-        Tries each endpoint once, starting with the current one.
+        Tries each endpoint once, starting with the current one, each for up
+        to ``timeout`` seconds (default: the client's), and all of them
+        within ``budget`` seconds if given (no endpoint is tried once the
+        budget is spent).
 
         :raises LeaseNotFound: etcd does not know a lease named in the call.
         :raises BackendUnavailable: no endpoint answered.
@@ -231,17 +237,23 @@ class Client:
             start = self._current
         errors = []
         n = len(self._clients)
+        ends = None if budget is None else time.monotonic() + budget
         for i in range(n):
             index = (start + i) % n
             client = self._clients[index]
+            per_try = timeout or self.timeout
+            if ends is not None:
+                left = ends - time.monotonic()
+                if left <= 0.01 and errors:
+                    break
+                per_try = max(0.01, min(per_try, left))
             try:
                 if self.url.username and \
                         'Authorization' not in client.session.headers:
-                    self._authenticate(client)
+                    self._authenticate(client, per_try)
                 self.requests += 1
                 resp = client.session.post(
-                    client.get_url(path), json=payload,
-                    timeout=timeout or self.timeout)
+                    client.get_url(path), json=payload, timeout=per_try)
                 if resp.status_code == 200:
                     return resp.json()
                 body = {}
@@ -258,10 +270,9 @@ class Client:
                     # The token expired: get a new one, try this endpoint
                     # once more.
                     client.session.headers.pop('Authorization', None)
-                    self._authenticate(client)
+                    self._authenticate(client, per_try)
                     resp = client.session.post(
-                        client.get_url(path), json=payload,
-                        timeout=timeout or self.timeout)
+                        client.get_url(path), json=payload, timeout=per_try)
                     if resp.status_code == 200:
                         return resp.json()
                 if resp.status_code >= 500 or resp.status_code == 408:
@@ -361,11 +372,11 @@ class Client:
                 'etcd refused a lease of %ss: %s' % (ttl, resp['error']))
         return int(resp['ID']), int(resp['TTL'])
 
-    def lease_keepalive(self, lease_id, timeout=None):
+    def lease_keepalive(self, lease_id, timeout=None, budget=None):
         """Refresh a lease; return its new TTL, or -1 if etcd no longer
         has it."""
         resp = self.call('/lease/keepalive', {'ID': lease_id},
-                         timeout=timeout)
+                         timeout=timeout, budget=budget)
         return int(resp.get('result', {}).get('TTL', -1))
 
     def lease_revoke(self, lease_id, timeout=None):
@@ -429,25 +440,23 @@ class Watch:
             self._thread.join(5.0)
 
     def _break_stream(self):
+        # Closing a streaming response does not wake a thread blocked in
+        # read(); shutting the socket down does. Under the lock: the watch
+        # thread closes the response only after clearing self._resp, so the
+        # descriptor cannot have been reused for another socket.
         with self._resp_lock:
             resp = self._resp
-        if resp is None:
-            return
-        # Closing a streaming response does not wake a thread blocked in
-        # read(); shutting the socket down does.
-        try:
-            fd = resp.raw._fp.fileno()
-            sock = socket.socket(fileno=os.dup(fd))
+            if resp is None:
+                return
             try:
-                sock.shutdown(socket.SHUT_RDWR)
-            finally:
-                sock.close()
-        except Exception:   # already closed: nothing to wake
-            pass
-        try:
-            resp.close()
-        except Exception:
-            pass
+                fd = resp.raw._fp.fileno()
+                sock = socket.socket(fileno=os.dup(fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+            except Exception:   # already closed: nothing to wake
+                pass
 
     def _run(self):
         from hacluster.keys import prefix_end
@@ -459,6 +468,7 @@ class Watch:
                 'key': b64(self._prefix),
                 'range_end': b64(prefix_end(self._prefix)),
                 'start_revision': self._next_revision,
+                'progress_notify': True,
             }}
             resp = None
             try:

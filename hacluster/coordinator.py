@@ -386,9 +386,9 @@ class Coordinator:
     # Session listener interface.
     def session_lost(self, epoch, lease_id, reason):
         self._membership.session_lost()
-        for lock in list(self._held.values()):
+        for key, lock in list(self._held.items()):
             if lock._epoch == epoch:
-                lock._mark_lost('session lost: %s' % reason)
+                lock._mark_lost('session lost: %s' % reason, key=key)
         self._fire('session_lost', reason)
 
     def session_started(self, epoch, lease_id):
@@ -410,7 +410,8 @@ class Coordinator:
         self._held[lock._key] = lock
 
     def _untrack(self, key):
-        self._held.pop(key, None)
+        if key is not None:
+            self._held.pop(key, None)
 
     def held_locks(self):
         """The locks this coordinator holds now (a snapshot list)."""
@@ -460,8 +461,11 @@ class Coordinator:
             if etype == 'DELETE':
                 lock = self._held.get(kv.key)
                 if lock is not None:
+                    # Only if it still holds under that very key: a late
+                    # event about an old key must not touch a re-acquired
+                    # lock.
                     lock._mark_lost('its key was deleted from etcd by '
-                                    'someone else')
+                                    'someone else', key=kv.key)
             parent = kv.key[:kv.key.rfind('/') + 1]
             with self._subs_lock:
                 subs = list(self._subs.get(parent, ()))
@@ -473,3 +477,11 @@ class Coordinator:
             subs = [s for group in self._subs.values() for s in group]
         for sub in subs:
             sub.resync()
+        # Events were missed: a held key may have been deleted meanwhile.
+        for key, lock in list(self._held.items()):
+            try:
+                kv = self.client.get(key)
+            except exceptions.HAClusterError:
+                continue
+            if kv is None or kv.create_revision != lock.fencing_token:
+                lock._mark_lost('its key is gone from etcd', key=key)

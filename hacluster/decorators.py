@@ -30,9 +30,13 @@ import inspect
 import string
 import time
 
+import logging
+
 from hacluster import coordinator as _coordinator
 from hacluster import exceptions
 from hacluster import locks as _locks
+
+LOG = logging.getLogger(__name__)
 
 
 def _template_fields(template):
@@ -118,7 +122,15 @@ def synchronized(*names, blocking=True, coordinator=None, external=True,
             finally:
                 for lock in reversed(held):
                     try:
-                        lock.release()
+                        if not lock.release():
+                            # The function ran (partly) unprotected: say so
+                            # loudly; its result stands, it cannot be undone
+                            # here.
+                            LOG.error('hacluster: lock %r was lost while %s '
+                                      'ran (%s); its critical section was '
+                                      'not protected to the end',
+                                      lock.name, func.__qualname__,
+                                      lock.lost_reason)
                     except exceptions.LockNotHeld:
                         pass
         return wrapper

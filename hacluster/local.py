@@ -56,6 +56,21 @@ class _NameState:
         self.file_readers = 0
 
 
+# POSIX file locks belong to the process: two coordinators of one process
+# (or two Lock objects) must share the in-process state of a lock file, or
+# both would "hold" it.
+_STATES = {}
+_STATES_LOCK = threading.Lock()
+
+
+def _state_for_path(path):
+    with _STATES_LOCK:
+        st = _STATES.get(path)
+        if st is None:
+            st = _STATES[path] = _NameState(path)
+        return st
+
+
 class LocalLock:
     """A file lock with the interface of :class:`hacluster.locks.Lock`.
 
@@ -73,6 +88,7 @@ class LocalLock:
         self._mutex = threading.Lock()
         self._on_lost = [on_lost] if on_lost else []
         self._held = False
+        self._acquiring = False
         self.fencing_token = None
         self.lost = False
         self.lost_reason = None
@@ -102,10 +118,18 @@ class LocalLock:
                 max(0.0, deadline - time.monotonic())
 
         with self._mutex:
-            if self.held:
+            if self.held or self._acquiring:
                 raise exceptions.HAClusterError(
-                    'lock %r is already held by this Lock object; use one '
-                    'Lock object per holder' % self.name)
+                    'lock %r is already held (or being acquired) by this '
+                    'Lock object; use one Lock object per holder' % self.name)
+            self._acquiring = True
+        try:
+            return self._acquire(remaining)
+        finally:
+            with self._mutex:
+                self._acquiring = False
+
+    def _acquire(self, remaining):
         st = self._state
         with st.cond:
             if not self.shared:
@@ -124,19 +148,38 @@ class LocalLock:
             finally:
                 if not self.shared:
                     st.waiting_writers -= 1
-        if not self._take_file(remaining()):
+                    # A writer that gives up may have been all that kept
+                    # readers waiting.
+                    st.cond.notify_all()
+        try:
+            taken = self._take_file(remaining())
+        except Exception as exc:
+            taken = exc
+        if taken is not True:
             with st.cond:
                 if self.shared:
                     st.readers -= 1
                 else:
                     st.writer = False
                 st.cond.notify_all()
+            if isinstance(taken, Exception):
+                raise exceptions.HAClusterError(
+                    'single-node lock %r: %s' % (self.name, taken),
+                    cause=taken) from taken
             return False
+        try:
+            token = self._coord._next_token()
+        except OSError as exc:
+            self._held = True
+            self.release()
+            raise exceptions.HAClusterError(
+                'single-node lock %r: cannot update the fencing counter: %s'
+                % (self.name, exc), cause=exc) from exc
         with self._mutex:
             self._held = True
             self.lost = False
             self.lost_reason = None
-            self.fencing_token = self._coord._next_token()
+            self.fencing_token = token
             self.acquired_at = time.monotonic()
         self._coord._held.add(self)
         return True
@@ -147,13 +190,20 @@ class LocalLock:
         if not self.shared:
             return st.file.acquire_write_lock(blocking=blocking,
                                               timeout=timeout)
-        with st.file_mutex:
+        # Another reader thread of this process may be waiting for the file
+        # read lock; wait for it no longer than our own timeout.
+        if not st.file_mutex.acquire(timeout=-1 if timeout is None
+                                     else timeout):
+            return False
+        try:
             if st.file_readers == 0:
                 if not st.file.acquire_read_lock(blocking=blocking,
                                                  timeout=timeout):
                     return False
             st.file_readers += 1
             return True
+        finally:
+            st.file_mutex.release()
 
     def release(self):
         """See :meth:`hacluster.locks.Lock.release`."""
@@ -244,8 +294,6 @@ class LocalCoordinator:
         self.node = _keys.validate_ident(node, 'node')
         self.lock_path = lock_path
         self._dir = os.path.join(lock_path, 'hacluster-' + _file_name(cluster))
-        self._states = {}
-        self._states_lock = threading.Lock()
         self._held = set()
         self._running = False
         self.url = None
@@ -387,13 +435,8 @@ class LocalCoordinator:
         self._write_data(key, value)
 
     def _state_for(self, name):
-        with self._states_lock:
-            st = self._states.get(name)
-            if st is None:
-                st = _NameState(os.path.join(self._dir,
-                                             _file_name(name) + '.lock'))
-                self._states[name] = st
-            return st
+        return _state_for_path(os.path.realpath(
+            os.path.join(self._dir, _file_name(name) + '.lock')))
 
     def _next_token(self):
         path = os.path.join(self._dir, 'fencing-token')

@@ -160,6 +160,7 @@ class Lock:
         self._key = None
         self._epoch = None
         self._held = False
+        self._acquiring = False
         self._releasing = False
         self.fencing_token = None
         self.lost = False
@@ -189,9 +190,11 @@ class Lock:
 
     @property
     def held(self):
-        """Local view: acquired and not known to be lost. Cheap; for a
-        checked answer use :meth:`is_still_owner`."""
-        return self._held and not self.lost
+        """Local view: acquired, not known to be lost, and the session is
+        within its renew deadline. Cheap (no request); for an answer checked
+        with etcd use :meth:`is_still_owner`."""
+        return self._held and not self.lost and \
+            self._coord.session.valid(self._epoch)
 
     # -- acquire / release ------------------------------------------------
 
@@ -214,14 +217,35 @@ class Lock:
         clock = coord.clock
         deadline = None if timeout is None else clock() + timeout
         with self._mutex:
-            if self._held and not self.lost:
+            if self._acquiring or (self._held and not self.lost):
                 raise exceptions.HAClusterError(
-                    'lock %r is already held by this Lock object; use one '
-                    'Lock object per holder' % self.name)
+                    'lock %r is already %s by this Lock object; use one '
+                    'Lock object per holder' % (
+                        self.name,
+                        'being acquired' if self._acquiring else 'held'))
+            self._acquiring = True
+            stale, self._key = self._key, None
             self._held = False
             self.lost = False
             self.lost_reason = None
             self.fencing_token = None
+        if stale is not None:
+            # Lost earlier and never released: make sure its entry is gone
+            # before queueing again (it would block us and everyone).
+            self._coord._untrack(stale)
+            self._coord._discard_key(stale, self._lease_of(stale))
+        try:
+            return self._acquire_loop(deadline)
+        finally:
+            with self._mutex:
+                self._acquiring = False
+
+    def _lease_of(self, key):
+        return int(key[len(self._prefix):].split('-', 1)[0], 16)
+
+    def _acquire_loop(self, deadline):
+        coord = self._coord
+        clock = coord.clock
         last_error = None
         while True:
             coord._check_running()
@@ -233,19 +257,24 @@ class Lock:
             if lease is None:
                 coord._check_running()
                 if deadline is not None and clock() >= deadline:
-                    raise exceptions.BackendUnavailable(
-                        'cannot acquire lock %r: no etcd session (etcd '
-                        'unreachable at %s)' % (
-                            self.name, ', '.join(coord.client.endpoints)),
-                        cause=last_error)
+                    if isinstance(last_error, exceptions.BackendUnavailable) \
+                            or coord.session.renew_failures_in_a_row:
+                        raise exceptions.BackendUnavailable(
+                            'cannot acquire lock %r: no etcd session (etcd '
+                            'unreachable at %s)' % (
+                                self.name,
+                                ', '.join(coord.client.endpoints)),
+                            cause=last_error)
+                    return False     # the time ran out during a new session
+                time.sleep(0.01)
                 continue
             try:
                 got = self._attempt(epoch, lease, deadline)
             except exceptions.SessionLost as exc:
-                # Our lease vanished under us: wait for the next session
-                # and queue again (the old entry went with the lease).
+                # etcd no longer knows our lease: the session is over. Make
+                # the renewal thread start a new one, and queue again then.
                 last_error = exc
-                coord.session.valid()      # wake the renewal thread
+                coord.session.expire_now('etcd lost lease %x' % lease)
                 continue
             except exceptions.BackendUnavailable as exc:
                 last_error = exc
@@ -283,10 +312,15 @@ class Lock:
                 _etcd.put_op(key, value, lease),
                 _etcd.range_op(self._prefix, _keys.prefix_end(self._prefix),
                                keys_only=True)])
-            my_rev = int(resp['responses'][0]['response_put']['header']
-                         ['revision'])
             entries = [(kv.create_revision, kv.key)
                        for kv in _etcd.range_kvs(resp['responses'][1])]
+            # Our place is our key's create revision as etcd stored it, not
+            # this response's revision: if the request was sent twice (the
+            # first answer lost, then fail-over), the key kept the revision
+            # of the first put.
+            my_rev = next((rev for rev, k in entries if k == key), None)
+            if my_rev is None:
+                return None
             while True:
                 blocker = find_blocker(entries, my_rev, self.shared)
                 if blocker is None:
@@ -320,8 +354,6 @@ class Lock:
 
     def _set_held(self, key, token, epoch):
         with self._mutex:
-            if not self._coord.session.valid(epoch):
-                return False
             self._key = key
             self._epoch = epoch
             self._held = True
@@ -329,7 +361,16 @@ class Lock:
             self.lost = False
             self.fencing_token = token
             self.acquired_at = self._coord.clock()
+        # Tracked before the validity check: a session loss from now on
+        # finds this lock and reports it.
         self._coord._track(self)
+        if not self._coord.session.valid(epoch):
+            with self._mutex:
+                self._key = None
+                self._held = False
+                self.fencing_token = None
+            self._coord._untrack(key)
+            return False
         return True
 
     def release(self):
@@ -353,17 +394,21 @@ class Lock:
             self._releasing = True
             self.fencing_token = None
         self._coord._untrack(key)
-        lease = int(key[len(self._prefix):].split('-', 1)[0], 16)
-        self._coord._discard_key(key, lease)
+        self._coord._discard_key(key, self._lease_of(key))
         return not was_lost
 
-    def _mark_lost(self, reason):
+    def _mark_lost(self, reason, key=None):
+        """Report the loss of the lock held under ``key`` (default: the
+        current one), once."""
         with self._mutex:
-            if not self._held or self.lost or self._releasing:
+            if not self._held or self.lost or self._releasing or \
+                    (key is not None and key != self._key):
                 return
             self.lost = True
             self.lost_reason = reason
+            key = self._key
             callbacks = list(self._on_lost)
+        self._coord._untrack(key)
         LOG.warning('hacluster: lock %r (token %s) lost: %s', self.name,
                     self.fencing_token, reason)
         for cb in callbacks:

@@ -114,9 +114,14 @@ class Session:
         #: Successful and failed refreshes, sessions lost (for status).
         self.renewals = 0
         self.renew_failures = 0
+        self.renew_failures_in_a_row = 0
         self.losses = 0
         self.last_loss_reason = None
         self._forced_reason = None
+        # Set once the renew deadline of the current session has passed (as
+        # seen by anyone): from then on the session is over, whatever a
+        # late keepalive answer says, and must go through _lose().
+        self._doomed = False
 
     # -- listeners ---------------------------------------------------------
 
@@ -150,8 +155,13 @@ class Session:
             return self.epoch, None
 
     def _within_deadline(self):
-        return (self._last_ok is not None and
-                self._clock() - self._last_ok < self.renew_deadline)
+        if self._doomed or self._last_ok is None:
+            return False
+        if self._clock() - self._last_ok >= self.renew_deadline:
+            self._doomed = True
+            self._wake.set()
+            return False
+        return True
 
     def valid(self, epoch=None):
         """True while the session (of ``epoch``, if given) is live and its
@@ -160,11 +170,8 @@ class Session:
         Cheap (no etcd request). A False caused by the clock alone wakes the
         renewal thread so the loss is processed at once."""
         with self._cond:
-            ok = self.active and (epoch is None or epoch == self.epoch)
-            if ok and not self._within_deadline():
-                ok = False
-                self._wake.set()
-            return ok
+            return self.active and (epoch is None or epoch == self.epoch) \
+                and self._within_deadline()
 
     def wait_active(self, timeout=None):
         """Block until a session is live (or ``timeout`` seconds pass, or the
@@ -202,10 +209,16 @@ class Session:
         """
         if timeout is None:
             timeout = self.lease_ttl
+        with self._cond:
+            if self._thread is not None and self._thread.is_alive():
+                raise exceptions.HAClusterError('session already started')
+            self._stopping = False
         deadline = self._clock() + timeout
         while True:
             try:
-                self._grant()
+                if not self._grant():
+                    raise exceptions.NotStarted('session stopped while '
+                                                'starting')
                 break
             except exceptions.BackendUnavailable:
                 if self._clock() >= deadline:
@@ -217,18 +230,32 @@ class Session:
         self._thread.start()
 
     def _grant(self):
+        """Grant a new lease and make it the live session. Returns False
+        (having revoked it) if the session was stopped meanwhile."""
         sent = self._clock()
         lease_id, ttl = self._client.lease_grant(self.lease_ttl)
         with self._cond:
-            self.lease_id = lease_id
-            self.epoch += 1
-            self.active = True
-            self._last_ok = sent
-            epoch = self.epoch
-            self._cond.notify_all()
+            stopping = self._stopping
+            if not stopping:
+                self.lease_id = lease_id
+                self.epoch += 1
+                self.active = True
+                self._doomed = False
+                self._forced_reason = None
+                self.renew_failures_in_a_row = 0
+                self._last_ok = sent
+                epoch = self.epoch
+                self._cond.notify_all()
+        if stopping:
+            try:
+                self._client.lease_revoke(lease_id, timeout=1.0)
+            except exceptions.HAClusterError:
+                pass
+            return False
         LOG.info('hacluster %s: session %d started (lease %x, ttl %ss)',
                  self._name, epoch, lease_id, ttl)
         self._notify('session_started', epoch, lease_id)
+        return True
 
     def stop(self, revoke=True):
         """Stop renewing; with ``revoke`` (the default) revoke the lease so
@@ -257,11 +284,24 @@ class Session:
         know better, e.g. a duplicate member). Returns at once; the loss is
         processed in the renewal thread."""
         with self._cond:
-            self._last_ok = -float('inf')
+            self._doomed = True
             self._forced_reason = reason
         self._wake.set()
 
     def _run(self):
+        # Whatever goes wrong, this thread must not die: without it nothing
+        # would ever tell holders that their session is gone.
+        while True:
+            try:
+                self._loop()
+                return
+            except Exception:
+                LOG.exception('hacluster %s: unexpected error in the session '
+                              'thread; carrying on', self._name)
+                self._wake.wait(min(1.0, self.renew_interval))
+                self._wake.clear()
+
+    def _loop(self):
         next_attempt = None
         while True:
             with self._cond:
@@ -274,7 +314,7 @@ class Session:
                 next_attempt = None
                 continue
             now = self._clock()
-            if now - last_ok >= self.renew_deadline:
+            if self._doomed or now - last_ok >= self.renew_deadline:
                 reason = self._forced_reason or (
                     'no successful renewal for %.1fs (renew_deadline %ss)'
                     % (now - last_ok, self.renew_deadline))
@@ -291,13 +331,15 @@ class Session:
             sent = self._clock()
             remaining = last_ok + self.renew_deadline - sent
             try:
+                # The whole attempt, over every endpoint, must end by the
+                # deadline: a hung endpoint must not delay the step-down.
                 ttl = self._client.lease_keepalive(
-                    self.lease_id,
-                    timeout=max(0.2, min(remaining, self._client.timeout)))
+                    self.lease_id, budget=max(0.2, remaining))
             except exceptions.HAClusterError as exc:
                 # Retry sooner while renewals fail: every renew_interval/4.
                 next_attempt = self._clock() + self.renew_interval / 4.0
                 self.renew_failures += 1
+                self.renew_failures_in_a_row += 1
                 LOG.warning('hacluster %s: lease renewal failed (%s); '
                             '%.1fs left before renew_deadline', self._name,
                             _url.scrub(exc), remaining)
@@ -306,12 +348,14 @@ class Session:
                 self._lose('etcd says lease %x has expired' % self.lease_id)
                 continue
             self.renewals += 1
+            self.renew_failures_in_a_row = 0
             next_attempt = sent + self.renew_interval
             with self._cond:
-                # Only a renewal sent within the deadline counts: a process
-                # resumed after a pause must not revive a stale session.
-                if self._last_ok is not None and \
-                        sent - self._last_ok < self.renew_deadline:
+                # A renewal answered after the deadline passed (a slow
+                # answer, a pause while it was in flight) does not revive
+                # the session: holders may already have been told it is
+                # gone.
+                if not self._doomed and self._within_deadline():
                     self._last_ok = sent
 
     def _lose(self, reason):
@@ -319,6 +363,7 @@ class Session:
             if not self.active:
                 return
             self.active = False
+            self._doomed = True
             lease_id = self.lease_id
             epoch = self.epoch
             self.losses += 1
@@ -344,6 +389,8 @@ class Session:
                 self._grant()
                 return
             except exceptions.HAClusterError as exc:
+                if self._stopping:
+                    return
                 LOG.warning('hacluster %s: cannot start a new session yet '
                             '(%s); retrying', self._name, _url.scrub(exc))
                 self._wake.wait(delay)

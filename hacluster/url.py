@@ -24,8 +24,11 @@ _QUERY_OPTIONS = ('ca_cert', 'cert_key', 'cert_cert', 'timeout',
                   'api_version')
 
 # scheme://user:secret@  ->  scheme://user:***@   (any scheme, anywhere in
-# a text; oslo.utils' mask_password does not cover this form).
-_USERINFO_RE = re.compile(r'([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):([^@\s]*)@')
+# a text; oslo.utils' mask_password does not cover this form). The secret
+# runs to the *last* @ before the path, as URL parsers read it: a password
+# may contain '@'.
+_USERINFO_RE = re.compile(
+    r'([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):([^\s/?#]*)@')
 # ?password=...  &secret=...  token=...
 _QUERY_SECRET_RE = re.compile(
     r'((?:password|passwd|secret|token|auth_token)=)([^&\s]*)', re.I)

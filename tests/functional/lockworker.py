@@ -8,6 +8,13 @@ Commands:
                         appending each fencing token to PATH.tokens
   queue LOCK PATH LABEL acquire LOCK (blocking), append LABEL to PATH,
                         hold 50 ms, release
+  elect EVENTS [CONFIG] campaign for leader; append "start|stop TERM NODE
+                        MONOTONIC" lines to EVENTS; print "STARTED <term>",
+                        "STOPPED <term>", "NEWLEADER <node>", and while
+                        leading write guarded every 50 ms, printing "WRITE
+                        <ok|ExceptionName>" whenever the result changes;
+                        CONFIG is a JSON dict for the member record's
+                        fingerprint; SIGTERM or "exit" on stdin: stop
   hold LOCK [shared]    acquire LOCK, print "HELD <token>", then report every
                         change: "LOST <reason>", "OWNER <bool>",
                         "GUARDED <ok|ExceptionName>"; runs until killed or
@@ -44,11 +51,21 @@ def say(*words):
     print(*words, flush=True)
 
 
-coord = hacluster.get_coordinator(opts.url, opts.cluster, node=opts.node,
-                                  lease_ttl=opts.ttl,
-                                  renew_deadline=opts.deadline,
-                                  renew_interval=opts.interval)
-coord.start()
+config = None
+if opts.command == 'elect' and len(opts.args) > 1:
+    import json
+    config = json.loads(opts.args[1])
+try:
+    coord = hacluster.get_coordinator(opts.url, opts.cluster, node=opts.node,
+                                      lease_ttl=opts.ttl,
+                                      renew_deadline=opts.deadline,
+                                      renew_interval=opts.interval,
+                                      config=config)
+    coord.start()
+except hacluster.HAClusterError as exc:
+    say('START-FAILED', type(exc).__name__, exc)
+    sys.exit(3)
+say('MEMBER', coord.member_id)
 
 if opts.command == 'count':
     name, path, n = opts.args[0], opts.args[1], int(opts.args[2])
@@ -103,5 +120,51 @@ elif opts.command == 'hold':
         say('GUARDED', type(exc).__name__)
     while True:
         time.sleep(1)
+elif opts.command == 'elect':
+    import os
+    import signal
+    events = opts.args[0]
+    current = {'term': None}
+
+    def log(kind, term):
+        with open(events, 'a') as f:
+            f.write('%s %d %s %.6f\n' % (kind, term, opts.node,
+                                         time.monotonic()))
+
+    def started(term):
+        log('start', term)
+        current['term'] = term
+        say('STARTED', term)
+
+    def stopped(term):
+        log('stop', term)
+        say('STOPPED', term)
+
+    coord.run_for_leader(started, stopped, on_new_leader=lambda rec: say(
+        'NEWLEADER', rec['node'] if rec else None))
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: done.set())
+
+    def stdin_watch():
+        for line in sys.stdin:
+            if line.strip() == 'exit':
+                done.set()
+    threading.Thread(target=stdin_watch, daemon=True).start()
+    last = None
+    while not done.wait(0.05):
+        term = current['term']
+        if term is None:
+            continue
+        try:
+            coord.guarded_put_as_leader(term, 'leader-write', opts.node)
+            result = 'ok'
+        except hacluster.HAClusterError as exc:
+            result = type(exc).__name__
+        if result != last:
+            say('WRITE', result, term)
+            last = result
+    coord.stop()
+    say('EXITED')
+    os._exit(0)
 else:
     sys.exit('unknown command %s' % opts.command)

@@ -129,3 +129,41 @@ def test_a_lock_cannot_be_used_before_start(tmp_path):
     c = hacluster.get_coordinator('file://%s' % tmp_path, 'b1', node='n1')
     with pytest.raises(exceptions.NotStarted):
         c.get_lock('x').acquire()
+
+
+def test_non_blocking_never_waits(coord):
+    writer = coord.get_lock('nb')
+    assert writer.acquire()
+    started = time.monotonic()
+    assert coord.get_lock('nb', shared=True).acquire(blocking=False) is False
+    assert coord.get_lock('nb').acquire(blocking=False) is False
+    assert time.monotonic() - started < 0.1
+    writer.release()
+
+
+def test_two_coordinators_of_one_process_still_exclude_each_other(tmp_path):
+    url = 'file://%s' % tmp_path
+    with hacluster.get_coordinator(url, 'b1', node='a') as a, \
+            hacluster.get_coordinator(url, 'b1', node='b') as b:
+        assert a.get_lock('x').acquire(False)
+        assert b.get_lock('x').acquire(False) is False
+
+
+def test_a_writer_giving_up_lets_waiting_readers_in(coord):
+    r0 = coord.get_lock('wg', shared=True)
+    assert r0.acquire()
+    w = coord.get_lock('wg')
+    got = []
+    tw = threading.Thread(target=lambda: w.acquire(blocking=0.3))
+    tw.start()
+    time.sleep(0.1)
+    r1 = coord.get_lock('wg', shared=True)
+    tr = threading.Thread(target=lambda: got.append(
+        (r1.acquire(blocking=3), time.monotonic())))
+    tr.start()
+    tw.join()
+    gave_up = time.monotonic()
+    tr.join()
+    assert got[0][0] is True and got[0][1] - gave_up < 0.5
+    r1.release()
+    r0.release()

@@ -75,3 +75,11 @@ def test_scrub_masks_passwords_wherever_they_are(text):
 
 def test_scrub_leaves_harmless_text_alone():
     assert url.scrub('etcd3+http://h:1 down') == 'etcd3+http://h:1 down'
+
+
+def test_a_password_containing_at_signs_is_masked_whole():
+    u = url.parse('etcd3+http://root:s3cr@t@127.0.0.1:2379')
+    assert u.password == 's3cr@t'
+    assert 's3cr' not in u.safe and '@t@' not in u.safe
+    assert url.scrub('etcd3+http://root:a@b@h:1?ca_cert=/x') == \
+        'etcd3+http://root:***@h:1?ca_cert=/x'

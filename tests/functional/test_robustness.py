@@ -1,0 +1,145 @@
+"""Regressions for failure interleavings found in review, on real etcd."""
+
+import threading
+import time
+
+import hacluster
+from hacluster import _etcd
+
+FAST = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
+
+
+def test_an_enqueue_sent_twice_does_not_wait_behind_itself(etcd,
+                                                           cluster_name):
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        real = c.client.call
+        sent = []
+
+        def call_twice(path, payload, **kw):
+            # The first answer is "lost" and the request sent again (as a
+            # fail-over after a timeout would): the key keeps the create
+            # revision of the first put.
+            if path == '/kv/txn' and not sent and any(
+                    'request_put' in op for op in payload['success']):
+                sent.append(1)
+                real(path, payload, **kw)
+            return real(path, payload, **kw)
+        c.client.call = call_twice
+        lock = c.get_lock('twice')
+        assert lock.acquire(blocking=2) is True
+        kv = c.client.get(lock._key)
+        assert lock.fencing_token == kv.create_revision
+        lock.guarded_put('k', 'v')       # the token is the real one
+        lock.release()
+
+
+def test_a_renewal_answered_after_the_deadline_does_not_revive_the_session(
+        etcd, cluster_name):
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        lock = c.get_lock('x')
+        lock.acquire()
+        lost = []
+        lock.on_lost(lambda lk, why: lost.append(why))
+        real = c.client.lease_keepalive
+        slow = threading.Event()
+
+        def keepalive(lease_id, **kw):
+            if slow.is_set():
+                slow.clear()
+                time.sleep(FAST['renew_deadline'] + 0.3)
+            return real(lease_id, **kw)
+        c.client.lease_keepalive = keepalive
+        slow.set()
+        deadline = time.monotonic() + 6
+        while not lost and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert lost
+        # The session was given up and replaced, not revived ...
+        deadline = time.monotonic() + 6
+        while c.session.epoch < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert c.session.epoch == 2 and c.session.losses == 1
+        # ... so no entry of the old session blocks the name.
+        assert lock.acquire(blocking=2)
+        other = hacluster.get_coordinator(etcd.url, cluster_name, 'n2',
+                                          **FAST)
+        with other:
+            lock.release()
+            assert other.get_lock('x').acquire(blocking=2)
+
+
+def test_a_late_delete_event_of_an_old_key_spares_the_new_holding(
+        etcd, cluster_name):
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        lock = c.get_lock('late')
+        lock.acquire()
+        old_key = lock._key
+        c.session.expire_now('test')
+        deadline = time.monotonic() + 5
+        while not lock.lost and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert lock.acquire(blocking=5)
+        stale = _etcd.KV({'key': _etcd.b64(old_key)})
+        c._on_events([('DELETE', stale)])      # delivered late
+        assert lock.held and lock.is_still_owner()
+        lock.release()
+
+
+def test_two_threads_cannot_acquire_one_lock_object_at_once(etcd,
+                                                            cluster_name):
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        holder = c.get_lock('one')
+        holder.acquire()
+        shared_obj = c.get_lock('one')
+        results = []
+
+        def try_it():
+            try:
+                results.append(shared_obj.acquire(blocking=1))
+            except hacluster.HAClusterError as exc:
+                results.append(type(exc).__name__)
+        threads = [threading.Thread(target=try_it) for _ in range(2)]
+        for t in threads:
+            t.start()
+            time.sleep(0.1)
+        for t in threads:
+            t.join()
+        assert sorted(map(str, results)) == ['False', 'HAClusterError']
+        holder.release()
+        assert c.client.count_prefix(c.layout.lock_prefix('one')) == 0
+
+
+def test_the_session_thread_survives_an_unexpected_error(etcd,
+                                                         cluster_name):
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        real = c.client.lease_keepalive
+        boom = [1]
+
+        def keepalive(lease_id, **kw):
+            if boom:
+                boom.pop()
+                raise TypeError('a bug somewhere')
+            return real(lease_id, **kw)
+        c.client.lease_keepalive = keepalive
+        time.sleep(FAST['renew_deadline'] + 0.5)
+        assert not boom and c.session.renewals > 0
+        assert c.session.valid() and c.session.losses == 0
+
+
+def test_stop_then_start_again_renews(etcd, cluster_name):
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'n1', **FAST)
+    c.start()
+    c.stop()
+    c.start()
+    try:
+        time.sleep(FAST['renew_deadline'] + 0.5)
+        assert c.session.valid()
+        with c.get_lock('again'):
+            pass
+    finally:
+        c.stop()
