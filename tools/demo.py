@@ -13,8 +13,13 @@ What it does:
    its lease; another node takes over with a higher fencing token;
 4. SIGCONTs the paused node: it finds out on its own that it lost the lock,
    and its late write is refused, so the counter is never corrupted;
-5. stops the nodes and checks that the counter equals the number of
-   increments the nodes report as committed: nothing lost, nothing doubled.
+5. every node also runs for leader of the cluster: the demo shows the
+   members and the leader, SIGKILLs the leader, shows another node taking
+   over (within the lease) with a higher term, and restarts the killed node
+   under its own name (it takes its registration back at once);
+6. stops the nodes and checks that the counter equals the number of
+   increments the nodes report as committed: nothing lost, nothing doubled;
+   and that leadership terms never overlapped.
 
 Exit status 0 when every check holds.
 """
@@ -44,11 +49,16 @@ def node_main(url, cluster, node):
         fields.update(node=node, event=event, t=time.time())
         print(json.dumps(fields), flush=True)
 
-    coord = hacluster.get_coordinator(url, cluster, node=node, **LEASE)
+    coord = hacluster.get_coordinator(
+        url, cluster, node=node,
+        config={'share_driver': 'dummy', 'share_backend_name': 'demo',
+                'password': 'not part of the fingerprint'}, **LEASE)
     coord.on_session_lost(lambda reason: emit('session-lost', reason=reason))
     coord.on_session_started(lambda member: emit('session-started',
                                                  member=member))
     coord.start()
+    coord.run_for_leader(lambda term: emit('leading', term=term),
+                         lambda term: emit('stopped-leading', term=term))
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     committed = refused = 0
@@ -101,6 +111,21 @@ class Node:
             self._log(event)
 
 
+def show_members(observer):
+    members = observer.get_members()
+    leader = observer.get_leader()
+    print('   %-9s %-18s %-7s %-8s %-17s %s' % ('node', 'member id', 'pid',
+                                               'version', 'config', 'role'))
+    for node in sorted(members):
+        m = members[node]
+        role = ''
+        if leader and leader['member_id'] == m['member_id']:
+            role = 'LEADER (term %d)' % leader['term']
+        print('   %-9s %-18s %-7s %-8s %-17s %s' % (
+            node, m['member_id'], m['pid'], m['version'],
+            m['config_fingerprint'] or '-', role))
+
+
 def current_holder(observer):
     """The node at the head of the lock's queue, read from etcd."""
     kvs, _ = observer.client.get_prefix(observer.layout.lock_prefix(LOCK),
@@ -115,11 +140,14 @@ def main():
     t0 = time.time()
     verbose = threading.Event()
     last = {}
-    state = {'victim': None, 'paused_at': None, 'takeover': False}
+    state = {'victim': None, 'paused_at': None, 'takeover': False,
+             'quiet_leadership': True}
 
     def log(event):
         last[event['node']] = event
-        routine = event['event'] in ('acquired', 'committed')
+        routine = event['event'] in ('acquired', 'committed') or (
+            state['quiet_leadership'] and event['event'] in (
+                'leading', 'stopped-leading'))
         # Around the failure: every event of the paused node, and the
         # others' work for the first second after the pause.
         near = verbose.is_set() and event['node'] == state['victim']
@@ -135,7 +163,8 @@ def main():
                 ' '.join('%s=%s' % kv for kv in sorted(extra.items()))),
                 flush=True)
 
-    print('== hacluster demo: 3 nodes, one lock, a fenced counter in etcd')
+    print('== hacluster demo: 3 nodes, one lock, a fenced counter in etcd, '
+          'one leader')
     with servers.EtcdServer(name='demo') as etcd:
         cluster = 'demo-' + uuid.uuid4().hex[:6]
         print('private etcd at %s (pid %d); cluster %s; lease %ss, renew '
@@ -180,10 +209,42 @@ def main():
                                                    victim.name))
         time.sleep(2.0)
         verbose.clear()
+        print('\n-- members and leader, as any node (or the status command) '
+              'sees them')
+        show_members(observer)
+        print('\n-- killing the leader (SIGKILL)')
+        state['quiet_leadership'] = False
+        leader = observer.get_leader()
+        dead = next(n for n in nodes if n.name == leader['node'])
+        os.kill(dead.proc.pid, signal.SIGKILL)
+        killed_at = time.time()
+        print('  %6.2fs  %s killed while leading (term %d)'
+              % (killed_at - t0, dead.name, leader['term']))
+        new = None
+        while time.time() < killed_at + LEASE['lease_ttl'] + 5:
+            rec = observer.get_leader()
+            if rec and rec['node'] != dead.name:
+                new = rec
+                break
+            time.sleep(0.05)
+        failover = time.time() - killed_at
+        if new:
+            print('  %6.2fs  %s leads now (term %d), %.2fs after the kill '
+                  '(lease %ss)' % (time.time() - t0, new['node'],
+                                   new['term'], failover,
+                                   LEASE['lease_ttl']))
+        dead.proc.wait(5)
+        print('\n-- restarting %s under its own name' % dead.name)
+        restarted = Node(etcd.url, cluster, dead.name, log)
+        nodes.append(restarted)
+        time.sleep(1.0)
+        show_members(observer)
+        state['quiet_leadership'] = True
         print('\n-- 2 s more of normal work, then stopping the nodes')
         time.sleep(2.0)
         for n in nodes:
-            n.proc.send_signal(signal.SIGTERM)
+            if n.proc.poll() is None:
+                n.proc.send_signal(signal.SIGTERM)
         for n in nodes:
             n.proc.wait(20)
         time.sleep(0.2)
@@ -199,11 +260,19 @@ def main():
         ok = ok and cond
         print('  [%s] %s' % ('ok' if cond else 'FAILED', text))
 
-    committed = {n.name: next((e['committed'] for e in n.events
-                               if e['event'] == 'stopped'), None)
-                 for n in nodes}
+    # A SIGKILLed node reports nothing at exit: count its commits from its
+    # events instead.
+    committed = {}
+    for n in nodes:
+        stopped = next((e['committed'] for e in n.events
+                        if e['event'] == 'stopped'), None)
+        if stopped is None and n is dead:
+            stopped = sum(1 for e in n.events if e['event'] == 'committed')
+        committed[n.name] = committed.get(n.name, 0) + (stopped or 0) \
+            if stopped is not None else None
     print('  increments committed per node: %s' % committed)
-    check(None not in committed.values(), 'every node stopped cleanly')
+    check(None not in committed.values(),
+          'every node stopped cleanly (but the one killed)')
     total = sum(v or 0 for v in committed.values())
     check(value == total, 'counter in etcd (%d) == increments committed (%d):'
           ' nothing lost, nothing doubled' % (value, total))
@@ -233,6 +302,34 @@ def main():
     check('session-started' in vev and 'committed' in vev[vev.index(
         'session-started'):], '%s rejoined with a new session and went '
           'back to work' % victim.name)
+    check(new is not None and new['term'] > leader['term'] and
+          failover <= LEASE['lease_ttl'] + 2,
+          'after the leader was killed, %s took over in %.2fs with term %s '
+          '> %d' % (new and new['node'], failover, new and new['term'],
+                    leader['term']))
+    terms = []
+    for n in nodes:
+        open_terms = {}
+        for e in n.events:
+            if e['event'] == 'leading':
+                open_terms[e['term']] = e['t']
+            elif e['event'] == 'stopped-leading' and e['term'] in open_terms:
+                terms.append((open_terms.pop(e['term']), e['t'], e['term']))
+        for term, start in open_terms.items():   # killed while leading
+            terms.append((start, killed_at if n is dead else float('inf'),
+                          term))
+    # A frozen process acts on nothing: the paused node's term ended, in
+    # effect, when it was frozen (it reported the end as soon as it ran).
+    terms = [(start, min(end, paused_at) if start < paused_at < end and
+              any(e['event'] == 'stopped-leading' and e['term'] == term
+                  for e in victim.events) else end, term)
+             for start, end, term in terms]
+    terms.sort()
+    check(all(a[1] <= b[0] for a, b in zip(terms, terms[1:])) and
+          [t for _, _, t in terms] == sorted(t for _, _, t in terms),
+          'leadership terms never overlapped (%d terms)' % len(terms))
+    check(any(e['event'] == 'session-started' for e in restarted.events),
+          '%s restarted under its own name and rejoined' % dead.name)
     print('\n%s' % ('DEMO OK' if ok else 'DEMO FAILED'))
     return 0 if ok else 1
 
