@@ -277,6 +277,16 @@ class Coordinator:
         records = (_membership.MemberRecord.from_kv(kv) for kv in kvs)
         return {r['node']: r for r in records}
 
+    def update_member(self, **fields):
+        """Publish extra fields in this member's record (JSON-able values).
+        Blocks for one etcd request."""
+        self._membership.update(**fields)
+
+    def live_members(self):
+        """The members as this coordinator's watch sees them now:
+        ``{node: MemberRecord}`` (no request)."""
+        return self._membership.view()
+
     def on_member_join(self, callback):
         """Register ``callback(record)``: a member joined (or rejoined with
         a new session). Called in the watch thread; keep it short."""

@@ -15,6 +15,10 @@ Layout (``<lease>`` is the session lease id in hex)::
     /hacluster/v1/<cluster>/members/<node>                 member record
     /hacluster/v1/<cluster>/leader/<lease>-<n>-w           election queue
     /hacluster/v1/<cluster>/locks/<quoted name>/<lease>-<n> lock queue entry
+    /hacluster/v1/<cluster>/tasks/<task>/cycle             current fan-out cycle
+    /hacluster/v1/<cluster>/tasks/<task>/cycles/<id>/...   its items, done marks
+    /hacluster/v1/<cluster>/tasks/<task>/stats/<node>      per-node run stats
+    /hacluster/v1/<cluster>/tasks/<task>/control           paused or not
     /hacluster/v1/<cluster>/data/<quoted key>              guarded user data
 """
 
@@ -114,6 +118,7 @@ class Layout:
         self.members = self.root + 'members/'
         self.locks = self.root + 'locks/'
         self.leader = self.root + 'leader/'
+        self.tasks = self.root + 'tasks/'
         self.data = self.root + 'data/'
 
     def member(self, node):
@@ -129,6 +134,10 @@ class Layout:
         rest = key[len(self.locks):]
         segment, sep, _ = rest.partition('/')
         return unquote_segment(segment) if sep else None
+
+    def task(self, name):
+        """Prefix of one periodic task's keys (cycle ledger, stats...)."""
+        return self.tasks + quote_segment(name) + '/'
 
     def data_key(self, key):
         """Key of a user data item written with a guarded write."""

@@ -375,6 +375,12 @@ class LocalCoordinator:
         """``{node: record}`` with this node only."""
         return {self.node: _membership.MemberRecord(self._record)}
 
+    def update_member(self, **fields):
+        self._record.update(fields)
+
+    def live_members(self):
+        return self.get_members()
+
     def on_member_join(self, callback):
         """Accepted for interface parity: no other member can join."""
 

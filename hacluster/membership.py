@@ -119,12 +119,13 @@ class Membership:
         self._view = {}              # node -> MemberRecord
         self._view_lock = threading.Lock()
         self._callbacks = {'join': [], 'leave': [], 'update': []}
+        self._extra = {}
 
     # -- our record ----------------------------------------------------------
 
     def _record(self, lease, state='active'):
         coord = self._coord
-        return {
+        return dict(self._extra, **{
             'node': coord.node, 'member_id': self.member_id,
             'host': socket.gethostname(), 'pid': os.getpid(),
             'version': __version__, 'rpc_version': self._rpc_version,
@@ -134,7 +135,21 @@ class Membership:
             'lease_ttl': coord.session.lease_ttl,
             'renew_interval': coord.session.renew_interval,
             'state': state,
-        }
+        })
+
+    def update(self, **fields):
+        """Add or change extra fields of our record (e.g. the RPC server a
+        periodic runner listens on) and rewrite it. Blocks for one etcd
+        request when registered; later registrations carry them too."""
+        self._extra.update(fields)
+        reg = self._registered
+        if reg is None:
+            return
+        lease, rev = reg
+        self._coord.client.txn(
+            compare=[_etcd.create_revision_is(self._key, rev)],
+            success=[_etcd.put_op(self._key,
+                                  json.dumps(self._record(lease)), lease)])
 
     def register(self, timeout=None):
         """Publish our record on the current session lease.

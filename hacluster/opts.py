@@ -37,6 +37,11 @@ hacluster_opts = [
                       'than lease_ttl.'),
     cfg.FloatOpt('renew_interval', default=_session.DEFAULT_RENEW_INTERVAL,
                  help='Seconds between session lease renewals.'),
+    cfg.DictOpt('task_spacing', default={},
+                help='Seconds between runs of periodic tasks, by task name '
+                     '(e.g. report_driver_status:60,share_status:120). '
+                     'Tasks not named keep their declared spacing. Read '
+                     'when the tasks start, never at import.'),
     cfg.FloatOpt('request_timeout',
                  help='Seconds one etcd request may take on one endpoint '
                       'before the next endpoint is tried. Defaults to '

@@ -1,4 +1,19 @@
-"""Periodic tasks under hacluster modes (leader, every, fanout).
+"""Periodic tasks under hacluster modes.
 
-Built in a later step on top of the coordinator; see DESIGN.md.
+* ``leader``: runs on the cluster's leader only (backend stats);
+* ``every``: runs on each node (node-local work);
+* ``fanout``: the leader lists items, each live member handles the items it
+  owns (a consistent hash ring), over oslo.messaging, with the cycle's state
+  in etcd so that nothing is lost when a message, a member or the leader is.
+
+See :mod:`hacluster.periodic.task` (declaring) and
+:mod:`hacluster.periodic.runner` (running). Importing this package does not
+import oslo.service.
 """
+
+from hacluster.periodic.runner import PeriodicRunner
+from hacluster.periodic.task import (EVERY, FANOUT, LEADER, CycleContext,
+                                     ItemContext, periodic_task)
+
+__all__ = ['PeriodicRunner', 'periodic_task', 'LEADER', 'EVERY', 'FANOUT',
+           'CycleContext', 'ItemContext']
