@@ -111,6 +111,7 @@ class PeriodicRunner:
         self._flusher = None
         self._stopping = threading.Event()
         self._control_subs = []
+        self._adopt_hooked = False
 
     # -- declaring ---------------------------------------------------------------
 
@@ -219,6 +220,9 @@ class PeriodicRunner:
             self._stopping.clear()
             if _task.FANOUT in modes:
                 self._start_fanout()
+                if not coord.single_node and not self._adopt_hooked:
+                    coord.on_new_leader(self._on_new_leader)
+                    self._adopt_hooked = True
             self._tg = threadgroup.ThreadGroup()
             self._started = True
             for state in self._tasks.values():
@@ -527,6 +531,27 @@ class PeriodicRunner:
 
     # -- fan-out: the leader's side ----------------------------------------------
 
+    def _on_new_leader(self, record):
+        """Watch thread: when this node becomes leader, finish what the
+        previous leader left at once, not a whole spacing later."""
+        if record is None or record.get('member_id') != \
+                self._coord.member_id or not self._started:
+            return
+        for state in list(self._tasks.values()):
+            if state.spec.mode == _task.FANOUT and self._tg is not None:
+                self._tg.add_thread(self._adopt_if_unfinished, state)
+
+    def _adopt_if_unfinished(self, state):
+        deadline = time.monotonic() + self._coord.session.renew_deadline
+        while not self._coord.is_leader and time.monotonic() < deadline:
+            time.sleep(0.05)     # the campaign thread is taking office
+        try:
+            current = _ledger.Ledger(self._coord, state.name).current()
+        except exceptions.HAClusterError:
+            return
+        if current and current.get('status') == 'running':
+            self._tick(state)
+
     def _fanout_members(self, task):
         """``{rpc server: node}`` of the live members that run ``task``."""
         servers = {}
@@ -567,14 +592,14 @@ class PeriodicRunner:
             ledger.create(lock, record, items)
             to_send = items
         self._count(state, cycles=1)
-        if to_send:
-            self._dispatch(state, cycle_id, to_send)
+        unsent = self._dispatch(state, cycle_id, to_send) if to_send \
+            else set()
         wake = _Wake()
         done_prefix = ledger.done_prefix(cycle_id)
         coord._subscribe(done_prefix, wake)
         try:
             result = self._monitor(state, ledger, lock, cycle_id, items,
-                                   wake)
+                                   wake, unsent)
         finally:
             coord._unsubscribe(done_prefix, wake)
         if result is None:
@@ -609,25 +634,32 @@ class PeriodicRunner:
         return items
 
     def _dispatch(self, state, cycle_id, items):
+        """Cast items to their owners. Returns the ids that could not be
+        handed to the broker: not an attempt (nobody got them); the caller
+        keeps them unsent and tries again."""
         by_owner = {}
         for q, a in items.items():
             by_owner.setdefault(a['owner'], []).append(
                 {'q': q, 'id': a['id'], 'attempt': a['attempt'],
                  'payload': a.get('payload')})
         size = state.spec.batch_size
+        unsent = set()
         for owner, batch in by_owner.items():
             for i in range(0, len(batch), size):
+                chunk = batch[i:i + size]
                 try:
                     self._api.process_items(owner, state.name, cycle_id,
-                                            batch[i:i + size])
+                                            chunk)
                 except exceptions.HAClusterError as exc:
-                    # Left pending: sent again at its deadline.
-                    LOG.warning('hacluster: %s', _url.scrub(exc))
+                    LOG.warning('hacluster: %s; retrying', _url.scrub(exc))
+                    unsent.update(item['q'] for item in chunk)
+        return unsent
 
-    def _monitor(self, state, ledger, lock, cycle_id, items, wake):
+    def _monitor(self, state, ledger, lock, cycle_id, items, wake, unsent):
         """Wait until every item is done; re-dispatch those whose owner left
-        or whose deadline passed. Returns ``(done, failed, redispatched)``,
-        or None if this node lost the right to run the cycle."""
+        or whose deadline passed, and send again those the broker did not
+        take (``unsent``). Returns ``(done, failed, redispatched)``, or None
+        if this node lost the right to run the cycle."""
         from tooz import hashring
 
         spec = state.spec
@@ -648,10 +680,23 @@ class PeriodicRunner:
             live = self._fanout_members(state.name)
             if self._server_name:
                 live.setdefault(self._server_name, self._coord.node)
+            retry = {q: items[q] for q in pending if q in unsent and
+                     items[q]['owner'] in live}
+            if retry:
+                unsent = self._dispatch(state, cycle_id, retry)
+                for q in retry:
+                    if q not in unsent:     # its deadline starts now
+                        items[q] = dict(items[q], sent_at=time.time())
+                if unsent:
+                    wake.event.wait(0.5)    # the broker is still away
+                    continue
             changes, gave_up = {}, []
             next_deadline = None
             for q in pending:
                 a = items[q]
+                if q in unsent:
+                    unsent.discard(q)       # owner left: re-dispatched below
+                    a = items[q] = dict(a, sent_at=0)
                 expired = now - (a.get('sent_at') or 0) > spec.item_timeout
                 if a['owner'] in live and not expired:
                     due = a['sent_at'] + spec.item_timeout
@@ -685,7 +730,7 @@ class PeriodicRunner:
                 self._count(state, redispatched=len(changes))
                 LOG.info('hacluster: task %s cycle %s: re-dispatching %d '
                          'items', state.name, cycle_id, len(changes))
-                self._dispatch(state, cycle_id, changes)
+                unsent |= self._dispatch(state, cycle_id, changes)
                 continue
             wait = 1.0 if next_deadline is None else \
                 max(0.05, min(1.0, next_deadline - time.time()))

@@ -19,9 +19,9 @@ def cluster_name():
 class Worker:
     """A lockworker.py subprocess whose stdout lines are collected."""
 
-    def __init__(self, *args):
+    def __init__(self, *args, script=WORKER):
         self.proc = subprocess.Popen(
-            [sys.executable, '-W', 'ignore', WORKER] + [str(a) for a in args],
+            [sys.executable, '-W', 'ignore', script] + [str(a) for a in args],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True)
         self.lines = []
@@ -60,6 +60,10 @@ class Worker:
             return '(running)'
         return self.proc.stderr.read()[-2000:]
 
+    def send(self, line):
+        self.proc.stdin.write(line + '\n')
+        self.proc.stdin.flush()
+
     def close(self):
         if self.proc.poll() is None:
             self.proc.kill()
@@ -71,8 +75,8 @@ def workers():
     """Start lockworker.py processes; all are killed at teardown."""
     started = []
 
-    def start(*args):
-        w = Worker(*args)
+    def start(*args, **kwargs):
+        w = Worker(*args, **kwargs)
         started.append(w)
         return w
     yield start
