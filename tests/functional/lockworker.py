@@ -47,8 +47,14 @@ import time  # noqa: E402
 import hacluster  # noqa: E402
 
 
+_say_lock = threading.Lock()
+
+
 def say(*words):
-    print(*words, flush=True)
+    # One write per line, under a lock: threads must not interleave lines.
+    with _say_lock:
+        sys.stdout.write(' '.join(str(w) for w in words) + '\n')
+        sys.stdout.flush()
 
 
 config = None
