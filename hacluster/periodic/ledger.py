@@ -67,6 +67,10 @@ class Ledger:
         kvs, _ = self._client.get_prefix(self.done_prefix(cycle_id))
         return {kv.key.rsplit('/', 1)[-1]: kv.json() for kv in kvs}
 
+    def done_count(self, cycle_id):
+        """How many items of a cycle are done (a count-only read)."""
+        return self._client.count_prefix(self.done_prefix(cycle_id))
+
     def assigned_to(self, cycle_id, qids, server, attempts):
         """Of ``qids``, those still assigned to ``server`` with the given
         attempt number (``attempts[qid]``): one request."""

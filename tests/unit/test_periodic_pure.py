@@ -1,0 +1,117 @@
+import collections
+
+import pytest
+
+from hacluster import exceptions
+from hacluster.periodic import periodic_task
+from hacluster.periodic.rpc import safe_name, topic_for
+from hacluster.periodic.runner import assign_bounded
+from hacluster.periodic.task import spec_of
+
+MEMBERS = ['node-1-3fa9c2d1', 'node-2-77b0e1aa', 'node-3-0c9d4f10']
+ITEMS = ['share-%04d' % i for i in range(300)]
+
+
+def test_no_member_gets_more_than_five_percent_over_its_share():
+    for n in (1, 2, 3, 7):
+        owners = assign_bounded(MEMBERS[:min(n, 3)] + ['x%d' % i for i in
+                                                      range(max(0, n - 3))],
+                                ITEMS)
+        counts = collections.Counter(owners.values())
+        assert sum(counts.values()) == 300
+        assert max(counts.values()) <= -(-300 * 1.05 // n)
+
+
+def test_assignment_is_deterministic_and_mostly_stable():
+    assert assign_bounded(MEMBERS, ITEMS) == assign_bounded(
+        list(reversed(MEMBERS)), ITEMS)
+    before = assign_bounded(MEMBERS, ITEMS)
+    after = assign_bounded(MEMBERS[:2], ITEMS)
+    survivors = [i for i in ITEMS if before[i] in MEMBERS[:2]]
+    moved = [i for i in survivors if after[i] != before[i]]
+    assert len(moved) <= len(survivors) * 0.15
+
+
+def test_assigning_to_nobody_is_an_error():
+    with pytest.raises(exceptions.HAClusterError):
+        assign_bounded([], ITEMS)
+
+
+def test_names_are_made_safe_for_amqp_routing_keys():
+    assert safe_name('node-1') == 'node-1'
+    assert '#' not in safe_name('host@backend#pool')
+    assert safe_name('a@b') != safe_name('a_b')
+    assert topic_for('host@dummy').startswith('hacluster.host_dummy_')
+
+
+@pytest.mark.parametrize('kwargs, words', [
+    (dict(mode='sometimes'), 'mode must be one of'),
+    (dict(spacing=0), 'spacing must be a positive'),
+    (dict(spacing='60'), 'spacing must be a positive'),
+    (dict(mode='fanout'), 'needs a handler'),
+    (dict(mode='leader', handler='x'), 'only fanout tasks take a handler'),
+    (dict(jitter=1.5), 'jitter'),
+    (dict(mode='fanout', handler='h', max_workers=0), 'max_workers'),
+    (dict(initial_delay=-1), 'initial_delay'),
+])
+def test_bad_task_declarations_are_refused_naming_the_argument(kwargs,
+                                                               words):
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        @periodic_task(**kwargs)
+        def poll(ctx):
+            pass
+    assert words in str(e.value) and "'poll'" in str(e.value)
+
+
+def test_the_decorator_only_tags():
+    @periodic_task(spacing=5, mode='leader')
+    def stats(ctx):
+        return 'ran'
+    assert stats(None) == 'ran'
+    spec = spec_of(stats)
+    assert (spec.name, spec.mode, spec.spacing) == ('stats', 'leader', 5)
+
+
+def test_a_runner_refuses_untagged_functions_and_unknown_handlers(tmp_path):
+    import hacluster
+    from hacluster.periodic import PeriodicRunner
+
+    class M:
+        @periodic_task(mode='fanout', handler='_missing')
+        def poll(self, ctx):
+            return []
+
+    with hacluster.get_coordinator('file://%s' % tmp_path, 'b', 'n') as c:
+        runner = PeriodicRunner(c)
+        with pytest.raises(exceptions.ConfigurationError) as e:
+            runner.add(lambda ctx: None)
+        assert 'not a periodic task' in str(e.value)
+        with pytest.raises(exceptions.ConfigurationError) as e:
+            runner.add(M().poll)
+        assert "handler '_missing'" in str(e.value)
+        with pytest.raises(exceptions.ConfigurationError) as e:
+            runner.stop_task('nope')
+        assert "no periodic task named 'nope'" in str(e.value)
+
+
+def test_a_bad_spacing_in_config_names_the_option(tmp_path):
+    from oslo_config import cfg
+
+    import hacluster
+    from hacluster import opts
+    from hacluster.periodic import PeriodicRunner
+
+    @periodic_task(spacing=5, mode='every')
+    def tick(ctx):
+        pass
+
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf([], project='t', default_config_files=[])
+    conf.set_override('task_spacing', {'tick': 'soon'}, group='hacluster')
+    with hacluster.get_coordinator('file://%s' % tmp_path, 'b', 'n') as c:
+        runner = PeriodicRunner(c, conf=conf)
+        runner.add(tick)
+        with pytest.raises(exceptions.ConfigurationError) as e:
+            runner.start()
+        assert '[hacluster] task_spacing' in str(e.value)
