@@ -13,6 +13,10 @@ What it does:
    its lease; another node takes over with a higher fencing token;
 4. SIGCONTs the paused node: it finds out on its own that it lost the lock,
    and its late write is refused, so the counter is never corrupted;
+   meanwhile the nodes run periodic tasks: a leader-only "backend stats"
+   poll, and a fan-out "share status" poll of 60 shares that the leader
+   spreads over the members through a private RabbitMQ (each finished cycle
+   is printed from the cycle ledger in etcd);
 5. every node also runs for leader of the cluster: the demo shows the
    members and the leader, SIGKILLs the leader, shows another node taking
    over (within the lease) with a higher term, and restarts the killed node
@@ -35,13 +39,20 @@ import uuid
 
 LEASE = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
 LOCK = 'share-42'
+SHARES = 60
 
 
-def node_main(url, cluster, node):
-    """One node: increment the shared counter under the lock, forever."""
+def node_main(url, cluster, node, amqp_url):
+    """One node: increment the shared counter under the lock, forever; run
+    the periodic tasks."""
     import logging
 
+    from oslo_service import backend
+    backend.init_backend(backend.BackendType.THREADING)
+
     import hacluster
+    from hacluster.periodic import (FANOUT, LEADER, PeriodicRunner,
+                                    periodic_task)
     logging.basicConfig(level=logging.WARNING,
                         format='           [' + node + ' log] %(message)s')
 
@@ -59,6 +70,23 @@ def node_main(url, cluster, node):
     coord.start()
     coord.run_for_leader(lambda term: emit('leading', term=term),
                          lambda term: emit('stopped-leading', term=term))
+
+    class Tasks:
+        @periodic_task(spacing=1.0, mode=LEADER, initial_delay=0.5)
+        def backend_stats(self, ctx):
+            emit('backend-stats', term=ctx.term)
+
+        @periodic_task(spacing=2.0, mode=FANOUT, initial_delay=1.0,
+                       handler='_share_status', item_timeout=5)
+        def share_status(self, ctx):
+            return {'share-%02d' % i: None for i in range(SHARES)}
+
+        def _share_status(self, ctx, share_id, payload):
+            time.sleep(0.01)           # the backend call
+
+    runner = PeriodicRunner(coord, transport_url=amqp_url)
+    runner.add_all(Tasks())
+    runner.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     committed = refused = 0
@@ -87,16 +115,17 @@ def node_main(url, cluster, node):
             if lock.held or lock.lost:
                 lock.release()
         time.sleep(0.05)
+    runner.stop()
     coord.stop()
     emit('stopped', committed=committed, refused=refused)
 
 
 class Node:
-    def __init__(self, url, cluster, name, log):
+    def __init__(self, url, cluster, name, log, amqp_url):
         self.name = name
         self.proc = subprocess.Popen(
             [sys.executable, '-W', 'ignore', __file__, 'node', url, cluster,
-             name], stdout=subprocess.PIPE, text=True)
+             name, amqp_url], stdout=subprocess.PIPE, text=True)
         self.events = []
         self._log = log
         threading.Thread(target=self._read, daemon=True).start()
@@ -109,6 +138,42 @@ class Node:
                 continue
             self.events.append(event)
             self._log(event)
+
+
+class CycleWatcher:
+    """Prints every finished fan-out cycle, read from the ledger."""
+
+    def __init__(self, observer, t0):
+        from hacluster.periodic import ledger
+        self.ledger = ledger.Ledger(observer, 'share_status')
+        self.t0 = t0
+        self.cycles = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        seen = set()
+        while not self._stop.wait(0.1):
+            try:
+                rec = self.ledger.current()
+            except Exception:
+                continue
+            if not rec or rec.get('status') != 'done' or \
+                    rec['cycle_id'] in seen:
+                continue
+            seen.add(rec['cycle_id'])
+            self.cycles.append(rec)
+            print('  %6.2fs  share_status cycle by %-7s %d shares: %s%s' % (
+                rec['finished_at'] - self.t0, rec['node'], rec['done'],
+                ', '.join('%s %d' % kv for kv in
+                          sorted(rec.get('per_node', {}).items())),
+                ' (finished by %s, the new leader)' % rec['adopted_by_node']
+                if rec.get('adopted_by') else ''), flush=True)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(2)
 
 
 def show_members(observer):
@@ -145,7 +210,8 @@ def main():
 
     def log(event):
         last[event['node']] = event
-        routine = event['event'] in ('acquired', 'committed') or (
+        routine = event['event'] in ('acquired', 'committed',
+                                     'backend-stats') or (
             state['quiet_leadership'] and event['event'] in (
                 'leading', 'stopped-leading'))
         # Around the failure: every event of the paused node, and the
@@ -164,16 +230,20 @@ def main():
                 flush=True)
 
     print('== hacluster demo: 3 nodes, one lock, a fenced counter in etcd, '
-          'one leader')
-    with servers.EtcdServer(name='demo') as etcd:
+          'one leader, periodic tasks fanned out over RabbitMQ')
+    with servers.EtcdServer(name='demo') as etcd, \
+            servers.RabbitMQServer() as rabbit:
         cluster = 'demo-' + uuid.uuid4().hex[:6]
-        print('private etcd at %s (pid %d); cluster %s; lease %ss, renew '
-              'deadline %ss' % (etcd.endpoint, etcd.pid, cluster,
-                                LEASE['lease_ttl'], LEASE['renew_deadline']))
-        nodes = [Node(etcd.url, cluster, 'node-%d' % i, log)
+        print('private etcd at %s (pid %d), RabbitMQ on port %d; cluster %s;'
+              ' lease %ss, renew deadline %ss'
+              % (etcd.endpoint, etcd.pid, rabbit.port, cluster,
+                 LEASE['lease_ttl'], LEASE['renew_deadline']))
+        amqp = rabbit.transport_url
+        nodes = [Node(etcd.url, cluster, 'node-%d' % i, log, amqp)
                  for i in (1, 2, 3)]
         observer = hacluster.get_coordinator(etcd.url, cluster,
                                              node='observer', **LEASE).start()
+        cycles = CycleWatcher(observer, t0)
         print('\n-- 4 s of normal work (each node takes the lock in turn)')
         time.sleep(4)
         counts = {n.name: sum(1 for e in n.events if e['event'] ==
@@ -235,7 +305,7 @@ def main():
                                    LEASE['lease_ttl']))
         dead.proc.wait(5)
         print('\n-- restarting %s under its own name' % dead.name)
-        restarted = Node(etcd.url, cluster, dead.name, log)
+        restarted = Node(etcd.url, cluster, dead.name, log, amqp)
         nodes.append(restarted)
         time.sleep(1.0)
         show_members(observer)
@@ -249,6 +319,7 @@ def main():
             n.proc.wait(20)
         time.sleep(0.2)
         value = int(observer.get_data('counter')[0] or 0)
+        cycles.stop()
         observer.stop()
 
     # -- checks -----------------------------------------------------------
@@ -330,12 +401,31 @@ def main():
           'leadership terms never overlapped (%d terms)' % len(terms))
     check(any(e['event'] == 'session-started' for e in restarted.events),
           '%s restarted under its own name and rejoined' % dead.name)
+    fine = [c for c in cycles.cycles if c['done'] == SHARES and
+            not c.get('failed') and sum(c['per_node'].values()) == SHARES]
+    check(len(fine) == len(cycles.cycles) >= 4,
+          '%d share_status cycles, all %d shares polled in every one, '
+          'none failed' % (len(cycles.cycles), SHARES))
+    check(all(len(c['per_node']) >= 2 for c in cycles.cycles),
+          'every cycle was spread over the members')
+    check(any(c['finished_at'] > killed_at and c['node'] != dead.name
+              for c in cycles.cycles),
+          'the polls went on under the new leader')
+    stats_nodes = {}
+    for n in nodes:
+        for e in n.events:
+            if e['event'] == 'backend-stats':
+                stats_nodes.setdefault(round(e['t']), set()).add(n.name)
+    check(stats_nodes and max(len(v) for v in stats_nodes.values()) == 1,
+          'backend stats polled by one node (the leader) at a time: %d '
+          'polls, not %d' % (sum(len(v) for v in stats_nodes.values()),
+                             3 * len(stats_nodes)))
     print('\n%s' % ('DEMO OK' if ok else 'DEMO FAILED'))
     return 0 if ok else 1
 
 
 if __name__ == '__main__':
     if len(sys.argv) > 1 and sys.argv[1] == 'node':
-        node_main(*sys.argv[2:5])
+        node_main(*sys.argv[2:6])
     else:
         sys.exit(main())

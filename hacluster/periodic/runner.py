@@ -610,7 +610,8 @@ class PeriodicRunner:
             cycle_id = current['cycle_id']
             record = current
             items = ledger.items(cycle_id)
-            record.update(adopted_by=coord.member_id, term=term)
+            record.update(adopted_by=coord.member_id,
+                          adopted_by_node=coord.node, term=term)
             LOG.info('hacluster: task %s: adopting unfinished cycle %s '
                      '(%d items) left by %s', state.name, cycle_id,
                      len(items), current.get('member_id'))
@@ -643,9 +644,13 @@ class PeriodicRunner:
         if result is None:
             return          # aborted: the next leader adopts the cycle
         done, failed, redispatched = result
+        per_node = {}
+        for marker in done.values():
+            node = marker.get('node') or '(given up)'
+            per_node[node] = per_node.get(node, 0) + 1
         record.update(status='done', finished_at=time.time(),
                       done=len(done), failed=failed,
-                      redispatched=redispatched)
+                      redispatched=redispatched, per_node=per_node)
         ledger.finish(lock, record)
         LOG.info('hacluster: task %s cycle %s done: %d items, %d failed, '
                  '%d re-dispatched', state.name, cycle_id, len(done),
