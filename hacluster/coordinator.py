@@ -27,6 +27,7 @@ from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import locks as _locks
 from hacluster import membership as _membership
+from hacluster import recovery as _recovery
 from hacluster import session as _session
 from hacluster import url as _url
 
@@ -137,6 +138,8 @@ class Coordinator:
             self, self.member_id, config=config, rpc_version=rpc_version)
         self._leader_view = _election.LeaderView(self)
         self._election = None
+        self._recovery = _recovery.RecoveryManager(self)
+        self._membership.add_callback('leave', self._recovery.kick)
 
     def __repr__(self):
         return '<Coordinator %s/%s %s>' % (self.cluster, self.node,
@@ -179,11 +182,14 @@ class Coordinator:
             try:
                 self.session.start(timeout=timeout)
                 self._membership.register()
+                self._recovery.start()
             except Exception:
                 self._running = False
                 self.session.stop(revoke=True)
                 self._watch.stop()
                 raise
+        if self._recovery._handlers:
+            self._campaign_for_recovery()
         LOG.info('hacluster: %s/%s started as member %s on %s',
                  self.cluster, self.node, self.member_id, self.url.safe)
         return self
@@ -209,8 +215,10 @@ class Coordinator:
         return int(resp['header']['revision'])
 
     def stop(self):
-        """Leave the cluster gracefully: resign leadership (if leading),
-        mark the member record ``leaving``, revoke the session lease
+        """Leave the cluster gracefully: wait up to ``claim_grace`` seconds
+        (default 30) for open claims to finish (those still open are left for
+        recovery by another node), resign leadership (if leading), mark the
+        member record ``leaving``, revoke the session lease
         (releasing every lock at once, in etcd) and stop the background
         threads.
 
@@ -221,6 +229,13 @@ class Coordinator:
         with self._state_lock:
             if not self._running:
                 return
+        left = self._recovery.wait_open_claims(self._recovery.claim_grace)
+        if left:
+            LOG.warning('hacluster: %s/%s stopping with %d claims still open '
+                        'after %ss: they will be recovered by another node',
+                        self.cluster, self.node, left,
+                        self._recovery.claim_grace)
+        self._recovery.stop()
         if self._election is not None:
             self._election.resign()
         self._membership.mark_leaving()
@@ -304,19 +319,31 @@ class Coordinator:
                        on_new_leader=None):
         """Campaign to lead this cluster; returns at once.
 
-        See :mod:`hacluster.election` for the callback contract.
+        See :mod:`hacluster.election` for the callback contract. Calling it
+        again while campaigning adds the callbacks to the same campaign
+        (``on_started_leading`` is called at once if leading now).
 
-        :raises HAClusterError: already campaigning.
         :raises NotStarted: the coordinator is not started.
         """
         self._check_running()
-        if self._election is not None and not self._election._stop.is_set():
-            raise exceptions.HAClusterError(
-                '%s is already running for leader of %s'
-                % (self.node, self.cluster))
-        self._election = _election.Election(
-            self, on_started_leading, on_stopped_leading, on_new_leader)
-        return self._election.start()
+        with self._state_lock:
+            election = self._election
+            if election is not None and not election._stop.is_set():
+                # Already campaigning (hacluster's own runner or recovery
+                # may have started it): add these callbacks to it.
+                election.add_listener(on_started_leading, on_stopped_leading)
+                if on_new_leader is not None:
+                    self._leader_view.add_callback(on_new_leader)
+                return election
+            self._election = _election.Election(
+                self, on_started_leading, on_stopped_leading, on_new_leader)
+            return self._election.start()
+
+    def campaign(self):
+        """Run for leader if not already (no callbacks of our own); used by
+        hacluster's own leader work (periodic tasks, recovery). Returns the
+        election."""
+        return self.run_for_leader(lambda term: None, lambda term: None)
 
     def resign(self):
         """Stop leading and campaigning (see Election.resign)."""
@@ -368,6 +395,59 @@ class Coordinator:
         if self._election is None:
             raise exceptions.NotLeader('%s is not campaigning' % self.node)
         self._election.guarded_put(term, key, value)
+
+    # -- claims and recovery ------------------------------------------------------
+
+    def claim(self, resource_type, resource_id, operation, data=None):
+        """A claim on in-flight work, to use as a context manager::
+
+            with coord.claim('share', share_id, 'create', {'size': 1}):
+                ...
+
+        Entering writes a durable record in etcd (one request), leaving
+        removes it (one request), even when the block raises. If this
+        process dies inside the block, the record stays and the leader runs
+        the recovery handler registered for ``resource_type``. See
+        :mod:`hacluster.recovery` for the guarantees.
+
+        :raises ConfigurationError: bad arguments or data that is not JSON.
+        :raises NotStarted: entered on a stopped coordinator.
+        """
+        return self._recovery.claim(resource_type, resource_id, operation,
+                                    data)
+
+    def register_recovery(self, resource_type, handler):
+        """Register ``handler(claim_record)`` to finish or undo the
+        operations of dead nodes on ``resource_type`` (e.g. set a share
+        stuck in ``creating`` to ``error``). It runs on the leader (and on a
+        node restarting under the same name, for its own old claims), one
+        claim at a time; raising means "retry later" (with backoff). Makes
+        this coordinator run for leader."""
+        self._recovery.register(resource_type, handler)
+        if self._running:
+            self._campaign_for_recovery()
+
+    def _campaign_for_recovery(self):
+        self.run_for_leader(self._recovery.kick, lambda term: None)
+
+    def list_claims(self, node=None):
+        """The claims in etcd (of ``node``, if given): ClaimRecords with
+        their state (``active``, ``recovering``, ``failed``), attempts and
+        last error. Blocks for one etcd request."""
+        return self._recovery.list_claims(node)
+
+    def recover_node(self, node):
+        """Recover the claims of ``node`` now (an operator who knows it is
+        dead). Refused while ``node`` is a live member.
+
+        :raises HAClusterError: ``node`` is alive.
+        :returns: the number of claims recovered here.
+        """
+        if node in self.get_members():
+            raise exceptions.HAClusterError(
+                'node %r is a live member of cluster %r: its claims are not '
+                'orphaned; refusing to recover them' % (node, self.cluster))
+        return self._recovery.recover_node(node)
 
     # -- callbacks ------------------------------------------------------------
 

@@ -132,8 +132,7 @@ class Election:
             raise exceptions.ConfigurationError(
                 'on_new_leader must be callable or None')
         self._coord = coord
-        self._on_started = on_started_leading
-        self._on_stopped = on_stopped_leading
+        self._listeners = [(on_started_leading, on_stopped_leading)]
         self._stop = threading.Event()
         self._ended = threading.Event()
         self._term_lock = threading.RLock()
@@ -150,6 +149,17 @@ class Election:
     def start(self):
         self._thread.start()
         return self
+
+    def add_listener(self, on_started_leading, on_stopped_leading):
+        """Add another pair of callbacks to this campaign (same contract).
+        If this candidate leads now, ``on_started_leading`` is called at
+        once, in the caller's thread."""
+        with self._term_lock:
+            self._listeners.append((on_started_leading, on_stopped_leading))
+            with self._mutex:
+                term = self._term
+            if term is not None:
+                _safe(on_started_leading, term)
 
     @property
     def is_leader(self):
@@ -198,7 +208,8 @@ class Election:
                 LOG.info('hacluster: %s/%s (member %s) started leading, '
                          'term %d', coord.cluster, coord.node,
                          coord.member_id, term)
-                _safe(self._on_started, term)
+                for on_started, _ in list(self._listeners):
+                    _safe(on_started, term)
             self._ended.wait()
 
     def _end_term(self, lock, reason):
@@ -212,7 +223,8 @@ class Election:
             LOG.info('hacluster: %s/%s (member %s) stopped leading, term '
                      '%d: %s', self._coord.cluster, self._coord.node,
                      self._coord.member_id, term, reason)
-            _safe(self._on_stopped, term)
+            for _, on_stopped in list(self._listeners):
+                _safe(on_stopped, term)
         self._ended.set()
         return True
 

@@ -274,6 +274,32 @@ class LocalLock:
             self.release()
 
 
+class _LocalClaim:
+    def __init__(self, coord, record):
+        self._coord = coord
+        self.record = record
+        self.claim_id = record['claim_id']
+        self.recovered_elsewhere = False
+
+    def __enter__(self):
+        import json as _json
+        self._coord._check_running()
+        path = self._coord._claim_path(self.claim_id)
+        tmp = path + '.tmp'
+        with open(tmp, 'w') as f:
+            _json.dump(self.record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            os.unlink(self._coord._claim_path(self.claim_id))
+        except FileNotFoundError:
+            pass
+
+
 class LocalCoordinator:
     """Single-node coordinator: local file locks in ``lock_path``.
 
@@ -304,8 +330,9 @@ class LocalCoordinator:
             pid=os.getpid(), version=__version__, rpc_version=rpc_version,
             config_fingerprint=_membership.fingerprint(config),
             joined_at=None, state='active', mode='single-node')
-        self._leading = None        # (term, on_stopped) while leading
+        self._leading = None        # (term, [on_stopped]) while leading
         self._leader_callbacks = []
+        self._handlers = {}
 
     def __repr__(self):
         return '<LocalCoordinator %s/%s %s>' % (self.cluster, self.node,
@@ -319,12 +346,14 @@ class LocalCoordinator:
         """Create the lock directory. Never blocks on the network."""
         try:
             os.makedirs(os.path.join(self._dir, 'data'), exist_ok=True)
+            os.makedirs(os.path.join(self._dir, 'claims'), exist_ok=True)
         except OSError as exc:
             raise exceptions.ConfigurationError(
                 'cannot create the single-node lock directory %s: %s'
                 % (self._dir, exc), cause=exc)
         self._running = True
         self._record['joined_at'] = time.time()
+        self._recover_previous()
         return self
 
     def stop(self):
@@ -392,27 +421,32 @@ class LocalCoordinator:
         """Lead at once (the only node). Calls ``on_started_leading(term)``
         (and ``on_new_leader``) before returning."""
         self._check_running()
-        if self._leading is not None:
-            raise exceptions.HAClusterError(
-                '%s is already running for leader of %s'
-                % (self.node, self.cluster))
-        term = self._next_token()
-        self._leading = (term, on_stopped_leading)
         if on_new_leader is not None:
             self._leader_callbacks.append(on_new_leader)
+        if self._leading is not None:
+            term, stops = self._leading
+            stops.append(on_stopped_leading)
+            on_started_leading(term)
+            return self
+        term = self._next_token()
+        self._leading = (term, [on_stopped_leading])
         on_started_leading(term)
         for cb in self._leader_callbacks:
             cb(self.get_leader())
         return self
 
+    def campaign(self):
+        return self.run_for_leader(lambda term: None, lambda term: None)
+
     def resign(self):
         leading, self._leading = self._leading, None
         if leading is not None:
-            term, on_stopped = leading
-            try:
-                on_stopped(term)
-            except Exception:
-                LOG.exception('hacluster: on_stopped_leading failed')
+            term, stops = leading
+            for on_stopped in stops:
+                try:
+                    on_stopped(term)
+                except Exception:
+                    LOG.exception('hacluster: on_stopped_leading failed')
             for cb in self._leader_callbacks:
                 cb(None)
 
@@ -439,6 +473,94 @@ class LocalCoordinator:
             raise exceptions.NotLeader('%s is not leading in term %s'
                                        % (self.node, term))
         self._write_data(key, value)
+
+    # -- claims: files, recovered by the next incarnation ---------------------
+
+    def claim(self, resource_type, resource_id, operation, data=None):
+        """As :meth:`hacluster.coordinator.Coordinator.claim`; the record
+        is a file in the lock directory, recovered by this node's next
+        incarnation (single-node mode has no survivor)."""
+        import json as _json
+
+        from hacluster import recovery as _recovery
+        for what, value in (('resource_type', resource_type),
+                            ('resource_id', resource_id),
+                            ('operation', operation)):
+            if not isinstance(value, str) or not value:
+                raise exceptions.ConfigurationError(
+                    'claim %s must be a non-empty string, got %r'
+                    % (what, value))
+        try:
+            _json.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise exceptions.ConfigurationError(
+                'claim data must be JSON-serialisable: %s' % exc) from exc
+        record = {'claim_id': uuid.uuid4().hex, 'resource_type':
+                  resource_type, 'resource_id': resource_id,
+                  'operation': operation, 'data': data, 'node': self.node,
+                  'member_id': self.member_id, 'started_at': time.time(),
+                  'state': _recovery.ACTIVE, 'attempt': 0}
+        return _LocalClaim(self, record)
+
+    def register_recovery(self, resource_type, handler):
+        if not callable(handler):
+            raise exceptions.ConfigurationError(
+                'recovery handler for %r must be callable' % resource_type)
+        self._handlers[resource_type] = handler
+        if self._running:
+            self._recover_previous()
+
+    def list_claims(self, node=None):
+        import json as _json
+
+        from hacluster import recovery as _recovery
+        out = []
+        directory = os.path.join(self._dir, 'claims')
+        for name in sorted(os.listdir(directory)) if os.path.isdir(
+                directory) else []:
+            try:
+                with open(os.path.join(directory, name)) as f:
+                    out.append(_recovery.ClaimRecord(_json.load(f)))
+            except (OSError, ValueError):
+                continue
+        return out
+
+    def recover_node(self, node):
+        raise exceptions.HAClusterError(
+            'single-node mode: claims are recovered by the node itself when '
+            'it starts again')
+
+    def _claim_path(self, claim_id):
+        return os.path.join(self._dir, 'claims', claim_id + '.json')
+
+    def _recover_previous(self):
+        import json as _json
+
+        from hacluster import recovery as _recovery
+        for record in self.list_claims():
+            if record.get('member_id') == self.member_id:
+                continue
+            handler = self._handlers.get(record.get('resource_type'))
+            if handler is None:
+                continue
+            path = self._claim_path(record['claim_id'])
+            taken = dict(record, state=_recovery.RECOVERING,
+                         recoverer=self.member_id,
+                         attempt=int(record.get('attempt') or 0) + 1)
+            try:
+                handler(_recovery.ClaimRecord(taken))
+            except Exception as exc:
+                LOG.warning('hacluster: recovery of claim %s failed: %s',
+                            record['claim_id'], exc)
+                taken.update(state=_recovery.FAILED, last_error='%s: %s' % (
+                    type(exc).__name__, exc))
+                with open(path, 'w') as f:
+                    _json.dump(taken, f)
+                continue
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
 
     def _state_for(self, name):
         return _state_for_path(os.path.realpath(

@@ -236,14 +236,8 @@ class PeriodicRunner:
                 self._resolve_spacing(state)
             modes = {s.spec.mode for s in self._tasks.values()}
             coord = self._coord
-            if modes & {_task.LEADER, _task.FANOUT} and \
-                    getattr(coord, '_election', None) is None and \
-                    not getattr(coord, 'single_node', False):
-                coord.run_for_leader(lambda term: None, lambda term: None)
-            elif getattr(coord, 'single_node', False) and \
-                    modes & {_task.LEADER, _task.FANOUT} and \
-                    not coord.is_leader:
-                coord.run_for_leader(lambda term: None, lambda term: None)
+            if modes & {_task.LEADER, _task.FANOUT}:
+                coord.campaign()
             self._stopping.clear()
             if _task.FANOUT in modes:
                 self._start_fanout()

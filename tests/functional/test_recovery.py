@@ -1,0 +1,229 @@
+"""Recovery of a dead node's claims, real etcd, separate processes."""
+
+import collections
+import os
+import signal
+import time
+
+import pytest
+
+import hacluster
+from hacluster import exceptions
+
+SCRIPT = os.path.join(os.path.dirname(__file__), 'recoveryworker.py')
+TTL = 3
+
+
+def start(workers, etcd, cluster, node, store, *args):
+    return workers(etcd.url, cluster, node, store, *args, script=SCRIPT)
+
+
+def handled(store):
+    path = os.path.join(store, 'handled')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.split() for line in f if line.strip()]
+
+
+def effects(store):
+    d = os.path.join(store, 'effects')
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError('timed out waiting for ' + what)
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def obs(etcd, cluster_name):
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'test-observer',
+                                  lease_ttl=3, renew_deadline=2,
+                                  renew_interval=0.5)
+    with c:
+        yield c
+
+
+def test_fifty_claims_of_a_killed_node_are_each_recovered_once(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    survivors = [start(workers, etcd, cluster_name, n, store, 'survive')
+                 for n in ('s1', 's2')]
+    for s in survivors:
+        s.wait_line('READY')
+    holder = start(workers, etcd, cluster_name, 'doomed', store, 'hold', 50)
+    holder.wait_line('HELD')
+    assert len(obs.list_claims('doomed')) == 50
+    holder.proc.kill()
+    killed = time.monotonic()
+    wait_for(lambda: not obs.list_claims('doomed'), TTL + 10,
+             'the claims to be recovered')
+    took = time.monotonic() - killed
+    rows = handled(store)
+    per_claim = collections.Counter(r[0] for r in rows)
+    assert len(per_claim) == 50 and set(per_claim.values()) == {1}
+    assert sorted(r[1] for r in rows) == sorted(
+        'share-doomed-%d' % i for i in range(50))
+    assert len(effects(store)) == 50
+    # handled by the leader alone (one of the two survivors)
+    assert len({r[3] for r in rows}) == 1
+    assert took <= TTL + 2 + 50 * 0.05
+
+
+def test_a_recoverer_killed_midway_leaves_nothing_undone(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    first = start(workers, etcd, cluster_name, 'r1', store, 'survive',
+                  '--slow', '0.1')
+    first.wait_line('READY')
+    wait_for(lambda: (obs.get_leader() or {}).get('node') == 'r1', 5,
+             'r1 to lead')
+    second = start(workers, etcd, cluster_name, 'r2', store, 'survive',
+                   '--slow', '0.1')
+    second.wait_line('READY')
+    holder = start(workers, etcd, cluster_name, 'doomed', store, 'hold', 50)
+    holder.wait_line('HELD')
+    holder.proc.kill()
+    # r1 (the leader) starts recovering; kill it part-way
+    wait_for(lambda: len(handled(store)) >= 10, TTL + 10, 'recovery to start')
+    first.proc.kill()
+    wait_for(lambda: not obs.list_claims('doomed'), 2 * TTL + 20,
+             'the rest to be recovered by r2')
+    rows = handled(store)
+    per_claim = collections.Counter(r[0] for r in rows)
+    assert len(per_claim) == 50
+    # The promise: each claim's effect exactly once (idempotency key) ...
+    assert len(effects(store)) == 50
+    # ... and the handler ran twice only for the claim r1 was in the middle
+    # of when it died.
+    assert sum(per_claim.values()) <= 51
+    assert {r[3] for r in rows} == {'r1', 'r2'}
+
+
+def test_a_restart_under_the_same_name_races_the_leader_safely(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    leader = start(workers, etcd, cluster_name, 'leader', store, 'survive')
+    leader.wait_line('READY')
+    wait_for(lambda: (obs.get_leader() or {}).get('node') == 'leader', 5,
+             'the leader')
+    holder = start(workers, etcd, cluster_name, 'phoenix', store, 'hold', 30)
+    holder.wait_line('HELD')
+    holder.proc.kill()
+    holder.proc.wait(5)
+    # Restarts at once (same host, dead pid: takes its name back at once)
+    # and recovers its old claims itself, while the leader may do the same
+    # once the old lease expires.
+    again = start(workers, etcd, cluster_name, 'phoenix', store, 'survive')
+    again.wait_line('READY')
+    wait_for(lambda: not obs.list_claims('phoenix'), TTL + 10,
+             'the old claims to be recovered')
+    rows = handled(store)
+    per_claim = collections.Counter(r[0] for r in rows)
+    assert len(per_claim) == 30 and set(per_claim.values()) == {1}
+    assert 'phoenix' in {r[3] for r in rows}
+
+
+def test_claims_of_live_members_are_never_touched(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    leader = start(workers, etcd, cluster_name, 'leader', store, 'survive')
+    leader.wait_line('READY')
+    live = start(workers, etcd, cluster_name, 'busy', store, 'hold', 10)
+    live.wait_line('HELD')
+    time.sleep(TTL + 1)      # several scans by the leader
+    claims = obs.list_claims('busy')
+    assert len(claims) == 10 and {c.state for c in claims} == {'active'}
+    assert handled(store) == []
+    with pytest.raises(exceptions.HAClusterError) as e:
+        obs.recover_node('busy')
+    assert 'live member' in str(e.value)
+    live.proc.send_signal(signal.SIGTERM)      # closes its claims
+    live.wait_line('EXITED')
+    assert obs.list_claims('busy') == []
+
+
+def test_a_raising_handler_is_retried_and_reported(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    leader = start(workers, etcd, cluster_name, 'leader', store, 'survive',
+                   '--fail-first', '2')
+    leader.wait_line('READY')
+    holder = start(workers, etcd, cluster_name, 'doomed', store, 'hold', 1)
+    holder.wait_line('HELD')
+    holder.proc.kill()
+    wait_for(lambda: any(c.state == 'failed' for c in
+                         obs.list_claims('doomed')), TTL + 10,
+             'the failure to be recorded')
+    failed = obs.list_claims('doomed')[0]
+    assert failed.attempt == 1 and 'backend busy' in failed.last_error
+    assert failed.next_retry_at > failed.failed_at
+    wait_for(lambda: not obs.list_claims('doomed'), 15,
+             'the retries to succeed')
+    attempts = [int(r[2]) for r in handled(store)]
+    assert attempts == [1, 2, 3] and len(effects(store)) == 1
+
+
+def test_an_operator_can_recover_a_dead_node_by_hand(etcd, cluster_name,
+                                                     workers, tmp_path):
+    store = str(tmp_path)
+    holder = start(workers, etcd, cluster_name, 'gone', store, 'hold', 3)
+    holder.wait_line('HELD')
+    holder.proc.kill()
+    seen = []
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'operator',
+                                  lease_ttl=3, renew_deadline=2,
+                                  renew_interval=0.5)
+    with c:
+        c._recovery.register('share', seen.append)   # no campaign
+        wait_for(lambda: 'gone' not in c.get_members(), TTL + 3,
+                 'the lease to expire')
+        assert c.recover_node('gone') == 3
+    assert sorted(r.resource_id for r in seen) == [
+        'share-gone-%d' % i for i in range(3)]
+
+
+def test_claims_cost_one_write_in_and_one_out_and_stop_waits_for_them(
+        etcd, cluster_name):
+    import threading
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'n1', lease_ttl=3,
+                                  renew_deadline=2, renew_interval=0.5)
+    c.start()
+    before = c.client.requests
+    with c.claim('share', 'x', 'extend', {'new_size': 2}) as cl:
+        assert [r.claim_id for r in c.list_claims('n1')] == [cl.claim_id]
+        inside = c.client.requests
+    assert inside - before == 2          # the put, and the list just above
+    assert c.list_claims('n1') == []
+    # a graceful stop waits for a claim still open
+    finished = []
+
+    def slow():
+        with c.claim('share', 'y', 'delete'):
+            time.sleep(0.6)
+        finished.append(time.monotonic())
+    t = threading.Thread(target=slow)
+    t.start()
+    time.sleep(0.1)
+    c.stop()
+    t.join()
+    assert finished and c.list_claims is not None
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n2',
+                                   lease_ttl=3, renew_deadline=2,
+                                   renew_interval=0.5) as other:
+        assert other.list_claims('n1') == []
+
+
+def test_bad_claims_are_refused(etcd, cluster_name, obs):
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        obs.claim('share', '', 'create')
+    assert 'resource_id' in str(e.value)
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        obs.claim('share', 'x', 'create', data={'when': object()})
+    assert 'JSON' in str(e.value)
+    with pytest.raises(exceptions.ConfigurationError):
+        obs.register_recovery('share', 'not callable')
