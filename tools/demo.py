@@ -17,11 +17,16 @@ What it does:
    poll, and a fan-out "share status" poll of 60 shares that the leader
    spreads over the members through a private RabbitMQ (each finished cycle
    is printed from the cycle ledger in etcd);
-5. every node also runs for leader of the cluster: the demo shows the
+5. every node also creates "shares" under claims (status creating ->
+   available after 1 s of backend work); every node registers a recovery
+   handler that, like manila, turns a dead node's share stuck in creating
+   into error;
+6. every node also runs for leader of the cluster: the demo shows the
    members and the leader, SIGKILLs the leader, shows another node taking
    over (within the lease) with a higher term, and restarts the killed node
-   under its own name (it takes its registration back at once);
-6. stops the nodes and checks that the counter equals the number of
+   under its own name (it takes its registration back at once); the creates
+   the killed node had in flight are recovered by a survivor, once each;
+7. stops the nodes and checks that the counter equals the number of
    increments the nodes report as committed: nothing lost, nothing doubled;
    and that leadership terms never overlapped.
 
@@ -89,6 +94,35 @@ def node_main(url, cluster, node, amqp_url):
     runner.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
+
+    def status_key(share_id):
+        return coord.layout.data_key('share-status:' + share_id)
+
+    def recover_share(claim):
+        # What a manila handler does: a share a dead node left in creating
+        # goes to error (an operator or the user retries it).
+        kv = coord.client.get(status_key(claim.resource_id))
+        if kv is not None and kv.value == b'creating':
+            coord.client.put(status_key(claim.resource_id), 'error')
+        emit('recovered', share=claim.resource_id, of=claim.node,
+             claim=claim.claim_id)
+
+    coord.register_recovery('share', recover_share)
+
+    def create_shares(worker):
+        n = 0
+        while not stop.is_set():
+            n += 1
+            share_id = '%s-%s%d' % (node, worker, n)
+            with coord.claim('share', share_id, 'create'):
+                coord.client.put(status_key(share_id), 'creating')
+                stop.wait(1.0)                 # the backend creates it
+                coord.client.put(status_key(share_id), 'available')
+            stop.wait(0.2)
+    creators = [threading.Thread(target=create_shares, args=(w,),
+                                 daemon=True) for w in 'ab']
+    for creator in creators:
+        creator.start()
     committed = refused = 0
     while not stop.is_set():
         lock = coord.get_lock(LOCK, on_lost=lambda lk, why: emit(
@@ -115,6 +149,8 @@ def node_main(url, cluster, node, amqp_url):
             if lock.held or lock.lost:
                 lock.release()
         time.sleep(0.05)
+    for creator in creators:
+        creator.join(5)
     runner.stop()
     coord.stop()
     emit('stopped', committed=committed, refused=refused)
@@ -191,6 +227,12 @@ def show_members(observer):
             m['config_fingerprint'] or '-', role))
 
 
+def head_key(observer):
+    kvs, _ = observer.client.get_prefix(observer.layout.lock_prefix(LOCK),
+                                        sort_create=True, keys_only=True)
+    return kvs[0].key if kvs else None
+
+
 def current_holder(observer):
     """The node at the head of the lock's queue, read from etcd."""
     kvs, _ = observer.client.get_prefix(observer.layout.lock_prefix(LOCK),
@@ -206,12 +248,14 @@ def main():
     verbose = threading.Event()
     last = {}
     state = {'victim': None, 'paused_at': None, 'takeover': False,
-             'quiet_leadership': True}
+             'quiet_leadership': True, 'dead': None}
 
     def log(event):
         last[event['node']] = event
         routine = event['event'] in ('acquired', 'committed',
                                      'backend-stats') or (
+            event['event'] == 'recovered' and event['of'] != state['dead'])
+        routine = routine or (
             state['quiet_leadership'] and event['event'] in (
                 'leading', 'stopped-leading'))
         # Around the failure: every event of the paused node, and the
@@ -255,18 +299,22 @@ def main():
         victim = None
         deadline = time.time() + 10
         while victim is None and time.time() < deadline:
+            # Freeze a holder right after it got the lock: at the start of
+            # its read-then-write, so the write it resumes with is late.
+            first = head_key(observer)
+            while head_key(observer) in (first, None) and \
+                    time.time() < deadline:
+                time.sleep(0.005)
+            key = head_key(observer)
             holder = current_holder(observer)
             node = next((n for n in nodes if n.name == holder), None)
             if node is None:
                 continue
             os.kill(node.proc.pid, signal.SIGSTOP)
-            # Paused: is it still the holder? (it may have released in the
-            # meantime; then let it go on and try again)
-            if current_holder(observer) == node.name:
+            if head_key(observer) == key:
                 victim = node
             else:
                 os.kill(node.proc.pid, signal.SIGCONT)
-                time.sleep(0.05)
         state['victim'] = victim.name
         old = last.get(victim.name, {}).get('token')
         os.kill(victim.proc.pid, signal.SIGSTOP)
@@ -286,10 +334,19 @@ def main():
         state['quiet_leadership'] = False
         leader = observer.get_leader()
         dead = next(n for n in nodes if n.name == leader['node'])
+        state['dead'] = dead.name
+        # Kill it with work in flight: a share create of its open (a
+        # create lasts 1 s; this waits a moment at most).
+        until = time.time() + 3
+        while not observer.list_claims(dead.name) and time.time() < until:
+            time.sleep(0.02)
         os.kill(dead.proc.pid, signal.SIGKILL)
         killed_at = time.time()
-        print('  %6.2fs  %s killed while leading (term %d)'
-              % (killed_at - t0, dead.name, leader['term']))
+        in_flight = [c for c in observer.list_claims(dead.name)]
+        print('  %6.2fs  %s killed while leading (term %d), with %d share '
+              'create(s) in flight: %s' % (
+                  killed_at - t0, dead.name, leader['term'], len(in_flight),
+                  ', '.join(c.resource_id for c in in_flight)))
         new = None
         while time.time() < killed_at + LEASE['lease_ttl'] + 5:
             rec = observer.get_leader()
@@ -319,6 +376,14 @@ def main():
             n.proc.wait(20)
         time.sleep(0.2)
         value = int(observer.get_data('counter')[0] or 0)
+        leftover = observer.list_claims()
+        kvs, _ = observer.client.get_prefix(observer.layout.data)
+        statuses = {}
+        from urllib.parse import unquote
+        for kv in kvs:
+            name = unquote(kv.key[len(observer.layout.data):])
+            if name.startswith('share-status:'):
+                statuses[name.split(':', 1)[1]] = kv.value.decode()
         cycles.stop()
         observer.stop()
 
@@ -401,6 +466,24 @@ def main():
           'leadership terms never overlapped (%d terms)' % len(terms))
     check(any(e['event'] == 'session-started' for e in restarted.events),
           '%s restarted under its own name and rejoined' % dead.name)
+    recovered = [e for n in nodes for e in n.events
+                 if e['event'] == 'recovered' and e['of'] == dead.name]
+    by_claim = {}
+    for e in recovered:
+        by_claim[e['claim']] = by_claim.get(e['claim'], 0) + 1
+    check(in_flight and {c.claim_id for c in in_flight} <= set(by_claim) and
+          set(by_claim.values()) <= {1},
+          'the %d create(s) %s had in flight were recovered by a survivor, '
+          'once each (%s)' % (len(in_flight), dead.name, ', '.join(
+              '%s by %s' % (e['share'], e['node']) for e in recovered)))
+    stuck = sorted(k for k, v in statuses.items() if v == 'creating')
+    counts = {}
+    for v in statuses.values():
+        counts[v] = counts.get(v, 0) + 1
+    check(not stuck and not leftover,
+          'no share left in creating, no claim left open (%d shares: %s)'
+          % (len(statuses), ', '.join('%d %s' % (n, k)
+                                      for k, n in sorted(counts.items()))))
     fine = [c for c in cycles.cycles if c['done'] == SHARES and
             not c.get('failed') and sum(c['per_node'].values()) == SHARES]
     check(len(fine) == len(cycles.cycles) >= 4,
