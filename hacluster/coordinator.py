@@ -171,6 +171,7 @@ class Coordinator:
             revision = self._first_view(timeout)
             self._subscribe(self.layout.members, self._membership)
             self._subscribe(self.layout.leader, self._leader_view)
+            self._subscribe(self.layout.root + 'recovery/', self._recovery)
             self._watch = _etcd.Watch(
                 self.client, self.layout.root, self._on_events,
                 on_resync=self._on_resync,

@@ -246,6 +246,13 @@ class RecoveryManager:
         """Wake the recovery loop (a member left, leadership started...)."""
         self._wake.set()
 
+    # Watch subscriber for ``recovery/``: an operator's request.
+    def notify(self, etype, kv):
+        self._wake.set()
+
+    def resync(self):
+        self._wake.set()
+
     def _run(self):
         own_done = False
         while not self._stop.is_set():

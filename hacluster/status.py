@@ -1,0 +1,280 @@
+"""The cluster as an operator sees it: members, leader, tasks, locks, claims,
+warnings and health, read from etcd.
+
+:func:`collect` is read-only: it never joins the cluster (no session, no
+member record) and needs only read access to ``/hacluster/v1/<cluster>/``.
+Everything is read in one transaction -- one consistent snapshot at one etcd
+revision -- plus one lease lookup per member (the age of its last renewal).
+
+Health follows the Nagios plugin convention (:data:`OK` 0, :data:`WARNING` 1,
+:data:`CRITICAL` 2, :data:`UNKNOWN` 3): critical when the cluster has no
+member or no leader; warning on configuration drift, mixed versions, a member
+late renewing its lease, claims waiting for or stuck in recovery, failing or
+paused tasks.
+"""
+
+import json
+import time
+from urllib.parse import unquote
+
+from hacluster import _etcd
+from hacluster import exceptions
+from hacluster import keys as _keys
+from hacluster import url as _url
+
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
+HEALTH_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL',
+                UNKNOWN: 'UNKNOWN'}
+
+
+def _rel(key, prefix):
+    return key[len(prefix):]
+
+
+def collect(client, cluster, now=None):
+    """Read the state of ``cluster``.
+
+    :param client: a :class:`hacluster._etcd.Client`.
+    :returns: a JSON-able dict: ``cluster``, ``revision``, ``members``,
+        ``leader``, ``tasks``, ``locks``, ``claims``, ``warnings``
+        (list of ``{level, text}``), ``health`` (0-3), ``health_name``.
+    :raises BackendUnavailable: etcd could not be reached (the message
+        names the scrubbed endpoints).
+    """
+    layout = _keys.Layout(cluster)
+    now = time.time() if now is None else now
+    claims_prefix = layout.root + 'claims/'
+    prefixes = [layout.members, layout.leader, layout.locks, claims_prefix,
+                layout.tasks]
+    resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
+                               for p in prefixes])
+    revision = int(resp['header']['revision'])
+    members_kv, leader_kv, locks_kv, claims_kv, tasks_kv = [
+        _etcd.range_kvs(r) for r in resp['responses']]
+
+    members = []
+    by_member_id = {}
+    for kv in members_kv:
+        rec = kv.json()
+        rec['node'] = rec.get('node') or _rel(kv.key, layout.members)
+        rec['joined_for_s'] = round(now - rec['joined_at'], 1) \
+            if rec.get('joined_at') else None
+        rec['lease_remaining_s'] = None
+        rec['since_renewal_s'] = None
+        if kv.lease:
+            try:
+                ttl = int(client.call('/kv/lease/timetolive',
+                                      {'ID': kv.lease}).get('TTL', -1))
+            except exceptions.HAClusterError:
+                ttl = None
+            if ttl is not None and ttl >= 0:
+                rec['lease_remaining_s'] = ttl
+                if rec.get('lease_ttl'):
+                    rec['since_renewal_s'] = max(0, rec['lease_ttl'] - ttl)
+        members.append(rec)
+        by_member_id[rec.get('member_id')] = rec
+    members.sort(key=lambda r: r['node'])
+
+    leader = None
+    if leader_kv:
+        head = min(leader_kv, key=lambda kv: kv.create_revision)
+        value = head.json()
+        leader = dict(by_member_id.get(value.get('member_id'), {}), **value)
+        leader['term'] = head.create_revision
+        leader['candidates'] = len(leader_kv)
+
+    locks = {}
+    for kv in sorted(locks_kv, key=lambda kv: kv.create_revision):
+        name_seg, _, entry = _rel(kv.key, layout.locks).partition('/')
+        name = unquote(name_seg)
+        value = kv.json()
+        entries = locks.setdefault(name, [])
+        entries.append(dict(value, token=kv.create_revision,
+                            mode='shared' if entry.endswith('-r')
+                            else 'exclusive'))
+    lock_rows = []
+    for name, entries in sorted(locks.items()):
+        holders = []
+        for e in entries:
+            if e['mode'] == 'exclusive':
+                if not holders:
+                    holders.append(e)
+                break
+            if holders and holders[0]['mode'] == 'exclusive':
+                break
+            holders.append(e)
+        waiting = len(entries) - len(holders)
+        for h in holders:
+            lock_rows.append({
+                'name': name, 'mode': h['mode'], 'holder': h.get('node'),
+                'member_id': h.get('member_id'), 'pid': h.get('pid'),
+                'token': h['token'],
+                'age_s': round(now - h['queued_at'], 1)
+                if h.get('queued_at') else None,
+                'waiters': waiting})
+
+    claims = []
+    for kv in claims_kv:
+        rec = kv.json()
+        owner_alive = rec.get('member_id') in by_member_id
+        state = rec.get('state')
+        if state == 'active' and not owner_alive:
+            state = 'orphaned'
+        if state == 'recovering' and rec.get('recoverer') not in \
+                by_member_id:
+            state = 'recovering (recoverer gone)'
+        claims.append({
+            'claim_id': rec.get('claim_id'), 'node': rec.get('node'),
+            'member_id': rec.get('member_id'),
+            'resource_type': rec.get('resource_type'),
+            'resource_id': rec.get('resource_id'),
+            'operation': rec.get('operation'), 'state': state,
+            'age_s': round(now - rec['started_at'], 1)
+            if rec.get('started_at') else None,
+            'attempt': rec.get('attempt', 0),
+            'recoverer': rec.get('recoverer_node'),
+            'last_error': rec.get('last_error')})
+
+    tasks = {}
+    for kv in tasks_kv:
+        rest = _rel(kv.key, layout.tasks)
+        name_seg, _, sub = rest.partition('/')
+        task = tasks.setdefault(unquote(name_seg), {
+            'name': unquote(name_seg), 'mode': None, 'spacing': None,
+            'paused': False, 'nodes': {}, 'last_cycle': None})
+        if sub == 'control':
+            task['paused'] = bool(kv.json().get('paused'))
+        elif sub == 'cycle':
+            task['last_cycle'] = kv.json()
+        elif sub.startswith('stats/'):
+            st = kv.json()
+            task['nodes'][unquote(sub[len('stats/'):])] = st
+            task['mode'] = st.get('mode') or task['mode']
+            task['spacing'] = st.get('spacing') or task['spacing']
+    task_rows = []
+    for name, t in sorted(tasks.items()):
+        nodes = t['nodes']
+        last = max(nodes.values(), key=lambda s: s.get('last_run_at') or 0,
+                   default={})
+        task_rows.append({
+            'name': name, 'mode': t['mode'], 'spacing': t['spacing'],
+            'paused': t['paused'],
+            'last_run_at': last.get('last_run_at'),
+            'last_run_ago_s': round(now - last['last_run_at'], 1)
+            if last.get('last_run_at') else None,
+            'last_run_on': last.get('node'),
+            'last_duration_s': last.get('last_duration'),
+            'runs': sum(s.get('runs', 0) for s in nodes.values()),
+            'skips': sum(s.get('skips', 0) for s in nodes.values()),
+            'failures': sum(s.get('failures', 0) for s in nodes.values()),
+            'last_error': last.get('last_error'),
+            'items_handled': sum(s.get('items_handled', 0)
+                                 for s in nodes.values()),
+            'last_cycle': t['last_cycle']})
+
+    warnings, health = _assess(members, leader, claims, task_rows)
+    return {'cluster': cluster, 'revision': revision,
+            'collected_at': now, 'members': members, 'leader': leader,
+            'tasks': task_rows, 'locks': lock_rows, 'claims': claims,
+            'warnings': warnings, 'health': health,
+            'health_name': HEALTH_NAMES[health]}
+
+
+def _assess(members, leader, claims, tasks):
+    warnings = []
+
+    def warn(level, text):
+        warnings.append({'level': HEALTH_NAMES[level], 'text': text})
+
+    if not members:
+        warn(CRITICAL, 'no member is alive')
+    elif leader is None:
+        warn(CRITICAL, 'no leader (%d members alive)' % len(members))
+    prints = {m.get('config_fingerprint') for m in members
+              if m.get('config_fingerprint')}
+    if len(prints) > 1:
+        warn(WARNING, 'configuration drift: %s' % ', '.join(
+            '%s=%s' % (m['node'], m.get('config_fingerprint'))
+            for m in members))
+    versions = {m.get('version') for m in members}
+    if len(versions) > 1:
+        warn(WARNING, 'mixed versions: %s' % ', '.join(
+            '%s=%s' % (m['node'], m.get('version')) for m in members))
+    for m in members:
+        since, deadline = m.get('since_renewal_s'), m.get('renew_interval')
+        if since is not None and deadline and m.get('lease_ttl') and \
+                since > max(2 * deadline, 1) + 1:
+            warn(WARNING, 'member %s has not renewed its lease for ~%ss '
+                 '(%ss left)' % (m['node'], since,
+                                 m.get('lease_remaining_s')))
+    orphaned = [c for c in claims if c['state'] == 'orphaned']
+    if orphaned:
+        warn(WARNING, '%d claims of departed members await recovery'
+             % len(orphaned))
+    stuck = [c for c in claims if c['state'] == 'failed' or
+             c['state'].startswith('recovering (')]
+    if stuck:
+        warn(WARNING, '%d claims stuck in recovery (e.g. %s %s/%s: %s)' % (
+            len(stuck), stuck[0]['operation'], stuck[0]['resource_type'],
+            stuck[0]['resource_id'], stuck[0]['last_error'] or
+            stuck[0]['state']))
+    for t in tasks:
+        if t['paused']:
+            warn(WARNING, 'task %s is paused for the cluster' % t['name'])
+        if t['last_error']:
+            warn(WARNING, 'task %s failed on its last run on %s: %s'
+                 % (t['name'], t['last_run_on'], t['last_error']))
+    levels = [k for k, v in HEALTH_NAMES.items()
+              if any(w['level'] == v for w in warnings)]
+    return warnings, max(levels, default=OK)
+
+
+def summary(state):
+    """One line for monitoring: ``OK: cluster c: 3 members, leader n1 ...``."""
+    leader = state['leader']
+    line = '%s: cluster %s: %d members, leader %s' % (
+        state['health_name'], state['cluster'], len(state['members']),
+        '%s (term %d)' % (leader.get('node'), leader['term'])
+        if leader else 'none')
+    if state['warnings']:
+        line += '; ' + '; '.join(w['text'] for w in state['warnings'])
+    return _url.scrub(line)
+
+
+def set_task_paused(client, cluster, task, paused, by='operator'):
+    """Pause or resume a periodic task on every node (the runners watch
+    the key). Blocks for one etcd request."""
+    layout = _keys.Layout(cluster)
+    _keys.validate_lock_name(task)
+    client.put(layout.task(task) + 'control', json.dumps(
+        {'paused': bool(paused), 'by': by, 'at': time.time()}))
+
+
+def request_recovery(client, cluster, node):
+    """Operator: the claims of ``node`` (known dead) should be recovered now:
+    claims waiting for a retry are made due at once. Refused while ``node``
+    is a live member.
+
+    :returns: the number of claims of ``node``.
+    :raises HAClusterError: ``node`` is alive.
+    """
+    layout = _keys.Layout(cluster)
+    _keys.validate_ident(node, 'node')
+    if client.get(layout.member(node)) is not None:
+        raise exceptions.HAClusterError(
+            'node %r is a live member of cluster %r: refusing to recover its '
+            'claims (stop it first, or wait for its lease to expire)'
+            % (node, cluster))
+    prefix = layout.root + 'claims/' + _keys.quote_segment(node) + '/'
+    kvs, _ = client.get_prefix(prefix)
+    for kv in kvs:
+        rec = kv.json()
+        if rec.get('state') == 'failed':
+            rec['next_retry_at'] = 0
+            client.txn(compare=[_etcd.mod_revision_is(kv.key,
+                                                      kv.mod_revision)],
+                       success=[_etcd.put_op(kv.key, json.dumps(rec))])
+    # Wakes the leader's recovery loop through its watch.
+    client.put(layout.root + 'recovery/request', json.dumps(
+        {'node': node, 'at': time.time()}))
+    return len(kvs)
