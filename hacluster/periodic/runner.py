@@ -17,7 +17,8 @@
 
 oslo.service is imported in :meth:`PeriodicRunner.start`, never at import
 time: the process's own choice of backend (threading for manila 23, eventlet
-elsewhere) is used, not pinned by us. Under the threading backend a running
+elsewhere) is used, not pinned by us; if the process has chosen none, the one
+matching it is chosen then (eventlet if monkey-patched, else threading). Under the threading backend a running
 task cannot be killed: tasks must return (``stop()`` waits for them).
 
 Fan-out is at-least-once per item and cycle (exactly once unless an item is
@@ -75,6 +76,31 @@ class _Wake:
 
     def resync(self):
         self.event.set()
+
+
+def _select_backend():
+    """If the process has not chosen an oslo.service backend yet, choose
+    the one that matches it: eventlet if threads are monkey-patched, else
+    threading. (oslo.service's own default, eventlet, would leave timers in
+    an unpatched process never scheduled.) A process that chose already --
+    manila-share chooses threading -- keeps its choice."""
+    from oslo_service import backend
+
+    if backend.get_backend_type() is not None:
+        return
+    patched = False
+    try:
+        import sys
+        if 'eventlet' in sys.modules:
+            import eventlet.patcher
+            patched = eventlet.patcher.is_monkey_patched('thread')
+    except Exception:
+        patched = False
+    try:
+        backend.init_backend(backend.BackendType.EVENTLET if patched
+                             else backend.BackendType.THREADING)
+    except Exception:       # chosen meanwhile by someone else: keep it
+        pass
 
 
 def assign_bounded(members, item_ids, slack=0.05, partitions=2 ** 8):
@@ -227,6 +253,7 @@ class PeriodicRunner:
 
         :raises ConfigurationError: a spacing or the transport is invalid.
         """
+        _select_backend()
         from oslo_service import threadgroup   # lazily: see module doc
 
         with self._lock:
