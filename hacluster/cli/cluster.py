@@ -102,6 +102,23 @@ def _age(seconds):
     return '%.1fh' % (seconds / 3600)
 
 
+def _scrub_state(state):
+    """Scrub the fields that can carry text from outside hacluster (error
+    messages, warnings, the backend URL). They are scrubbed where they are
+    made too; this is the last line of defence, cheap enough for 10,000
+    locks (a regex over the whole output is not)."""
+    if state.get('backend'):
+        state['backend'] = _url.scrub(state['backend'])
+    for w in state.get('warnings', ()):
+        w['text'] = _url.scrub(w['text'])
+    for row in state.get('claims', ()):
+        if row.get('last_error'):
+            row['last_error'] = _url.scrub(row['last_error'])
+    for row in state.get('tasks', ()):
+        if row.get('last_error'):
+            row['last_error'] = _url.scrub(row['last_error'])
+
+
 class Status(command.Command):
     """Show one cluster on one screen: members, leader and term, periodic
     tasks, locks held, claims (open, orphaned, in recovery), warnings
@@ -134,14 +151,18 @@ class Status(command.Command):
 
     def _print(self, state, fmt):
         out = self.app.stdout
+        _scrub_state(state)
         if fmt == 'json':
-            out.write(_url.scrub(json.dumps(state, indent=2, default=str)) +
-                      '\n')
+            # Indented for a person; compact (and C-encoded: 10,000 locks
+            # print in 0.1 s instead of 0.6 s) for a program.
+            pretty = hasattr(out, 'isatty') and out.isatty()
+            out.write(json.dumps(state, indent=2 if pretty else None,
+                                 default=str) + '\n')
             return
         if fmt == 'yaml':
             import yaml
-            out.write(_url.scrub(yaml.safe_dump(json.loads(json.dumps(
-                state, default=str)), sort_keys=False)))
+            out.write(yaml.safe_dump(json.loads(json.dumps(
+                state, default=str)), sort_keys=False))
             return
         w = out.write
         leader = state['leader']
@@ -211,9 +232,9 @@ class _ListCommand(lister.Lister):
 
     def take_action(self, args):
         state = _collect(args)
-        return (self.columns, [tuple(_url.scrub(r.get(c)) if isinstance(
-            r.get(c), str) else r.get(c) for c in self.columns)
-            for r in self.rows(state, args)])
+        _scrub_state(state)
+        return (self.columns, [tuple(r.get(c) for c in self.columns)
+                               for r in self.rows(state, args)])
 
 
 class MemberList(_ListCommand):
