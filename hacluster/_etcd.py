@@ -26,8 +26,16 @@ import socket
 import threading
 import time
 
-from etcd3gw.client import Etcd3Client
-from etcd3gw import exceptions as etcd_exc
+import warnings
+
+with warnings.catch_warnings():
+    # etcd3gw imports futurist, which imports eventlet when it is installed,
+    # and eventlet announces its own deprecation on import: not ours to act
+    # on, and noise on every operator command's stderr. Silenced for this
+    # import only.
+    warnings.filterwarnings('ignore', message=r'(?s).*Eventlet is deprecated')
+    from etcd3gw.client import Etcd3Client
+    from etcd3gw import exceptions as etcd_exc
 import requests
 
 from hacluster import exceptions

@@ -448,7 +448,7 @@ class Coordinator:
             raise exceptions.HAClusterError(
                 'node %r is a live member of cluster %r: its claims are not '
                 'orphaned; refusing to recover them' % (node, self.cluster))
-        return self._recovery.recover_node(node)
+        return self._recovery.recover_node(node, force=True)
 
     # -- callbacks ------------------------------------------------------------
 

@@ -105,8 +105,8 @@ class RecoveryManager:
     face is ``coordinator.claim()``, ``register_recovery()``,
     ``list_claims()`` and ``recover_node()``."""
 
-    def __init__(self, coord, scan_interval=None, max_backoff=60.0,
-                 claim_grace=30.0):
+    def __init__(self, coord, scan_interval=30.0, max_backoff=60.0,
+                 claim_grace=30.0, absence_grace=1.0):
         self._coord = coord
         self._prefix = coord.layout.root + 'claims/'
         self._handlers = {}
@@ -115,10 +115,21 @@ class RecoveryManager:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
-        self._scan_interval = scan_interval or max(
-            1.0, coord.session.renew_interval)
+        # A full scan this often; member departures and operator requests
+        # wake the loop at once, and retries and graces schedule wake-ups.
+        self._scan_interval = scan_interval
         self.max_backoff = max_backoff
         self.claim_grace = claim_grace
+        #: Seconds a claim's owner must have been seen absent before its
+        #: claim is taken: a member that lost its session re-registers
+        #: within milliseconds when etcd is reachable, and must not have
+        #: its work recovered under it meanwhile.
+        self.absence_grace = absence_grace
+        self._absent_since = {}      # member_id -> monotonic first seen gone
+        self._inflight = set()       # claim ids whose handler runs here
+        self._next_due = None
+        self._skipped_types = set()
+        self._member_revs = {}
         #: recoveries this node completed / failed (for status and tests)
         self.recovered = 0
         self.failures = 0
@@ -256,6 +267,7 @@ class RecoveryManager:
     def _run(self):
         own_done = False
         while not self._stop.is_set():
+            self._next_due = None
             try:
                 if not own_done and self._handlers:
                     # A restart under our node name: finish what our
@@ -267,76 +279,162 @@ class RecoveryManager:
             except exceptions.HAClusterError as exc:
                 LOG.warning('hacluster: recovery scan failed: %s',
                             _url.scrub(exc))
+                self._due_in(1.0)
             except Exception:
                 LOG.exception('hacluster: recovery scan failed')
-            self._wake.wait(self._scan_interval)
+                self._due_in(1.0)
+            wait = self._scan_interval
+            if self._next_due is not None:
+                wait = max(0.05, min(wait, self._next_due - time.monotonic()))
+            self._wake.wait(wait)
             self._wake.clear()
 
+    def _due_in(self, seconds):
+        due = time.monotonic() + seconds
+        if self._next_due is None or due < self._next_due:
+            self._next_due = due
+
     def _snapshot(self, prefix):
-        """Members and claims at one revision: ``(live member ids,
-        claim KVs)``."""
+        """Members and claims at one revision: ``(live, claim KVs)`` where
+        live maps member_id -> (node, member key create revision)."""
         layout = self._coord.layout
         resp = self._coord.client.txn(success=[
             _etcd.range_op(layout.members, _keys.prefix_end(layout.members)),
             _etcd.range_op(prefix, _keys.prefix_end(prefix))])
-        live = {kv.json().get('member_id')
-                for kv in _etcd.range_kvs(resp['responses'][0])}
+        live = {}
+        self._member_revs = {}
+        for kv in _etcd.range_kvs(resp['responses'][0]):
+            rec = kv.json()
+            live[rec.get('member_id')] = kv.create_revision
+            self._member_revs[rec.get('node')] = kv.create_revision
         return live, _etcd.range_kvs(resp['responses'][1])
+
+    def _gone_long_enough(self, member_id, live):
+        """True once ``member_id`` has been absent for absence_grace."""
+        if member_id in live:
+            self._absent_since.pop(member_id, None)
+            return False
+        first = self._absent_since.setdefault(member_id, time.monotonic())
+        left = first + self.absence_grace - time.monotonic()
+        if left > 0:
+            self._due_in(left)
+            return False
+        return True
 
     def _orphaned(self, record, live, now):
         state = record.get('state')
         if state == ACTIVE:
-            return record.get('member_id') not in live
+            return self._gone_long_enough(record.get('member_id'), live)
         if state == RECOVERING:
-            return record.get('recoverer') not in live
+            if record.get('recoverer') == self._coord.member_id:
+                # Ours: orphaned only if no handler of ours runs it (an
+                # etcd error left it marked after we gave up on it).
+                return record.get('claim_id') not in self._inflight
+            return self._gone_long_enough(record.get('recoverer'), live)
         if state == FAILED:
-            return (record.get('next_retry_at') or 0) <= now
+            due = (record.get('next_retry_at') or 0) - now
+            if due > 0:
+                self._due_in(due)
+                return False
+            return True
         return False
 
     def scan(self):
         """Recover every orphaned claim this node has a handler for
-        (leader only). Returns the number recovered."""
+        (leader only: each take also requires still leading in the term).
+        Returns the number recovered."""
+        term = self._coord.term
+        if term is None:
+            return 0
         live, kvs = self._snapshot(self._prefix)
-        return self._recover(kvs, live)
+        return self._recover(kvs, live, term=term)
 
-    def recover_node(self, node, own=False):
+    def recover_node(self, node, own=False, force=False):
         """Recover the orphaned claims of ``node`` now (its claims of live
         members are left alone). With ``own``, the claims of this node's
-        earlier incarnations. Returns the number recovered."""
+        earlier incarnations; with ``force`` (an operator who knows the node
+        is dead), without waiting for the absence grace. Returns the number
+        recovered."""
         live, kvs = self._snapshot(self.node_prefix(node))
         if own:
-            live.add(self._coord.member_id)
+            live[self._coord.member_id] = 0
+        if own or force:
+            for kv in kvs:
+                mid = kv.json().get('member_id')
+                if mid not in live:
+                    self._absent_since[mid] = -float('inf')
         return self._recover(kvs, live)
 
-    def _recover(self, kvs, live):
+    def _recover(self, kvs, live, term=None):
         now = time.time()
         count = 0
         for kv in kvs:
             if self._stop.is_set():
                 break
+            if term is not None and self._coord.term != term:
+                break               # deposed meanwhile: stop taking claims
             record = ClaimRecord(kv.json())
             if not self._orphaned(record, live, now):
                 continue
-            handler = self._handlers.get(record.get('resource_type'))
+            rtype = record.get('resource_type')
+            handler = self._handlers.get(rtype)
             if handler is None:
-                continue        # another node may know this resource type
-            if self._take_and_handle(kv, record, handler):
+                if rtype not in self._skipped_types:
+                    self._skipped_types.add(rtype)
+                    LOG.warning('hacluster: claims of type %r cannot be '
+                                'recovered here (no handler registered on '
+                                '%s); they wait for a node that has one',
+                                rtype, self._coord.node)
+                continue
+            if self._take_and_handle(kv, record, handler, term):
                 count += 1
         return count
 
-    def _take_and_handle(self, kv, record, handler):
+    def _take_and_handle(self, kv, record, handler, term=None):
         coord = self._coord
         taken = dict(record, state=RECOVERING, recoverer=coord.member_id,
                      recoverer_node=coord.node,
                      attempt=int(record.get('attempt') or 0) + 1,
                      taken_at=time.time())
-        resp = coord.client.txn(
-            compare=[_etcd.mod_revision_is(kv.key, kv.mod_revision)],
-            success=[_etcd.put_op(kv.key, json.dumps(taken))])
+        # Atomically: the claim is as we saw it, and the member we judged
+        # gone (owner, or previous recoverer) has not come back since.
+        layout = coord.layout
+        compare = [_etcd.mod_revision_is(kv.key, kv.mod_revision)]
+        judged = record.get('recoverer_node') \
+            if record.get('state') == RECOVERING else record.get('node')
+        if judged and judged != coord.node:
+            compare.append(_etcd.create_revision_is(
+                layout.member(judged), self._member_revs.get(judged, 0)))
+        put = [_etcd.put_op(kv.key, json.dumps(taken))]
+        try:
+            if term is not None and coord._election is not None:
+                coord._election.guarded_txn(term, put, compare=compare)
+                resp = {'succeeded': True, 'responses': [None]}
+            else:
+                resp = coord.client.txn(compare=compare, success=put)
+        except exceptions.NotLeader:
+            return False
+        except exceptions.HAClusterError as exc:
+            # A failed comparison (the claim moved on, the member came back,
+            # or we lead no more): not ours to take.
+            LOG.debug('hacluster: not taking claim %s: %s',
+                      record.get('claim_id'), _url.scrub(exc))
+            return False
         if not resp['succeeded']:
             return False            # another recoverer, or it finished
-        revision = int(resp['responses'][0]['response_put']['header']
-                       ['revision'])
+        current = coord.client.get(kv.key)
+        if current is None or current.json().get('recoverer') != \
+                coord.member_id:
+            return False
+        revision = current.mod_revision
+        self._inflight.add(record.get('claim_id'))
+        try:
+            return self._handle(kv, record, taken, handler, revision)
+        finally:
+            self._inflight.discard(record.get('claim_id'))
+
+    def _handle(self, kv, record, taken, handler, revision):
+        coord = self._coord
         LOG.info('hacluster: recovering claim %s: %s %s/%s of %s (member '
                  '%s), attempt %d', record.get('claim_id'),
                  record.get('operation'), record.get('resource_type'),
@@ -353,11 +451,23 @@ class RecoveryManager:
             LOG.warning('hacluster: recovery of claim %s failed (attempt '
                         '%d): %s; retrying in %.0fs', record.get('claim_id'),
                         taken['attempt'], failed['last_error'], backoff)
+            try:
+                coord.client.txn(
+                    compare=[_etcd.mod_revision_is(kv.key, revision)],
+                    success=[_etcd.put_op(kv.key, json.dumps(failed))])
+            except exceptions.HAClusterError:
+                pass    # left 'recovering' by us: retaken by our next scan
+            self._due_in(backoff)
+            return False
+        try:
             coord.client.txn(
                 compare=[_etcd.mod_revision_is(kv.key, revision)],
-                success=[_etcd.put_op(kv.key, json.dumps(failed))])
-            return False
-        coord.client.txn(compare=[_etcd.mod_revision_is(kv.key, revision)],
-                         success=[_etcd.delete_op(kv.key)])
+                success=[_etcd.delete_op(kv.key)])
+        except exceptions.HAClusterError as exc:
+            # Handled, but still recorded: the next scan runs the handler
+            # again (at-least-once; it is idempotent by contract).
+            LOG.warning('hacluster: claim %s handled but not removed (%s)',
+                        record.get('claim_id'), _url.scrub(exc))
+            self._due_in(1.0)
         self.recovered += 1
         return True

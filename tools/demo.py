@@ -227,6 +227,15 @@ def show_members(observer):
             m['config_fingerprint'] or '-', role))
 
 
+def hacluster_cli(*args):
+    """Run the operator command as an operator would; its output."""
+    exe = os.path.join(os.path.dirname(sys.executable), 'hacluster')
+    out = subprocess.run([exe] + list(args), capture_output=True, text=True,
+                         timeout=60)
+    return '\n'.join('   ' + line for line in
+                     (out.stdout + out.stderr).rstrip().splitlines())
+
+
 def head_key(observer):
     kvs, _ = observer.client.get_prefix(observer.layout.lock_prefix(LOCK),
                                         sort_create=True, keys_only=True)
@@ -327,9 +336,12 @@ def main():
                                                    victim.name))
         time.sleep(2.0)
         verbose.clear()
-        print('\n-- members and leader, as any node (or the status command) '
-              'sees them')
+        print('\n-- members and leader, as any node sees them')
         show_members(observer)
+        print('\n-- what an operator sees: hacluster status --backend-url '
+              '%s --cluster %s' % (etcd.url, cluster))
+        print(hacluster_cli('status', '--backend-url', etcd.url,
+                            '--cluster', cluster))
         print('\n-- killing the leader (SIGKILL)')
         state['quiet_leadership'] = False
         leader = observer.get_leader()
@@ -367,6 +379,8 @@ def main():
         time.sleep(1.0)
         show_members(observer)
         state['quiet_leadership'] = True
+        print('\n-- hacluster check (for monitoring): %s' % hacluster_cli(
+            'check', '--backend-url', etcd.url, '--cluster', cluster).strip())
         print('\n-- 2 s more of normal work, then stopping the nodes')
         time.sleep(2.0)
         for n in nodes:

@@ -128,10 +128,15 @@ class Ledger:
 
     # -- worker writes ---------------------------------------------------------
 
-    def mark_done(self, markers):
-        """Write done markers: ``[(cycle_id, qid, marker_dict)]``.
-        Unguarded: a marker is a fact about work done, whoever leads."""
+    def mark_done(self, lock, markers):
+        """Write done markers: ``[(cycle_id, qid, marker_dict)]``. A
+        worker's markers are unguarded (``lock`` None: a marker is a fact
+        about work done, whoever leads); the leader's "given up" markers
+        are guarded by its task lock."""
         ops = [_etcd.put_op(self.done_prefix(cid) + q, json.dumps(m))
                for cid, q, m in markers]
         for chunk in _chunks(ops, BATCH):
-            self._client.txn(success=chunk)
+            if lock is None:
+                self._client.txn(success=chunk)
+            else:
+                lock.guarded_txn(chunk)

@@ -189,13 +189,14 @@ class PeriodicRunner:
                     % (spec.name, handler, owner))
             handler = getattr(owner, handler)
         with self._lock:
+            if self._started:
+                raise exceptions.ConfigurationError(
+                    'periodic task %r: add tasks before start() (its spacing, '
+                    'RPC server and leadership are set up there)' % spec.name)
             if spec.name in self._tasks:
                 raise exceptions.ConfigurationError(
                     'periodic task %r is already added' % spec.name)
             self._tasks[spec.name] = _TaskState(spec, fn, handler)
-            if self._started:
-                self._prepare(self._tasks[spec.name])
-                self._start_timer(self._tasks[spec.name])
         return spec.name
 
     def add_all(self, obj):
@@ -347,11 +348,30 @@ class PeriodicRunner:
                 return
             self._started = False
             self._stopping.set()
+            timers = []
             for state in self._tasks.values():
-                self._stop_timer(state)
+                timer, state.timer = state.timer, None
+                if timer is not None:
+                    timer.stop()
+                    timers.append(timer)
             for prefix, sub in self._control_subs:
                 self._coord._unsubscribe(prefix, sub)
             self._control_subs = []
+        # No new items for us from the next cycle on.
+        if self._server_name is not None:
+            try:
+                self._coord.update_member(fanout_server=None,
+                                          fanout_tasks=[])
+            except exceptions.HAClusterError:
+                pass
+        # Outside the lock: a running cycle may take a while, and the watch
+        # thread needs the lock for pause/resume events meanwhile.
+        for timer in timers:
+            try:
+                timer.wait()
+            except Exception:
+                LOG.exception('hacluster: waiting for a periodic task')
+            self._tg.timer_done(timer)
         if self._server is not None:
             try:
                 self._server.stop()
@@ -361,14 +381,25 @@ class PeriodicRunner:
             self._server = None
         for state in self._tasks.values():
             if state.executor is not None:
-                state.executor.shutdown(wait=True)
+                # Items queued but not started are dropped: the leader sends
+                # them to another member at their deadline.
+                state.executor.shutdown(wait=True, cancel_futures=True)
                 state.executor = None
         with self._done_cond:
             self._done_cond.notify_all()
         if self._flusher is not None:
             self._flusher.join(10)
             self._flusher = None
-        self._flush()
+        deadline = time.monotonic() + 5
+        while True:
+            self._flush()
+            with self._done_cond:
+                left = len(self._done_buffer)
+            if not left or time.monotonic() > deadline:
+                break
+        if left:
+            LOG.warning('hacluster: %d done markers could not be written at '
+                        'stop: those items will be handled again', left)
         for state in self._tasks.values():
             if state.stats_dirty:
                 self._publish_stats(state)
@@ -397,8 +428,15 @@ class PeriodicRunner:
         state = self._state(name)
         with self._lock:
             state.stopped = True
-            if self._started:
-                self._stop_timer(state)
+            timer, state.timer = state.timer, None
+            if timer is not None:
+                timer.stop()
+        if timer is not None:
+            try:
+                timer.wait()
+            except Exception:
+                LOG.exception('hacluster: waiting for task %s', name)
+            self._tg.timer_done(timer)
 
     def start_task(self, name):
         """Start one task again on this node (no-op if running or paused for
@@ -454,7 +492,12 @@ class PeriodicRunner:
                                             else None)
 
                 def resync(sub):
-                    pass
+                    try:
+                        kv = self._coord.client.get(
+                            self._control_key(sub.state.name))
+                    except exceptions.HAClusterError:
+                        return
+                    self._apply_control(sub.state, kv)
             sub = Sub(state)
             self._coord._subscribe(prefix, sub)
             self._control_subs.append((prefix, sub))
@@ -604,12 +647,24 @@ class PeriodicRunner:
         deadline = time.monotonic() + self._coord.session.renew_deadline
         while not self._coord.is_leader and time.monotonic() < deadline:
             time.sleep(0.05)     # the campaign thread is taking office
-        try:
-            current = _ledger.Ledger(self._coord, state.name).current()
-        except exceptions.HAClusterError:
-            return
-        if current and current.get('status') == 'running':
+        # The previous leader may still hold the task lock for a moment (a
+        # graceful hand-over: its monitor notices within a second): retry,
+        # with backoff, for a bounded time.
+        delay, until = 0.2, time.monotonic() + 4 * \
+            self._coord.session.renew_deadline
+        while self._coord.is_leader and not self._stopping.is_set():
+            try:
+                current = _ledger.Ledger(self._coord, state.name).current()
+            except exceptions.HAClusterError:
+                current = None
+            if not current or current.get('status') != 'running':
+                return
+            before = state.stats['cycles']
             self._tick(state)
+            if state.stats['cycles'] > before or time.monotonic() > until:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     def _fanout_members(self, task):
         """``{rpc server: node}`` of the live members that run ``task``."""
@@ -742,6 +797,7 @@ class PeriodicRunner:
         failed = redispatched = 0
         next_deadline = min((a.get('sent_at') or 0) for a in items.values()) \
             + spec.item_timeout if items else 0
+        pending_set = set(items)
         while True:
             wake.event.clear()
             if self._stopping.is_set() or not lock.held or \
@@ -753,7 +809,9 @@ class PeriodicRunner:
             live = self._fanout_members(state.name)
             if self._server_name:
                 live.setdefault(self._server_name, self._coord.node)
-            owners = {a['owner'] for a in items.values()}
+            # Only owners of items still pending matter: the owner of an
+            # item already done may leave without consequence.
+            owners = {items[q]['owner'] for q in pending_set}
             count = ledger.done_count(cycle_id)
             if count < len(items) and not unsent and owners <= set(live) \
                     and now < next_deadline:
@@ -762,6 +820,7 @@ class PeriodicRunner:
                 continue
             done = ledger.done(cycle_id)
             pending = [q for q in items if q not in done]
+            pending_set = set(pending)
             if not pending:
                 return done, failed, redispatched
             retry = {q: items[q] for q in pending if q in unsent and
@@ -776,6 +835,7 @@ class PeriodicRunner:
                     continue
             changes, gave_up = {}, []
             next_deadline = now + spec.item_timeout
+            ring = hashring.HashRing(sorted(live), partitions=2 ** 8)
             for q in pending:
                 a = items[q]
                 if q in unsent:
@@ -791,14 +851,13 @@ class PeriodicRunner:
                     continue
                 # Another live member if there is one: the owner left, or
                 # it is too slow.
-                ring = hashring.HashRing(sorted(live))
                 ignore = [a['owner']] if len(live) > 1 else []
                 owner = next(iter(ring.get_nodes(a['id'].encode('utf-8'),
                                                  ignore_nodes=ignore)))
                 changes[q] = dict(a, owner=owner, attempt=a['attempt'] + 1,
                                   sent_at=now)
             if gave_up:
-                ledger.mark_done([(cycle_id, q, {
+                ledger.mark_done(lock, [(cycle_id, q, {
                     'ok': False, 'node': None, 'attempt':
                         items[q]['attempt'],
                     'error': 'given up after %d attempts' %
@@ -815,6 +874,11 @@ class PeriodicRunner:
                          'items', state.name, cycle_id, len(changes))
                 unsent |= self._dispatch(state, cycle_id, changes)
                 next_deadline = min(next_deadline, now + spec.item_timeout)
+                continue
+            if not retry:
+                # Nothing to change this pass: wait for progress or the
+                # next deadline, never spin.
+                wake.event.wait(max(0.05, min(1.0, next_deadline - now)))
 
     def _run_cycle_locally(self, state, term):
         """Single-node mode: list and handle every item here."""
@@ -863,6 +927,8 @@ class PeriodicRunner:
                     return
 
     def _handle(self, state, cycle_id, item, record=True):
+        if self._stopping.is_set() and record:
+            return          # sent again by the leader at its deadline
         ctx = _task.ItemContext(state.name, cycle_id, item['id'],
                                 item['attempt'], self._coord.member_id)
         started = time.monotonic()
@@ -908,15 +974,18 @@ class PeriodicRunner:
         by_task = {}
         for task, cycle_id, q, marker in batch:
             by_task.setdefault(task, []).append((cycle_id, q, marker))
-        for task, markers in by_task.items():
+        tasks = list(by_task.items())
+        for i, (task, markers) in enumerate(tasks):
             try:
-                _ledger.Ledger(self._coord, task).mark_done(markers)
+                _ledger.Ledger(self._coord, task).mark_done(None, markers)
             except exceptions.HAClusterError as exc:
-                LOG.warning('hacluster: cannot write %d done markers of %s '
-                            'yet (%s); retrying', len(markers), task,
-                            _url.scrub(exc))
+                # Keep every marker not written yet (this task's and the
+                # following tasks'); a lost marker means the item runs again.
+                unwritten = [(t,) + m for t, ms in tasks[i:] for m in ms]
+                LOG.warning('hacluster: cannot write %d done markers yet '
+                            '(%s); retrying', len(unwritten), _url.scrub(exc))
                 with self._done_cond:
-                    self._done_buffer[:0] = [(task,) + m for m in markers]
+                    self._done_buffer[:0] = unwritten
                 time.sleep(0.2)
                 return
         for task in by_task:

@@ -143,3 +143,72 @@ def test_stop_then_start_again_renews(etcd, cluster_name):
             pass
     finally:
         c.stop()
+
+
+def test_a_member_whose_session_blips_keeps_its_claims(etcd, cluster_name):
+    calls = []
+    leader = hacluster.get_coordinator(etcd.url, cluster_name, 'leader',
+                                       **FAST)
+    leader.register_recovery('share', calls.append)
+    worker = hacluster.get_coordinator(etcd.url, cluster_name, 'worker',
+                                       **FAST)
+    with leader, worker:
+        deadline = time.monotonic() + 5
+        while not leader.is_leader and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with worker.claim('share', 's1', 'create') as claim:
+            # The worker's lease vanishes (as after a long etcd stall); it
+            # notices at its next renewal and re-registers under the same
+            # member id at once.
+            worker.client.lease_revoke(worker.session.lease_id)
+            deadline = time.monotonic() + 5
+            while worker.session.epoch < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert worker.session.epoch == 2
+            time.sleep(2.0)          # several recovery passes of the leader
+        assert calls == [] and not claim.recovered_elsewhere
+
+
+def test_the_leader_does_not_spin_when_a_done_items_owner_leaves(
+        etcd, rabbitmq, cluster_name):
+    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    release = threading.Event()
+
+    class Tasks:
+        def __init__(self, node):
+            self.node = node
+
+        @periodic_task(spacing=3600, mode=FANOUT, handler='_item',
+                       initial_delay=0.2, item_timeout=30)
+        def poll(self, ctx):
+            return ['i%d' % i for i in range(20)]
+
+        def _item(self, ctx, item_id, payload):
+            if self.node == 'a':
+                release.wait(10)     # a's items take long
+
+    a = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    b = hacluster.get_coordinator(etcd.url, cluster_name, 'b', **FAST)
+    with a, b:
+        a.campaign()
+        time.sleep(0.5)
+        ra = PeriodicRunner(a, transport_url=rabbitmq.transport_url)
+        ra.add_all(Tasks('a'))
+        rb = PeriodicRunner(b, transport_url=rabbitmq.transport_url)
+        rb.add_all(Tasks('b'))
+        ra.start()
+        rb.start()
+        deadline = time.monotonic() + 10
+        while rb.stats('poll')['items_handled'] < 1 and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)            # b's items done and flushed
+        rb.stop()
+        b.stop()                   # the owner of done items leaves
+        time.sleep(0.5)
+        before = a.client.requests
+        time.sleep(1.0)
+        spent = a.client.requests - before
+        release.set()
+        ra.stop()
+    assert spent < 30, '%d etcd requests in 1 s' % spent

@@ -1,0 +1,44 @@
+"""The ``hacluster`` console script."""
+
+import sys
+
+from cliff import app
+from cliff import commandmanager
+
+from hacluster import version
+
+NAMESPACE = 'hacluster.cli'
+
+
+class HAClusterApp(app.App):
+    """cliff application whose commands come from :data:`NAMESPACE`."""
+
+    NAME = 'hacluster'
+
+    def __init__(self, stdin=None, stdout=None, stderr=None):
+        super().__init__(
+            description='hacluster: active-active coordination for '
+                        'OpenStack manila-share',
+            version=version.__version__,
+            command_manager=commandmanager.CommandManager(NAMESPACE),
+            stdin=stdin, stdout=stdout, stderr=stderr,
+            deferred_help=True)
+
+
+def main(argv=None, stdout=None, stderr=None):
+    """Run one ``hacluster`` command line.
+
+    :param argv: the arguments (default: ``sys.argv[1:]``).
+    :param stdout, stderr: streams to use instead of the process's.
+    :returns: the exit status (int): the command's, 2 for a usage error.
+    """
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        return HAClusterApp(stdout=stdout, stderr=stderr).run(list(argv))
+    except SystemExit as exc:        # argparse's usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+
+
+if __name__ == '__main__':
+    sys.exit(main())

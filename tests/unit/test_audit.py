@@ -1,0 +1,744 @@
+"""hacluster.audit and ``hacluster audit``, over small sources written for
+the purpose (inline, and under ``audit_fixtures/``)."""
+
+import ast
+import io
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from hacluster import audit
+from hacluster.cli import main as cli_main
+
+FIXTURES = pathlib.Path(__file__).resolve().parent / 'audit_fixtures'
+
+
+def sites_of(source):
+    return audit.audit_source(textwrap.dedent(source), 'drv.py')
+
+
+def only(source):
+    sites = sites_of(source)
+    assert len(sites) == 1, sites
+    return sites[0]
+
+
+# -- forms and aliases ------------------------------------------------------
+
+def test_manila_utils_synchronized_is_internal_unless_external_true():
+    sites = sites_of('''
+        from manila import utils
+
+        class FooShareDriver(object):
+            @utils.synchronized('a')
+            def create_share(self, context, share):
+                self.client.create(share)
+
+            @utils.synchronized('b', external=True)
+            def delete_share(self, context, share):
+                self.client.delete(share)
+
+            @utils.synchronized('c', external=False)
+            def extend_share(self, share, size):
+                self.client.extend(share, size)
+    ''')
+    assert [(s.name, s.kind, s.external) for s in sites] == [
+        ('a', 'internal', False), ('b', 'external', True),
+        ('c', 'internal', False)]
+    assert {s.usage for s in sites} == {'decorator'}
+
+
+@pytest.mark.parametrize('imports, call', [
+    ('from manila import utils as u', 'u.synchronized'),
+    ('import manila.utils', 'manila.utils.synchronized'),
+    ('import manila.utils as mu', 'mu.synchronized'),
+    ('from manila.utils import synchronized', 'synchronized'),
+    ('from manila.utils import synchronized as sync', 'sync'),
+])
+def test_manila_utils_is_found_through_any_alias(imports, call):
+    site = only('''
+        %s
+
+        @%s('n', external=True)
+        def f():
+            pass
+    ''' % (imports, call))
+    assert (site.kind, site.name, site.usage) == ('external', 'n',
+                                                  'decorator')
+
+
+@pytest.mark.parametrize('imports, call', [
+    ('from oslo_concurrency import lockutils', 'lockutils.lock'),
+    ('from oslo_concurrency import lockutils as lu', 'lu.lock'),
+    ('import oslo_concurrency.lockutils', 'oslo_concurrency.lockutils.lock'),
+    ('from oslo_concurrency.lockutils import lock', 'lock'),
+])
+def test_lockutils_lock_is_found_through_any_alias(imports, call):
+    site = only('''
+        %s
+
+        def f(x):
+            with %s('n'):
+                x.go()
+    ''' % (imports, call))
+    assert (site.kind, site.usage, site.where) == ('internal', 'context', 'f')
+
+
+def test_lockutils_takes_external_positionally_too():
+    sites = sites_of('''
+        from oslo_concurrency import lockutils
+
+        @lockutils.synchronized('a', 'prefix-', True)
+        def f():
+            pass
+
+        @lockutils.synchronized('b', 'prefix-')
+        def g():
+            pass
+
+        def h():
+            lock = lockutils.external_lock('c')
+            other = lockutils.internal_lock('d')
+    ''')
+    assert [(s.name, s.kind, s.usage) for s in sites] == [
+        ('a', 'external', 'decorator'), ('b', 'internal', 'decorator'),
+        ('c', 'external', 'call'), ('d', 'internal', 'call')]
+
+
+def test_a_prefixed_wrapper_assigned_in_the_module_is_a_lock_form():
+    sites = sites_of('''
+        from oslo_concurrency import lockutils
+
+        synchronized = lockutils.synchronized_with_prefix('manila-')
+        lock = lockutils.lock_with_prefix('manila-')
+
+        @synchronized('x', external=True)
+        def f():
+            pass
+
+        def g(share):
+            with lock('y'):
+                share.go()
+
+        @lockutils.synchronized_with_prefix('p-')('z', external=True)
+        def h():
+            pass
+    ''')
+    assert [(s.line, s.name, s.kind, s.usage) for s in sites] == [
+        (7, 'x', 'external', 'decorator'), (12, 'y', 'internal', 'context'),
+        (15, 'z', 'external', 'decorator')]
+
+
+def test_coordination_and_hacluster_locks_are_already_distributed():
+    sites = sites_of('''
+        import hacluster
+        from hacluster import synchronized as hs
+        from manila import coordination
+        from manila.coordination import synchronized as cs
+
+        @coordination.synchronized('a-{share.id}')
+        def f(share):
+            with coordination.Lock('b-{x}', {'x': share.id}):
+                pass
+
+        @cs('c')
+        def g():
+            pass
+
+        @hacluster.synchronized('d-{share.id}', 'e')
+        def h(share):
+            pass
+
+        @hs('f')
+        def i():
+            pass
+    ''')
+    assert [(s.name, s.usage) for s in sites] == [
+        ('a-{share.id}', 'decorator'), ('b-{x}', 'context'),
+        ('c', 'decorator'), ('d-{share.id}, e', 'decorator'),
+        ('f', 'decorator')]
+    assert {(s.kind, s.verdict) for s in sites} == {
+        ('distributed', 'already-distributed')}
+    assert {s.suggestion for s in sites} == {''}
+
+
+def test_threading_locks_are_found_through_any_alias():
+    sites = sites_of('''
+        import threading
+        import threading as th
+        from threading import Lock, RLock as R
+
+        A = threading.Lock()
+        B = th.RLock()
+        C = th.Semaphore(2)
+        D = threading.BoundedSemaphore()
+        E = threading.Condition()
+        F = Lock()
+        G = R()
+    ''')
+    assert [s.line for s in sites] == [6, 7, 8, 9, 10, 11, 12]
+    assert {(s.kind, s.usage) for s in sites} == {('threading', 'call')}
+
+
+def test_names_that_only_look_like_lock_forms_are_not_sites():
+    sites = sites_of('''
+        from manila.common import utils as common_utils
+        from manila.share.drivers.zfsonlinux import utils as zfs_utils
+        from . import utils
+        from mylib import threading
+
+        @utils.synchronized('relative import: not manila.utils')
+        def a():
+            pass
+
+        @zfs_utils.zfs_dataset_synchronized
+        def b(self, dataset):
+            pass
+
+        @common_utils.synchronized('not manila.utils either')
+        def c():
+            pass
+
+        LOCK = threading.Lock()
+
+        def d(lockutils):
+            with lockutils.lock('an argument, not oslo'):
+                pass
+    ''')
+    assert sites == []
+
+
+# -- lock names --------------------------------------------------------------
+
+@pytest.mark.parametrize('expression, name', [
+    ("'share-' + share['id']", "share-{share['id']}"),
+    ("'share-%s-%d' % (share.id, size)", 'share-{share.id}-{size}'),
+    ("'share-%(id)s' % {'id': share.id}", 'share-{share.id}'),
+    ("'share-%(id)s' % share", "share-{share['id']}"),
+    ("'share-{}-{size}'.format(share.id, size=size)",
+     'share-{share.id}-{size}'),
+    ("'share-{0[id]}'.format(share)", "share-{share['id']}"),
+    ("f'share-{share.id!r}-{size:>4}'", 'share-{share.id}-{size}'),
+    ("'-'.join(['share', share.id])", 'share-{share.id}'),
+    ("'share-' + PREFIX", 'share-manila'),
+    ("'share-' + str(share.get('export_location', {}).get('path'))",
+     'share-{...}'),
+])
+def test_names_are_rebuilt_as_templates(expression, name):
+    site = only('''
+        from oslo_concurrency import lockutils
+
+        PREFIX = 'manila'
+
+        def extend(share, size):
+            with lockutils.lock(%s, external=True):
+                share.go()
+    ''' % expression)
+    assert site.name == name
+
+
+def test_a_name_held_in_a_local_variable_is_shown_as_its_value():
+    site = only('''
+        from manila import utils
+
+        def nfs_synchronized(f):
+            def wrapped_func(self, *args, **kwargs):
+                key = "nfs-%s" % args[0].get("lock_name",
+                                             args[0]["instance_id"])
+
+                @utils.synchronized(key, external=True)
+                def source_func(self, *args, **kwargs):
+                    return f(self, *args, **kwargs)
+
+                return source_func(self, *args, **kwargs)
+            return wrapped_func
+    ''')
+    assert site.name == 'nfs-{...}'
+    assert site.where == 'nfs_synchronized.wrapped_func.source_func'
+    # args is an argument of the function the decorator runs in.
+    assert site.verdict == 'replace'
+    assert site.suggestion == 'hacluster.synchronized(key)'
+
+
+def test_a_with_lock_named_from_arguments_suggests_an_arg_template():
+    site = only('''
+        from oslo_concurrency import lockutils
+
+        class NetAppDriver(object):
+            def create_share(self, context, share, share_server=None):
+                with lockutils.lock('share-%s' % share['id'], external=True):
+                    self.client.create(share)
+    ''')
+    assert (site.where, site.kind, site.usage, site.verdict) == (
+        'NetAppDriver.create_share', 'external', 'context', 'replace')
+    assert site.name == "share-{share['id']}"
+    assert site.suggestion.startswith(
+        "hacluster.synchronized('share-{share[id]}') on create_share, or "
+        "with coord.get_lock('share-%s' % share['id'])")
+
+
+def test_literal_braces_in_an_oslo_name_are_escaped_in_the_template():
+    site = only('''
+        from manila import utils
+
+        @utils.synchronized('share-{id}', external=True)
+        def f(id):
+            pass
+    ''')
+    assert site.suggestion == "hacluster.synchronized('share-{{id}}')"
+
+
+# -- verdicts ----------------------------------------------------------------
+
+def test_nested_functions_are_named_by_their_full_path():
+    site = only('''
+        from manila import utils
+
+        class GenericShareDriver(object):
+            def _attach_volume(self, context, share, instance_id, volume):
+                @utils.synchronized(
+                    "attach_detach_%s" % instance_id, external=True)
+                def do_attach(volume):
+                    return self.compute.attach(instance_id, volume)
+                return do_attach(volume)
+    ''')
+    assert site.where == 'GenericShareDriver._attach_volume.do_attach'
+    assert site.verdict == 'replace'
+    assert site.reason == 'file lock: excludes processes of this node only'
+    assert site.suggestion == (
+        'hacluster.synchronized("attach_detach_%s" % instance_id)')
+
+
+@pytest.mark.parametrize('setup, expression, culprit', [
+    ('', 'self.tag', 'self, instance state'),
+    ('', 'CONF.host', 'CONF, a global'),
+    ('    vlan = None\n    if share:\n        vlan = share.vlan\n',
+     "'vlan-%s' % vlan", 'vlan, a local variable'),
+])
+def test_a_name_not_built_from_arguments_is_for_review(setup, expression,
+                                                      culprit):
+    site = only('''
+from manila import utils
+from oslo_config import cfg
+CONF = cfg.CONF
+
+def f(self, share):
+%s
+    @utils.synchronized(%s, external=True)
+    def inner():
+        share.go()
+    return inner()
+''' % (setup, expression))
+    assert site.verdict == 'review'
+    assert site.reason == ('named from %s: check it names the same resource '
+                           'on every node' % culprit)
+
+
+def test_in_process_oslo_locks_get_their_verdict_from_what_they_guard():
+    sites = sites_of('''
+        from manila import utils
+
+        class FooShareDriver(object):
+            @utils.synchronized('driver-op')
+            def create_share(self, context, share):
+                self.client.create(share)
+
+        class RestHelper(object):
+            @utils.synchronized('rest-session')
+            def call(self, url):
+                return self.session.post(url)
+
+            @property
+            @utils.synchronized('lazy')
+            def client(self):
+                """The client."""
+                if self._client is None:
+                    self._client = make_client()
+                return self._client
+
+            @utils.synchronized('cache')
+            def remember(self, key, value):
+                LOG.debug('remember %s', key)
+                self._cache[key] = len(value)
+                self._cache.setdefault('n', 0)
+
+            def __init__(self):
+                self._cache = {}
+
+        class Mediator(object):
+            def quota(self, fstore, size):
+                @utils.synchronized('quota-' + fstore)
+                def locked(fstore, size):
+                    self.client.setquota(fstore, size)
+                locked(fstore, size)
+    ''')
+    verdicts = [(s.name, s.verdict) for s in sites]
+    assert verdicts == [('driver-op', 'replace'), ('rest-session', 'review'),
+                        ('lazy', 'keep'), ('cache', 'keep'),
+                        ('quota-{fstore}', 'replace')]
+    assert sites[0].reason == ('in-process lock in a driver method: other '
+                               'nodes run the same code at the same time')
+    assert sites[4].reason == ('in-process lock named after a resource: '
+                               'other nodes run the same code at the same '
+                               'time')
+    assert sites[1].reason.startswith(
+        'in-process lock around self.session.post() (line 12)')
+    assert sites[2].reason == ('lazy one-time set-up of self._client: '
+                               'each process builds its own')
+    assert sites[3].suggestion == ''
+    assert sites[4].suggestion == (
+        "hacluster.synchronized('quota-' + fstore, external=False)")
+
+
+def test_threading_locks_are_kept_only_when_guarding_in_process_state():
+    sites = sites_of('''
+        import threading
+
+        _MOUNTS = {}
+        _MOUNTS_LOCK = threading.Lock()
+
+        def mount_lock(path):
+            with _MOUNTS_LOCK:
+                if path not in _MOUNTS:
+                    _MOUNTS[path] = threading.Lock()
+                return _MOUNTS[path]
+
+        class Driver(object):
+            def __init__(self):
+                self._copies = {}
+                self._copies_lock = threading.Lock()
+                self._org_lock = threading.Lock()
+                self._manual = threading.Lock()
+                self._given = threading.RLock()
+                self._cond = threading.Condition()
+                helper(self._given)
+
+            def status(self, share_id):
+                with self._copies_lock:
+                    return self._copies.get(share_id)
+
+            def org(self, project):
+                with self._org_lock:
+                    if not self.client.get_org(project):
+                        self.client.create_org(project)
+
+            def manual(self):
+                self._manual.acquire()
+
+            def wait(self):
+                with self._cond:
+                    self._cond.wait(1)
+    ''')
+    by_line = {s.line: (s.verdict, s.reason) for s in sites}
+    assert by_line[5] == ('keep', '_MOUNTS_LOCK guards only in-process '
+                                  'objects (with blocks at line 8)')
+    assert by_line[10] == ('review', 'lock object stored in a container or '
+                                     'passed on: cannot see what it guards')
+    assert by_line[16][0] == 'keep'
+    assert by_line[17] == (
+        'review', 'self._org_lock guards a call to self.client.get_org() '
+        '(line 29): if that changes backend state, other nodes may do it at '
+        'the same time')
+    assert by_line[18] == ('review', 'self._manual is acquired by hand (line '
+                                     '33): cannot see what it guards')
+    assert by_line[19] == ('review', 'self._given is passed on (line 21): '
+                                     'cannot see what it guards')
+    assert by_line[20][0] == 'keep'
+    assert {s.where for s in sites if s.line >= 16} == {'Driver.__init__'}
+    assert {s.where for s in sites if s.line < 16} == {'<module>',
+                                                       'mount_lock'}
+
+
+def test_sites_sharing_a_fixed_name_get_the_strictest_verdict():
+    sites = sites_of('''
+        from manila import utils
+
+        class Layout(object):
+            def __init__(self):
+                self.used = set()
+
+            @utils.synchronized('vols')
+            def pop(self):
+                vol = self.backend.pick()
+                self.used.add(vol)
+                return vol
+
+            @utils.synchronized('vols')
+            def push(self, vol):
+                self.used.remove(vol)
+    ''')
+    assert [s.verdict for s in sites] == ['review', 'review']
+    assert sites[1].reason.startswith(
+        'shares its name with line 8 (review there); on its own: guards '
+        'only in-process objects')
+    assert sites[1].suggestion == (
+        "hacluster.synchronized('vols', external=False)")
+
+
+# -- errors, files, summary --------------------------------------------------
+
+def test_a_syntax_error_is_an_error_row_and_the_audit_goes_on(tmp_path):
+    (tmp_path / 'a_broken.py').write_text('def f(:\n    pass\n')
+    (tmp_path / 'b_latin1.py').write_bytes(b'# one\n# two\nx = "caf\xe9"\n')
+    (tmp_path / 'c_dangling.py').symlink_to(tmp_path / 'nowhere.py')
+    shutil.copy(FIXTURES / 'driver_pkg' / 'driver.py', tmp_path / 'd.py')
+    sites, files = audit.audit_paths([str(tmp_path)])
+    assert files == 4
+    errors = [(os.path.basename(s.file), s.line, s.reason)
+              for s in sites if s.verdict == 'error']
+    assert errors[0] == ('a_broken.py', 1, 'syntax error: invalid syntax')
+    assert errors[1][0] == 'b_latin1.py' and \
+        errors[1][2].startswith('cannot decode')
+    assert errors[2][0] == 'c_dangling.py' and \
+        errors[2][2].startswith('cannot read')
+    assert len([s for s in sites if s.verdict != 'error']) == 4
+
+
+def test_a_coding_cookie_is_honoured(tmp_path):
+    (tmp_path / 'old.py').write_bytes(
+        b'# -*- coding: latin-1 -*-\n'
+        b'from manila import utils\n'
+        b'@utils.synchronized("caf\xe9", external=True)\n'
+        b'def f():\n'
+        b'    pass\n')
+    sites, _ = audit.audit_paths([str(tmp_path)])
+    assert [(s.line, s.name, s.verdict) for s in sites] == [
+        (3, 'caf\u00e9', 'replace')]
+
+
+def test_a_path_that_does_not_exist_is_named_in_the_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match='nope.py'):
+        audit.audit_paths([str(tmp_path / 'nope.py')])
+
+
+def test_summary_counts_sites_per_kind_and_per_verdict():
+    sites, _ = audit.audit_paths([str(FIXTURES / 'driver_pkg')])
+    counts = audit.summarize(sites)
+    assert counts['sites'] == 6
+    assert counts['kind'] == {'external': 2, 'internal': 0,
+                              'distributed': 2, 'threading': 2}
+    assert counts['verdict'] == {'replace': 2, 'review': 0, 'keep': 2,
+                                 'already-distributed': 2, 'error': 0}
+
+
+# -- fix suggestions ---------------------------------------------------------
+
+FIXABLE = '''\
+"""A driver."""
+
+import os
+
+from oslo_concurrency import lockutils
+from oslo_log import log
+
+from manila import utils as mutils
+
+synchronized = lockutils.synchronized_with_prefix('drv-')
+
+
+class CafeShareDriver(object):
+    """Caf\u00e9: a non-ASCII line before the sites."""
+
+    @mutils.synchronized('create', external=True)
+    def create_share(self, context, share):
+        return os.path.join('\u00e9', share['id'])
+
+    @synchronized('delete')
+    def delete_share(self, context, share):
+        self.client.delete(share)
+
+    def _mount(self, server):
+        @mutils.synchronized('mounts_'
+                             '%s' % server['id'], external=True)
+        def locked():
+            self.client.mount(server)
+        return locked()
+'''
+
+
+def test_fix_source_switches_replace_decorators_and_still_parses():
+    sites = audit.audit_source(FIXABLE, 'drv.py')
+    assert [s.verdict for s in sites] == ['replace'] * 3
+    fixed = audit.fix_source(FIXABLE, sites)
+    ast.parse(fixed)
+    assert "    @ha_synchronized('create')\n" in fixed
+    assert "    @ha_synchronized('delete', external=False)\n" in fixed
+    assert ("        @ha_synchronized('mounts_'\n"
+            "                         '%s' % server['id'])\n") in fixed
+    # The import goes where OpenStack's import order wants it.
+    assert fixed.index(audit.FIX_IMPORT) < fixed.index(
+        'from oslo_concurrency import lockutils')
+    assert fixed.count(audit.FIX_IMPORT) == 1
+    again = audit.audit_source(fixed, 'drv.py')
+    assert [s.verdict for s in again] == ['already-distributed'] * 3
+
+
+def test_fix_source_leaves_a_source_without_replace_sites_alone():
+    source = (FIXTURES / 'driver_pkg' / 'clean.py').read_text()
+    sites = audit.audit_source(source, 'clean.py')
+    assert audit.fix_source(source, sites) == source
+    assert audit.fix_diff('clean.py', source, sites) == ''
+
+
+# -- the command -------------------------------------------------------------
+
+def run_cli(*argv):
+    out, err = io.StringIO(), io.StringIO()
+    status = cli_main.main(list(argv), stdout=out, stderr=err)
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_the_json_output_has_the_documented_columns():
+    status, out, err = run_cli('audit', '-f', 'json',
+                               str(FIXTURES / 'driver_pkg'))
+    rows = json.loads(out)
+    assert status == 1
+    assert [list(r) for r in rows] == [list(audit.COLUMNS)] * len(rows)
+    assert [(r['line'], r['kind'], r['usage'], r['verdict'])
+            for r in rows if r['file'].endswith('driver.py')] == [
+        (15, 'threading', 'call', 'keep'),
+        (17, 'external', 'decorator', 'replace'),
+        (22, 'external', 'context', 'replace'),
+        (25, 'distributed', 'decorator', 'already-distributed')]
+    assert err.splitlines()[-1] == (
+        'hacluster audit: 6 lock sites in 2 files; kind: external 2, '
+        'internal 0, distributed 2, threading 2; verdict: replace 2, '
+        'review 0, keep 2, already-distributed 2; 0 files not audited')
+
+
+def test_columns_can_be_chosen_and_exit_status_is_0_when_nothing_to_replace():
+    status, out, _ = run_cli('audit', '-f', 'value', '-c', 'line', '-c',
+                             'verdict', str(FIXTURES / 'driver_pkg' /
+                                            'clean.py'))
+    assert status == 0
+    assert out.splitlines() == ['8 keep', '16 already-distributed']
+
+
+def test_files_not_audited_are_rows_on_stdout_and_lines_on_stderr(tmp_path):
+    (tmp_path / 'broken.py').write_text('x = (\n')
+    shutil.copy(FIXTURES / 'driver_pkg' / 'clean.py', tmp_path)
+    status, out, err = run_cli('audit', '-f', 'json', str(tmp_path))
+    assert status == 1
+    errors = [r for r in json.loads(out) if r['verdict'] == 'error']
+    assert [(r['line'], r['kind'], r['reason']) for r in errors] == [
+        (1, '', "syntax error: '(' was never closed")]
+    assert "broken.py:1: syntax error: '(' was never closed" in err
+    assert '1 files not audited' in err
+
+
+def test_a_missing_path_is_named_and_exits_2(tmp_path):
+    status, out, err = run_cli('audit', str(tmp_path / 'missing'))
+    assert status == 2
+    assert out == ''
+    assert 'no such file or directory: %s' % (tmp_path / 'missing') in err
+
+
+def test_fix_suggestions_print_a_diff_that_applies_and_parses(tmp_path,
+                                                             monkeypatch):
+    (tmp_path / 'drv').mkdir()
+    (tmp_path / 'drv' / 'fixable.py').write_text(FIXABLE, encoding='utf-8')
+    shutil.copy(FIXTURES / 'driver_pkg' / 'driver.py', tmp_path / 'drv')
+    before = {p.name: p.read_bytes() for p in (tmp_path / 'drv').iterdir()}
+    monkeypatch.chdir(tmp_path)
+    status, diff, err = run_cli('audit', '--fix-suggestions', 'drv')
+    assert status == 1
+    assert 'hacluster audit: 7 lock sites' in err
+    assert {p.name: p.read_bytes() for p in (tmp_path / 'drv').iterdir()} \
+        == before, 'the audit wrote a file'
+    assert diff.startswith('--- a/drv/driver.py\n+++ b/drv/driver.py\n')
+    assert '+++ b/drv/fixable.py\n' in diff
+    # The with-statement site is not rewritten: only decorators are.
+    assert "with lockutils.lock('fixture-share-%s'" not in diff
+    (tmp_path / 'fix.diff').write_text(diff, encoding='utf-8')
+    subprocess.run(['git', 'apply', 'fix.diff'], cwd=tmp_path, check=True)
+    for path in (tmp_path / 'drv').iterdir():
+        ast.parse(path.read_text(encoding='utf-8'))
+    status, out, _ = run_cli('audit', '-f', 'value', '-c', 'verdict', 'drv')
+    assert out.split().count('replace') == 1      # the with-statement
+
+
+def test_the_console_script_runs_the_audit():
+    script = os.path.join(os.path.dirname(sys.executable), 'hacluster')
+    proc = subprocess.run(
+        [script, 'audit', '-f', 'csv', '-c', 'verdict',
+         str(FIXTURES / 'driver_pkg' / 'driver.py')],
+        capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.split() == ['"verdict"', '"keep"', '"replace"',
+                                   '"replace"', '"already-distributed"']
+    help_proc = subprocess.run([script, 'help', 'audit'],
+                               capture_output=True, text=True, timeout=60)
+    assert 'Find the lock sites of a share driver' in help_proc.stdout
+
+
+def test_constants_in_the_module_or_class_body_become_literal_text():
+    sites = sites_of('''
+        from manila import utils
+
+        PREFIX = 'drv'
+
+        class FooShareDriver(object):
+            LOCK = 'pool'
+
+            @utils.synchronized('%s-%s' % (PREFIX, LOCK), external=True)
+            def create_share(self, context, share):
+                pass
+
+            @utils.synchronized(f'{PREFIX}-x', external=True)
+            def delete_share(self, context, share):
+                pass
+    ''')
+    assert [(s.name, s.verdict, s.suggestion) for s in sites] == [
+        ('drv-pool', 'replace', "hacluster.synchronized('drv-pool')"),
+        ('drv-x', 'replace', "hacluster.synchronized('drv-x')")]
+
+
+def test_a_class_attribute_threading_lock_is_followed_through_self():
+    site = only('''
+        import threading
+
+        class Cache(object):
+            _lock = threading.RLock()
+            _items = {}
+
+            def put(self, key, value):
+                with self._lock:
+                    self._items[key] = value
+    ''')
+    assert (site.where, site.verdict) == ('Cache', 'keep')
+
+
+def test_an_oslo_lock_named_like_a_coordination_lock_is_pointed_out():
+    sites = sites_of('''
+        from manila import coordination
+        from manila import utils
+
+        class Library(object):
+            def create(self, vserver):
+                @utils.synchronized('fpolicy-%s' % vserver, external=True)
+                def locked():
+                    self.client.create_fpolicy(vserver)
+                locked()
+
+            def delete(self, vserver):
+                @coordination.synchronized('fpolicy-%s' % vserver)
+                def locked():
+                    self.client.delete_fpolicy(vserver)
+                locked()
+    ''')
+    assert [(s.kind, s.verdict) for s in sites] == [
+        ('external', 'replace'), ('distributed', 'already-distributed')]
+    assert sites[0].reason.endswith(
+        '; the distributed lock at line 13 has the same name: the two do '
+        'not exclude each other')
+    assert sites[1].reason.endswith(
+        '; the external lock at line 7 has the same name: the two do not '
+        'exclude each other')
+    # Audit of several files: the note is added once.
+    assert audit.unify(sites) == sites and sites[0].reason.count('; the') == 1
