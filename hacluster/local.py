@@ -480,26 +480,10 @@ class LocalCoordinator:
         """As :meth:`hacluster.coordinator.Coordinator.claim`; the record
         is a file in the lock directory, recovered by this node's next
         incarnation (single-node mode has no survivor)."""
-        import json as _json
-
         from hacluster import recovery as _recovery
-        for what, value in (('resource_type', resource_type),
-                            ('resource_id', resource_id),
-                            ('operation', operation)):
-            if not isinstance(value, str) or not value:
-                raise exceptions.ConfigurationError(
-                    'claim %s must be a non-empty string, got %r'
-                    % (what, value))
-        try:
-            _json.dumps(data)
-        except (TypeError, ValueError) as exc:
-            raise exceptions.ConfigurationError(
-                'claim data must be JSON-serialisable: %s' % exc) from exc
-        record = {'claim_id': uuid.uuid4().hex, 'resource_type':
-                  resource_type, 'resource_id': resource_id,
-                  'operation': operation, 'data': data, 'node': self.node,
-                  'member_id': self.member_id, 'started_at': time.time(),
-                  'state': _recovery.ACTIVE, 'attempt': 0}
+        record = _recovery.new_claim_record(self.node, self.member_id,
+                                            resource_type, resource_id,
+                                            operation, data)
         return _LocalClaim(self, record)
 
     def register_recovery(self, resource_type, handler):

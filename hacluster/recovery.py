@@ -58,6 +58,31 @@ RECOVERING = 'recovering'
 FAILED = 'failed'
 
 
+def new_claim_record(node, member_id, resource_type, resource_id, operation,
+                     data=None):
+    """Validate a claim's arguments and build its record (a dict).
+
+    :raises ConfigurationError: an empty or non-string type, id or
+        operation, a control character in one, or data that is not JSON.
+    """
+    for what, value in (('resource_type', resource_type),
+                        ('resource_id', resource_id),
+                        ('operation', operation)):
+        if not isinstance(value, str) or not value:
+            raise exceptions.ConfigurationError(
+                'claim %s must be a non-empty string, got %r' % (what, value))
+        _keys.validate_lock_name(value)
+    try:
+        json.dumps(data)
+    except (TypeError, ValueError) as exc:
+        raise exceptions.ConfigurationError(
+            'claim data must be JSON-serialisable: %s' % exc) from exc
+    return {'claim_id': uuid.uuid4().hex, 'resource_type': resource_type,
+            'resource_id': resource_id, 'operation': operation, 'data': data,
+            'node': node, 'member_id': member_id, 'started_at': time.time(),
+            'state': ACTIVE, 'attempt': 0}
+
+
 class ClaimRecord(dict):
     """A claim as stored: ``claim_id``, ``resource_type``, ``resource_id``,
     ``operation``, ``data``, ``node``, ``member_id``, ``started_at``,
@@ -148,28 +173,11 @@ class RecoveryManager:
     # -- claims ----------------------------------------------------------------
 
     def claim(self, resource_type, resource_id, operation, data=None):
-        for what, value in (('resource_type', resource_type),
-                            ('resource_id', resource_id),
-                            ('operation', operation)):
-            if not isinstance(value, str) or not value:
-                raise exceptions.ConfigurationError(
-                    'claim %s must be a non-empty string, got %r'
-                    % (what, value))
-            _keys.validate_lock_name(value)
-        try:
-            json.dumps(data)
-        except (TypeError, ValueError) as exc:
-            raise exceptions.ConfigurationError(
-                'claim data must be JSON-serialisable: %s' % exc) from exc
         coord = self._coord
-        claim_id = uuid.uuid4().hex
-        record = {
-            'claim_id': claim_id, 'resource_type': resource_type,
-            'resource_id': resource_id, 'operation': operation,
-            'data': data, 'node': coord.node, 'member_id': coord.member_id,
-            'started_at': time.time(), 'state': ACTIVE, 'attempt': 0}
+        record = new_claim_record(coord.node, coord.member_id, resource_type,
+                                  resource_id, operation, data)
         key = self._key(coord.node, resource_type, resource_id, operation,
-                        claim_id)
+                        record['claim_id'])
         return Claim(self, key, record)
 
     def _open(self, claim):

@@ -8,6 +8,7 @@ import time
 import pytest
 
 import hacluster
+from helpers import wait_for
 from hacluster.cli import main as cli_main
 from hacluster.periodic import EVERY, PeriodicRunner, periodic_task
 
@@ -20,12 +21,6 @@ def run(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.05)
 
 
 @pytest.fixture

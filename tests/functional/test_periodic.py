@@ -9,6 +9,7 @@ import time
 import pytest
 
 import hacluster
+from helpers import wait_for
 from hacluster.periodic import ledger as _ledger
 from hacluster.testing import servers
 
@@ -68,12 +69,6 @@ def observer(etcd_url, cluster):
                                      renew_interval=0.5)
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.05)
 
 
 def cycle_done(obs, cycle_id):

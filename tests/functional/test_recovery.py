@@ -8,6 +8,7 @@ import time
 import pytest
 
 import hacluster
+from helpers import wait_for
 from hacluster import exceptions
 
 SCRIPT = os.path.join(os.path.dirname(__file__), 'recoveryworker.py')
@@ -31,12 +32,6 @@ def effects(store):
     return sorted(os.listdir(d)) if os.path.isdir(d) else []
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.05)
 
 
 @pytest.fixture
