@@ -98,7 +98,7 @@ def parse(url, option='backend_url'):
 
     scheme, sep, rest = url.partition('://')
     if not sep:
-        raise bad('expected SCHEME://..., e.g. etcd3+http://127.0.0.1:2379')
+        raise bad('expected SCHEME://..., e.g. etcd3+http://10.0.0.1:2379')
     scheme = scheme.lower()
     if scheme == 'file':
         path = unquote(urlsplit(url).path)
