@@ -227,6 +227,15 @@ class Coordinator:
         (their ``on_lost`` callbacks run). Blocks for at most a couple of
         etcd requests. Idempotent.
         """
+        election = self._election
+        if election is not None and \
+                threading.current_thread() is election._thread:
+            # Called from a leadership callback: stop from another thread,
+            # once the callbacks have returned, so on_stopped_leading comes
+            # after on_started_leading and before the lease is revoked.
+            threading.Thread(target=self.stop, daemon=True,
+                             name='hacluster-stop').start()
+            return
         with self._state_lock:
             if not self._running:
                 return
@@ -237,8 +246,10 @@ class Coordinator:
                         self.cluster, self.node, left,
                         self._recovery.claim_grace)
         self._recovery.stop()
-        if self._election is not None:
-            self._election.resign()
+        with self._state_lock:
+            election, self._election = self._election, None
+        if election is not None:
+            election.resign()
         self._membership.mark_leaving()
         with self._state_lock:
             self._running = False
@@ -347,9 +358,12 @@ class Coordinator:
         return self.run_for_leader(lambda term: None, lambda term: None)
 
     def resign(self):
-        """Stop leading and campaigning (see Election.resign)."""
-        if self._election is not None:
-            self._election.resign()
+        """Stop leading and campaigning (see Election.resign). A
+        ``run_for_leader`` after (or during) it starts a new campaign."""
+        with self._state_lock:
+            election, self._election = self._election, None
+        if election is not None:
+            election.resign()
 
     @property
     def is_leader(self):
@@ -484,12 +498,9 @@ class Coordinator:
 
     def session_started(self, epoch, lease_id):
         if epoch > 1 and self._running:
-            # A new session after a lost one: put our record back.
-            try:
-                self._membership.register()
-            except exceptions.HAClusterError as exc:
-                LOG.error('hacluster: %s/%s could not rejoin: %s',
-                          self.cluster, self.node, _url.scrub(exc))
+            # A new session after a lost one: put our record back (in its
+            # own thread, retried while this session lives).
+            self._membership.rejoin(epoch)
         self._fire('session_started', self.member_id)
 
     def _lock_lost(self, lock, reason):

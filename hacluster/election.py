@@ -57,7 +57,17 @@ class LeaderView:
         self._callbacks = []
 
     def add_callback(self, callback):
+        """Register ``callback(record_or_None)``; it is called at once with
+        the current leader if there is one (a node joining a cluster that
+        already has a leader learns it now, not at the next change)."""
         self._callbacks.append(callback)
+        current = self.current()
+        if current is not None:
+            _safe(callback, current)
+
+    def remove_callback(self, callback):
+        if callback in self._callbacks:
+            self._callbacks.remove(callback)
 
     def load(self, kvs):
         with self._lock:
@@ -234,7 +244,16 @@ class Election:
         ``on_stopped_leading`` runs before the leader key is deleted, so the
         next leader starts after it. Blocks for one etcd request. Call
         ``run_for_leader`` again to campaign anew.
+
+        Called from inside a leadership callback, it returns at once and
+        resigns in another thread as soon as the callbacks have returned
+        (``on_stopped_leading`` never runs inside ``on_started_leading``).
         """
+        if threading.current_thread() is self._thread:
+            self._stop.set()
+            threading.Thread(target=self.resign, daemon=True,
+                             name='hacluster-resign').start()
+            return
         self._stop.set()
         with self._mutex:
             pending, lock = self._pending, self._lock

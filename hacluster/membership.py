@@ -90,14 +90,54 @@ class MemberRecord(dict):
         return record
 
 
-def _pid_alive(pid):
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def machine_identity():
+    """``(machine id, boot id)`` of this machine: two hosts cloned with one
+    hostname still differ here, and a reboot changes the boot id."""
+    return (_read('/etc/machine-id') or _read('/var/lib/dbus/machine-id'),
+            _read('/proc/sys/kernel/random/boot_id'))
+
+
+def pid_start(pid):
+    """The start time (clock ticks since boot) of ``pid``, or None."""
+    stat = _read('/proc/%s/stat' % int(pid))
+    if not stat:
+        return None
+    try:
+        return int(stat.rsplit(')', 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def _same_machine(record):
+    machine, boot = machine_identity()
+    return bool(machine and boot and record.get('machine_id') == machine and
+                record.get('boot_id') == boot)
+
+
+def _incarnation_dead(record):
+    """True only when ``record`` was written on this very machine and
+    boot, and its process is gone (or its pid now belongs to another
+    process). Anything less certain is decided by watching the lease."""
+    if not _same_machine(record):
+        return False
+    pid = record.get('pid')
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError, TypeError):
         return True
-    return True
+    except (PermissionError, ValueError, TypeError):
+        return False
+    started = pid_start(pid)
+    return started is not None and record.get('pid_start') is not None \
+        and started != record.get('pid_start')
 
 
 class Membership:
@@ -128,6 +168,9 @@ class Membership:
         return dict(self._extra, **{
             'node': coord.node, 'member_id': self.member_id,
             'host': socket.gethostname(), 'pid': os.getpid(),
+            'pid_start': pid_start(os.getpid()),
+            'machine_id': machine_identity()[0],
+            'boot_id': machine_identity()[1],
             'version': __version__, 'rpc_version': self._rpc_version,
             'protocol': KEY_LAYOUT_VERSION,
             'config_fingerprint': self._fingerprint,
@@ -203,9 +246,8 @@ class Membership:
                 # Our own record from a session we already lost.
                 coord.client.lease_revoke(existing.lease)
                 continue
-            if other.get('host') == socket.gethostname() and \
-                    other.get('pid') != os.getpid() and \
-                    not _pid_alive(other.get('pid')):
+            if other.get('pid') != os.getpid() and \
+                    _incarnation_dead(other):
                 LOG.warning('hacluster: %s/%s: previous incarnation %s '
                             '(pid %s) is dead; taking over its '
                             'registration', coord.cluster, coord.node,
@@ -268,6 +310,29 @@ class Membership:
 
     def session_lost(self):
         self._registered = None
+
+    def rejoin(self, epoch):
+        """Put our record back after a lost session: in a thread of its
+        own (never the session thread, which must keep renewing), retried
+        with backoff for as long as session ``epoch`` lives."""
+        def run():
+            coord = self._coord
+            delay = 0.1
+            while coord.running and coord.session.epoch == epoch:
+                try:
+                    self.register()
+                    return
+                except DuplicateMember as exc:
+                    LOG.error('hacluster: %s/%s cannot rejoin: %s',
+                              coord.cluster, coord.node, exc)
+                except exceptions.HAClusterError as exc:
+                    LOG.warning('hacluster: %s/%s rejoin failed (%s); '
+                                'retrying', coord.cluster, coord.node,
+                                _url.scrub(exc))
+                time.sleep(delay)
+                delay = min(delay * 2, coord.session.renew_interval)
+        threading.Thread(target=run, daemon=True,
+                         name='hacluster-rejoin').start()
 
     # -- the view of all members ---------------------------------------------
 

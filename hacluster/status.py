@@ -212,7 +212,7 @@ def _assess(members, leader, claims, tasks):
         warn(WARNING, '%d claims of departed members await recovery'
              % len(orphaned))
     stuck = [c for c in claims if c['state'] == 'failed' or
-             c['state'].startswith('recovering (')]
+             (c['state'] or '').startswith('recovering (')]
     if stuck:
         warn(WARNING, '%d claims stuck in recovery (e.g. %s %s/%s: %s)' % (
             len(stuck), stuck[0]['operation'], stuck[0]['resource_type'],

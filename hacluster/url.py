@@ -25,10 +25,11 @@ _QUERY_OPTIONS = ('ca_cert', 'cert_key', 'cert_cert', 'timeout',
 
 # scheme://user:secret@  ->  scheme://user:***@   (any scheme, anywhere in
 # a text; oslo.utils' mask_password does not cover this form). The secret
-# runs to the *last* @ before the path, as URL parsers read it: a password
-# may contain '@'.
+# runs to the *last* @ before white space: a password may contain '@', '/'
+# or '?' (generated base64 passwords do); masking a little too much is
+# harmless, showing any of it is not.
 _USERINFO_RE = re.compile(
-    r'([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):([^\s/?#]*)@')
+    r'([A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*):(\S*)@')
 # ?password=...  &secret=...  token=...
 _QUERY_SECRET_RE = re.compile(
     r'((?:password|passwd|secret|token|auth_token)=)([^&\s]*)', re.I)

@@ -317,7 +317,9 @@ class Check(command.Command):
     def take_action(self, args):
         try:
             state = _collect(args)
-        except exceptions.HAClusterError as exc:
+        except Exception as exc:
+            # Whatever went wrong, a monitoring check says UNKNOWN (3), not
+            # a WARNING or CRITICAL it did not establish.
             self.app.stdout.write('UNKNOWN: %s\n' % _url.scrub(exc))
             return _status.UNKNOWN
         self.app.stdout.write(_status.summary(state) + '\n')

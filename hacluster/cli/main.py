@@ -34,10 +34,17 @@ def main(argv=None, stdout=None, stderr=None):
     """
     if argv is None:
         argv = sys.argv[1:]
+    argv = list(argv)
+    # A monitoring check must answer UNKNOWN (3) for any failure of its own,
+    # usage errors included: 1 and 2 mean WARNING and CRITICAL to Nagios.
+    failure = 3 if argv and argv[0] == 'check' else 2
     try:
-        return HAClusterApp(stdout=stdout, stderr=stderr).run(list(argv))
+        code = HAClusterApp(stdout=stdout, stderr=stderr).run(argv)
     except SystemExit as exc:        # argparse's usage errors
-        return exc.code if isinstance(exc.code, int) else 2
+        code = exc.code if isinstance(exc.code, int) else failure
+        if code != 0 and failure == 3:
+            code = 3
+    return code
 
 
 if __name__ == '__main__':

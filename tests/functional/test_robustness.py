@@ -212,3 +212,46 @@ def test_the_leader_does_not_spin_when_a_done_items_owner_leaves(
         release.set()
         ra.stop()
     assert spent < 30, '%d etcd requests in 1 s' % spent
+
+
+def test_the_member_record_comes_back_even_if_the_first_rejoin_fails(
+        etcd, cluster_name):
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        real = c.client.txn
+        failed = []
+
+        def flaky_txn(*args, **kwargs):
+            if c.session.epoch == 2 and not failed:
+                failed.append(1)
+                raise hacluster.BackendUnavailable('a blip, as in a test')
+            return real(*args, **kwargs)
+        c.client.txn = flaky_txn
+        c.session.expire_now('test')
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline and not (
+                failed and 'n1' in c.get_members()):
+            time.sleep(0.05)
+        assert failed and c.get_members()['n1']['member_id'] == c.member_id
+
+
+def test_resigning_inside_on_started_keeps_the_callback_contract(
+        etcd, cluster_name):
+    events = []
+    done = threading.Event()
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                   **FAST) as c:
+        def started(term):
+            events.append(('start', term))
+            c.resign()                     # unhealthy: step down at once
+            time.sleep(0.2)
+            events.append(('start-returns', term))
+
+        def stopped(term):
+            events.append(('stop', term))
+            done.set()
+        c.run_for_leader(started, stopped)
+        assert done.wait(5)
+        time.sleep(0.3)
+    kinds = [k for k, _ in events]
+    assert kinds == ['start', 'start-returns', 'stop']

@@ -83,3 +83,12 @@ def test_a_password_containing_at_signs_is_masked_whole():
     assert 's3cr' not in u.safe and '@t@' not in u.safe
     assert url.scrub('etcd3+http://root:a@b@h:1?ca_cert=/x') == \
         'etcd3+http://root:***@h:1?ca_cert=/x'
+
+
+@pytest.mark.parametrize('secret', ['pw/x', 'pw?x', 'p#w', 'a@b/c?d'])
+def test_passwords_with_url_characters_are_masked(secret):
+    text = 'etcd3+http://admin:%s@10.0.0.1:1 is down' % secret
+    assert secret not in url.scrub(text)
+    with pytest.raises(exceptions.ConfigurationError) as e:
+        url.parse('etcd3+http://admin:%s@10.0.0.1:notaport' % secret)
+    assert secret not in str(e.value)
