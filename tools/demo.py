@@ -113,7 +113,9 @@ def node_main(url, cluster, node, amqp_url):
         n = 0
         while not stop.is_set():
             n += 1
-            share_id = '%s-%s%d' % (node, worker, n)
+            # unique per incarnation: a restarted node starts counting anew
+            share_id = '%s-%s-%s%d' % (node, coord.member_id[-4:], worker,
+                                       n)
             with coord.claim('share', share_id, 'create'):
                 coord.client.put(status_key(share_id), 'creating')
                 stop.wait(1.0)                 # the backend creates it
@@ -487,8 +489,9 @@ def main():
         by_claim[e['claim']] = by_claim.get(e['claim'], 0) + 1
     check(in_flight and {c.claim_id for c in in_flight} <= set(by_claim) and
           set(by_claim.values()) <= {1},
-          'the %d create(s) %s had in flight were recovered by a survivor, '
-          'once each (%s)' % (len(in_flight), dead.name, ', '.join(
+          'the %d create(s) %s had in flight were recovered once each, by '
+          'the new leader or by the node\'s own next incarnation, whichever '
+          'came first (%s)' % (len(in_flight), dead.name, ', '.join(
               '%s by %s' % (e['share'], e['node']) for e in recovered)))
     stuck = sorted(k for k, v in statuses.items() if v == 'creating')
     counts = {}

@@ -269,8 +269,10 @@ def test_etcd_down_steps_the_holder_down_and_it_rejoins(fresh_etcd,
         fresh_etcd.restart()
         again = c.get_lock('x')
         assert again.acquire(blocking=15)
-        # Same process incarnation, new session; its record is back.
+        # Same process incarnation, new session; its record comes back (put
+        # back by the rejoin thread, a moment after the new session).
         assert c.member_id == first_member and c.session.epoch == 2
+        wait_until(lambda: 'n1' in c.get_members(), 5, 'the member record')
         assert c.get_members()['n1']['member_id'] == first_member
         assert again.fencing_token > 0
         again.release()
