@@ -1,13 +1,13 @@
 """The one place hacluster talks to etcd.
 
-A thin layer over etcd3gw's per-endpoint clients that adds what hacluster
-needs and etcd3gw lacks:
+etcd's gRPC gateway (the JSON API etcd3gw speaks) over ``requests``, with
+what hacluster needs and etcd3gw lacks:
 
 * several endpoints with fail-over: a request that fails for a transport
   reason (refused, timed out, 5xx such as "leader changed") is sent to the next
   endpoint; the endpoint that answered stays current;
 * etcd user/password authentication through an auth token on the session;
-* error translation: every etcd3gw/requests error leaves this module as a
+* error translation: every requests/HTTP error leaves this module as a
   :class:`~hacluster.exceptions.HAClusterError` with the cause attached and
   the URL scrubbed;
 * :class:`Watch`, a prefix watch that reconnects from the last revision it saw
@@ -26,16 +26,6 @@ import socket
 import threading
 import time
 
-import warnings
-
-with warnings.catch_warnings():
-    # etcd3gw imports futurist, which imports eventlet when it is installed,
-    # and eventlet announces its own deprecation on import: not ours to act
-    # on, and noise on every operator command's stderr. Silenced for this
-    # import only.
-    warnings.filterwarnings('ignore', message=r'(?s).*Eventlet is deprecated')
-    from etcd3gw.client import Etcd3Client
-    from etcd3gw import exceptions as etcd_exc
 import requests
 
 from hacluster import exceptions
@@ -138,15 +128,57 @@ def range_kvs(response):
     return [KV(kv) for kv in response.get('response_range', {}).get('kvs', [])]
 
 
+class _Transient(Exception):
+    """An answer that another endpoint (or a later try) may not give: 5xx,
+    408, "leader changed", a broken stream."""
+
+
 def _is_transient(exc):
-    if isinstance(exc, (etcd_exc.ConnectionFailedError,
-                        etcd_exc.ConnectionTimeoutError,
-                        etcd_exc.InternalServerError,
-                        etcd_exc.ApiVersionDiscoveryFailedError,
-                        requests.exceptions.RequestException,
-                        ValueError)):   # a truncated JSON body
-        return True
-    return False
+    return isinstance(exc, (_Transient,
+                            requests.exceptions.RequestException,
+                            ValueError))   # a truncated JSON body
+
+
+class _Endpoint:
+    """One etcd endpoint: its base URL, gateway API path and HTTP session.
+
+    (etcd3gw's client does the same, but importing etcd3gw imports futurist,
+    which imports eventlet: 0.28 s at every process start, more than half of
+    the operator command's start-up. hacluster speaks the same gateway API
+    over requests directly.)
+    """
+
+    def __init__(self, host, port, protocol, session, timeout, api_path):
+        self.host = host
+        self.port = port
+        self.protocol = protocol
+        self.session = session
+        self.timeout = timeout
+        self._api_path = api_path
+        host = '[%s]' % host if ':' in host else host
+        self.base_url = '%s://%s:%d' % (protocol, host, port)
+
+    def get_url(self, path):
+        if self._api_path is None:
+            self._api_path = self._discover()
+        return self.base_url + self._api_path + path.lstrip('/')
+
+    def _discover(self):
+        """The gateway's API path from etcd's version (3.4+: /v3/)."""
+        resp = self.session.get(self.base_url + '/version',
+                                timeout=self.timeout)
+        if resp.status_code != 200:
+            raise _Transient('GET /version: HTTP %d' % resp.status_code)
+        try:
+            version = tuple(int(p) for p in
+                            resp.json()['etcdserver'].split('.')[:2])
+        except (KeyError, ValueError) as exc:
+            raise _Transient('unreadable etcd version: %s' % exc) from exc
+        if version >= (3, 4):
+            return '/v3/'
+        if version >= (3, 3):
+            return '/v3beta/'
+        return '/v3alpha/'
 
 
 def _error_body(exc):
@@ -190,10 +222,9 @@ class Client:
                 session.verify = backend_url.ca_cert
             if backend_url.cert_cert:
                 session.cert = (backend_url.cert_cert, backend_url.cert_key)
-            self._clients.append(Etcd3Client(
-                host=host, port=port, protocol=backend_url.protocol,
-                timeout=self.timeout, api_path=backend_url.api_path,
-                session=session))
+            self._clients.append(_Endpoint(
+                host, port, backend_url.protocol, session, self.timeout,
+                backend_url.api_path))
         #: Requests sent (for benchmarks and the status command).
         self.requests = 0
 
@@ -202,7 +233,7 @@ class Client:
         return ['%s:%d' % ep for ep in self.url.endpoints]
 
     def current(self):
-        """The etcd3gw client of the endpoint in use."""
+        """The endpoint in use (``host``, ``port``, ``session``...)."""
         with self._lock:
             return self._clients[self._current]
 
@@ -221,7 +252,7 @@ class Client:
             timeout=timeout or self.timeout)
         if resp.status_code >= 500 or resp.status_code == 408:
             # "leader changed", "request timed out": try the next endpoint
-            raise etcd_exc.InternalServerError(resp.text, resp.reason)
+            raise _Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
         if resp.status_code != 200:
             raise exceptions.ConfigurationError(
                 'etcd refused the credentials of user %r in backend_url %s: '
@@ -246,7 +277,15 @@ class Client:
         errors = []
         n = len(self._clients)
         ends = None if budget is None else time.monotonic() + budget
-        for i in range(n):
+        # Without a budget, a second round after a short pause: a brief
+        # stall (an etcd leader election, a slow disk) must not fail a call
+        # when there is only one endpoint to fail over to. Every request
+        # hacluster sends is idempotent or compare-guarded, so sending it
+        # again is safe.
+        rounds = 1 if budget is not None else 2
+        for i in range(n * rounds):
+            if i == n:
+                time.sleep(0.1)
             index = (start + i) % n
             client = self._clients[index]
             per_try = timeout or self.timeout
@@ -284,7 +323,7 @@ class Client:
                     if resp.status_code == 200:
                         return resp.json()
                 if resp.status_code >= 500 or resp.status_code == 408:
-                    raise etcd_exc.InternalServerError(resp.text, resp.reason)
+                    raise _Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
                 raise exceptions.HAClusterError(
                     'etcd at %s refused %s: %s'
                     % (self._endpoint_name(index), path,
@@ -302,7 +341,8 @@ class Client:
         index, last = errors[-1]
         raise exceptions.BackendUnavailable(
             'no etcd endpoint answered (tried %s); last error: %s'
-            % (', '.join(self._endpoint_name(i) for i, _ in errors),
+            % (', '.join(dict.fromkeys(self._endpoint_name(i)
+                                       for i, _ in errors)),
                _url.scrub(last)), cause=last)
 
     def _endpoint_name(self, index):
@@ -492,8 +532,8 @@ class Watch:
                 if self._stop.is_set():
                     break
                 if resp.status_code != 200:
-                    raise etcd_exc.InternalServerError(resp.text,
-                                                       resp.reason)
+                    raise _Transient('HTTP %d: %s' % (resp.status_code,
+                                                      resp.text[:200]))
                 self._consume(resp)
                 backoff = 0.05
             except Exception as exc:
@@ -535,7 +575,7 @@ class Watch:
 
     def _handle(self, message):
         if 'error' in message:
-            raise etcd_exc.InternalServerError(json.dumps(message), 'error')
+            raise _Transient('watch error: %s' % json.dumps(message)[:200])
         result = message.get('result', {})
         if result.get('created'):
             self.connects += 1

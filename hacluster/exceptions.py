@@ -2,7 +2,7 @@
 
 Everything hacluster raises derives from :class:`HAClusterError`, so one
 ``except HAClusterError`` catches every coordination failure. Errors from
-etcd3gw, requests and oslo.messaging are translated where hacluster calls
+requests (etcd's gateway) and oslo.messaging are translated where hacluster calls
 them and never escape raw; the original is kept as ``cause`` (and as
 ``__cause__``, for tracebacks).
 
