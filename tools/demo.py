@@ -477,9 +477,11 @@ def main():
                   for e in victim.events) else end, term)
              for start, end, term in terms]
     terms.sort()
-    check(all(a[1] <= b[0] for a, b in zip(terms, terms[1:])) and
-          [t for _, _, t in terms] == sorted(t for _, _, t in terms),
-          'leadership terms never overlapped (%d terms)' % len(terms))
+    overlap = all(a[1] <= b[0] for a, b in zip(terms, terms[1:])) and \
+        [t for _, _, t in terms] == sorted(t for _, _, t in terms)
+    check(overlap, 'leadership terms never overlapped (%d terms)%s' % (
+        len(terms), '' if overlap else ': ' + '; '.join(
+            'term %d %.2f-%.2fs' % (t, a - t0, b - t0) for a, b, t in terms)))
     check(any(e['event'] == 'session-started' for e in restarted.events),
           '%s restarted under its own name and rejoined' % dead.name)
     recovered = [e for n in nodes for e in n.events
