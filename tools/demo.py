@@ -61,9 +61,18 @@ def node_main(url, cluster, node, amqp_url):
     logging.basicConfig(level=logging.WARNING,
                         format='           [' + node + ' log] %(message)s')
 
+    emit_lock = threading.Lock()
+
     def emit(event, **fields):
+        # One write per line, under a lock: events come from several
+        # threads at once (a resumed node reports its lost lock, its lost
+        # leadership and its lost session together), and interleaved lines
+        # would be dropped as unreadable.
         fields.update(node=node, event=event, t=time.time())
-        print(json.dumps(fields), flush=True)
+        line = json.dumps(fields) + '\n'
+        with emit_lock:
+            sys.stdout.write(line)
+            sys.stdout.flush()
 
     coord = hacluster.get_coordinator(
         url, cluster, node=node,
