@@ -403,12 +403,6 @@ class Client:
             'key': b64(prefix),
             'range_end': b64(prefix_end(prefix))}).get('deleted', 0))
 
-    def revision(self, key):
-        """The store's current revision (read with a range on ``key``, which
-        a user with access only to hacluster's prefix may read)."""
-        resp = self.call('/kv/range', {'key': b64(key), 'keys_only': True,
-                                       'limit': 1})
-        return int(resp['header']['revision'])
 
     # -- leases ----------------------------------------------------------
 

@@ -65,10 +65,6 @@ class LeaderView:
         if current is not None:
             _safe(callback, current)
 
-    def remove_callback(self, callback):
-        if callback in self._callbacks:
-            self._callbacks.remove(callback)
-
     def load(self, kvs):
         with self._lock:
             self._entries = {kv.key: (kv.create_revision, kv.json())

@@ -156,12 +156,7 @@ class LocalLock:
         except Exception as exc:
             taken = exc
         if taken is not True:
-            with st.cond:
-                if self.shared:
-                    st.readers -= 1
-                else:
-                    st.writer = False
-                st.cond.notify_all()
+            self._leave()
             if isinstance(taken, Exception):
                 raise exceptions.HAClusterError(
                     'single-node lock %r: %s' % (self.name, taken),
@@ -223,13 +218,19 @@ class LocalLock:
                     st.file.release_read_lock()
         else:
             st.file.release_write_lock()
+        self._leave()
+        return not was_lost
+
+    def _leave(self):
+        """Give back this holder's place in the in-process admission and
+        wake the threads waiting for it."""
+        st = self._state
         with st.cond:
             if self.shared:
                 st.readers -= 1
             else:
                 st.writer = False
             st.cond.notify_all()
-        return not was_lost
 
     def _mark_lost(self, reason):
         with self._mutex:

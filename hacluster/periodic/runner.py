@@ -327,16 +327,26 @@ class PeriodicRunner:
             state.spacing, self._tick, args=[state], initial_delay=delay,
             stop_on_exception=False)
 
-    def _stop_timer(self, state, wait=True):
+    @staticmethod
+    def _take_timer(state):
+        """Detach and stop a task's timer (call under ``self._lock``);
+        returns it for :meth:`_finish_timer`, or None."""
         timer, state.timer = state.timer, None
+        if timer is not None:
+            timer.stop()
+        return timer
+
+    def _finish_timer(self, timer, name, wait=True):
+        """Wait for a stopped timer's running call (outside the lock: a
+        cycle may take a while, and the watch thread needs the lock for
+        pause/resume events meanwhile) and drop it from the group."""
         if timer is None:
             return
-        timer.stop()
         if wait:
             try:
                 timer.wait()
             except Exception:
-                LOG.exception('hacluster: waiting for task %s', state.name)
+                LOG.exception('hacluster: waiting for task %s', name)
         self._tg.timer_done(timer)
 
     def stop(self):
@@ -348,12 +358,8 @@ class PeriodicRunner:
                 return
             self._started = False
             self._stopping.set()
-            timers = []
-            for state in self._tasks.values():
-                timer, state.timer = state.timer, None
-                if timer is not None:
-                    timer.stop()
-                    timers.append(timer)
+            timers = [(self._take_timer(state), state.name)
+                      for state in self._tasks.values()]
             for prefix, sub in self._control_subs:
                 self._coord._unsubscribe(prefix, sub)
             self._control_subs = []
@@ -364,14 +370,8 @@ class PeriodicRunner:
                                           fanout_tasks=[])
             except exceptions.HAClusterError:
                 pass
-        # Outside the lock: a running cycle may take a while, and the watch
-        # thread needs the lock for pause/resume events meanwhile.
-        for timer in timers:
-            try:
-                timer.wait()
-            except Exception:
-                LOG.exception('hacluster: waiting for a periodic task')
-            self._tg.timer_done(timer)
+        for timer, name in timers:
+            self._finish_timer(timer, name)
         if self._server is not None:
             try:
                 self._server.stop()
@@ -428,15 +428,8 @@ class PeriodicRunner:
         state = self._state(name)
         with self._lock:
             state.stopped = True
-            timer, state.timer = state.timer, None
-            if timer is not None:
-                timer.stop()
-        if timer is not None:
-            try:
-                timer.wait()
-            except Exception:
-                LOG.exception('hacluster: waiting for task %s', name)
-            self._tg.timer_done(timer)
+            timer = self._take_timer(state) if self._started else None
+        self._finish_timer(timer, name)
 
     def start_task(self, name):
         """Start one task again on this node (no-op if running or paused for
@@ -516,7 +509,8 @@ class PeriodicRunner:
                 return
             if paused:
                 # Not waiting here: this runs in the watch thread.
-                self._stop_timer(state, wait=False)
+                self._finish_timer(self._take_timer(state), state.name,
+                                   wait=False)
             else:
                 self._start_timer(state)
 
