@@ -73,10 +73,13 @@ def list_opts():
             ('coordination', copy.deepcopy(coordination_opts))]
 
 
-def coordinator_from_conf(conf, cluster=None, lock_path=None):
+def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
+                          rpc_version=None):
     """Build (not start) a coordinator from ``conf``.
 
     :param cluster: cluster name when ``[hacluster] cluster`` is unset.
+    :param config, rpc_version: for the member record, as
+        :func:`hacluster.coordinator.get_coordinator` takes them.
     :raises ConfigurationError: a setting is invalid (the message names
         the option, e.g. ``[hacluster] renew_deadline``).
     """
@@ -94,7 +97,8 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None):
             conf.coordination.backend_url, name, node=group.node_name,
             lease_ttl=group.lease_ttl, renew_deadline=group.renew_deadline,
             renew_interval=group.renew_interval, lock_path=lock_path,
-            request_timeout=group.request_timeout)
+            request_timeout=group.request_timeout, config=config,
+            rpc_version=rpc_version)
     except exceptions.ConfigurationError as exc:
         # Name the option as operators write it in the config file.
         msg = str(exc)

@@ -193,6 +193,11 @@ def _clean_env(drop_prefixes, keep=()):
     return env
 
 
+def _primary_group(user):
+    import pwd
+    return pwd.getpwnam(user).pw_gid
+
+
 def _proc_table():
     """{pid: (state, ppid, pgrp, starttime)} of all processes (procfs)."""
     table = {}
@@ -258,7 +263,7 @@ class _Child:
     (and the process group ID valid) while the group is signalled.
     """
 
-    def __init__(self, argv, env, cwd, log_path):
+    def __init__(self, argv, env, cwd, log_path, user=None):
         self.argv = list(argv)
         self.log_path = log_path
         with open(log_path, 'ab') as log:
@@ -269,7 +274,8 @@ class _Child:
             self.popen = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, env=env, cwd=cwd, close_fds=True,
-                start_new_session=True)
+                start_new_session=True, user=user, group=(
+                    None if user is None else _primary_group(user)))
         self.pid = self.popen.pid
         self.reaped = False
         # Descendants seen so far, {pid: starttime}; see _reap_descendants.
@@ -1297,3 +1303,212 @@ class RabbitMQServer:
 
     def __exit__(self, *exc_info):
         self.close()
+
+
+# --------------------------------------------------------------------------
+# PostgreSQL
+
+
+class PostgresServer:
+    """A private PostgreSQL server on 127.0.0.1 (trust authentication).
+
+    ``initdb`` makes a new cluster in a temporary directory; the server
+    listens on a free port and keeps its Unix socket in that directory (never
+    ``/var/run/postgresql``).  PostgreSQL refuses to run as root: when this
+    process is root, the server runs as the ``postgres`` system user (made
+    by the Debian package), which then owns the directory.
+
+    Binaries come from ``HACLUSTER_PG_BIN_DIR``, else the newest
+    ``/usr/lib/postgresql/*/bin``, else ``PATH``.
+
+    Attributes: ``port``, ``data_dir``, ``start_duration``.
+    """
+
+    STOP_TIMEOUT = 10.0
+    SUPERUSER = 'postgres'
+
+    def __init__(self, port=None):
+        self.base_dir = tempfile.mkdtemp(prefix='hacluster-pg-')
+        self.data_dir = os.path.join(self.base_dir, 'data')
+        self.log_path = os.path.join(self.base_dir, 'postgres.log')
+        self._auto_port = port is None
+        self.port = port or free_port()
+        self.start_duration = None
+        self._child = None
+        self._log_offset = 0
+        self._closed = False
+        self._lock = threading.RLock()
+        self.run_as = 'postgres' if os.geteuid() == 0 else None
+        _register(self)
+
+    def __repr__(self):
+        return '<PostgresServer 127.0.0.1:%d pid=%s>' % (self.port, self.pid)
+
+    @property
+    def pid(self):
+        if self._child is None or self._child.exited():
+            return None
+        return self._child.pid
+
+    @property
+    def running(self):
+        return self.pid is not None
+
+    def url(self, database, driver='postgresql+psycopg2'):
+        """SQLAlchemy URL of ``database`` on this server."""
+        return '%s://%s@%s:%d/%s' % (driver, self.SUPERUSER, LOOPBACK,
+                                     self.port, database)
+
+    @staticmethod
+    def _bin(name):
+        bin_dir = os.environ.get('HACLUSTER_PG_BIN_DIR')
+        if not bin_dir:
+            import glob
+            found = sorted(glob.glob('/usr/lib/postgresql/*/bin/' + name),
+                           key=lambda p: int(p.split('/')[4])
+                           if p.split('/')[4].isdigit() else 0)
+            if found:
+                return found[-1]
+            path = shutil.which(name)
+            if path:
+                return path
+            raise ServerStartError(
+                '%s not found (install postgresql: run tools/bootstrap, or '
+                'set HACLUSTER_PG_BIN_DIR)' % name)
+        return os.path.join(bin_dir, name)
+
+    def _run(self, argv, timeout=60):
+        out = subprocess.run(argv, stdin=subprocess.DEVNULL,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             timeout=timeout, user=self.run_as,
+                             group=None if self.run_as is None
+                             else _primary_group(self.run_as),
+                             env=_clean_env(['PG']))
+        if out.returncode != 0:
+            raise ServerStartError('%s failed (exit %d): %s' % (
+                ' '.join(argv), out.returncode,
+                out.stdout.decode(errors='replace')[-2000:]))
+        return out.stdout.decode(errors='replace')
+
+    def _initdb(self):
+        if self.run_as is not None:
+            import pwd
+            pw = pwd.getpwnam(self.run_as)
+            os.chown(self.base_dir, pw.pw_uid, pw.pw_gid)
+        self._run([self._bin('initdb'), '-D', self.data_dir, '-U',
+                   self.SUPERUSER, '--auth=trust', '--no-sync', '-E', 'UTF8',
+                   '--locale=C'], timeout=120)
+
+    def _argv(self):
+        return [self._bin('postgres'), '-D', self.data_dir,
+                '-c', 'listen_addresses=%s' % LOOPBACK,
+                '-c', 'port=%d' % self.port,
+                '-c', 'unix_socket_directories=%s' % self.base_dir,
+                # test data: durability is not worth the fsyncs here
+                '-c', 'fsync=off', '-c', 'synchronous_commit=off',
+                '-c', 'full_page_writes=off',
+                '-c', 'max_connections=300']
+
+    def _ready(self):
+        try:
+            with socket.create_connection((LOOPBACK, self.port), 0.5):
+                pass
+        except OSError:
+            return False
+        try:
+            self.psql('SELECT 1', database='postgres', timeout=5)
+        except (ServerStartError, subprocess.TimeoutExpired):
+            return False
+        return True
+
+    def psql(self, sql, database='postgres', timeout=60):
+        """Run ``sql`` with psql as the superuser; returns its output.
+
+        :raises ServerStartError: psql failed (its output is in the
+            message).
+        """
+        return self._run([self._bin('psql'), '-X', '-q', '-A', '-t',
+                          '-v', 'ON_ERROR_STOP=1', '-h', LOOPBACK,
+                          '-p', str(self.port), '-U', self.SUPERUSER,
+                          '-d', database, '-c', sql], timeout=timeout)
+
+    def start(self, timeout=60.0):
+        """initdb (first time), start, wait until it answers. Blocks.
+
+        :raises ServerStartError: with the tail of the server's log.
+        """
+        with self._lock:
+            if self._closed:
+                raise ServerStartError('%r is closed' % self)
+            if self.running:
+                return self
+            began = time.monotonic()
+            if not os.path.exists(os.path.join(self.data_dir, 'PG_VERSION')):
+                self._initdb()
+            for attempt in range(START_ATTEMPTS):
+                self._child = _Child(self._argv(), _clean_env(['PG']),
+                                     self.base_dir, self.log_path,
+                                     user=self.run_as)
+                deadline = time.monotonic() + timeout
+                while time.monotonic() < deadline:
+                    if self._child.exited():
+                        break
+                    if self._ready():
+                        self.start_duration = time.monotonic() - began
+                        return self
+                    time.sleep(0.1)
+                tail = _log_tail(self.log_path)
+                self._child.kill()
+                clash = 'already in use' in tail or 'could not bind' in tail
+                if clash and self._auto_port and attempt + 1 < START_ATTEMPTS:
+                    self.port = free_port()
+                    continue
+                raise ServerStartError(
+                    'PostgreSQL on 127.0.0.1:%d did not start within %.0f s; '
+                    'log tail:\n%s' % (self.port, timeout, tail))
+
+    def create_database(self, name, template=None):
+        """CREATE DATABASE ``name`` (optionally a copy of ``template``)."""
+        _check_ident(name)
+        sql = 'CREATE DATABASE "%s"' % name
+        if template:
+            _check_ident(template)
+            sql += ' TEMPLATE "%s"' % template
+        self.psql(sql)
+
+    def drop_database(self, name):
+        _check_ident(name)
+        self.psql('DROP DATABASE IF EXISTS "%s" WITH (FORCE)' % name)
+
+    def stop(self):
+        """Fast shutdown (SIGINT), SIGKILL after STOP_TIMEOUT. Blocks."""
+        with self._lock:
+            if self._child is None:
+                return
+            child, self._child = self._child, None
+            if not child.exited():
+                child.signal(signal.SIGINT, group=False)
+                child.wait_exited(self.STOP_TIMEOUT)
+            child.kill()
+
+    def close(self):
+        """Stop and remove the data directory. Idempotent."""
+        with self._lock:
+            self.stop()
+            self._closed = True
+            shutil.rmtree(self.base_dir, ignore_errors=True)
+            _unregister(self)
+
+    def __enter__(self):
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+def _check_ident(name):
+    import re
+    if not re.match(r'^[A-Za-z_][A-Za-z0-9_]{0,62}$', name):
+        raise ValueError('not a plain SQL identifier: %r' % (name,))

@@ -1,0 +1,136 @@
+"""Manila's locks, made cluster locks.
+
+manila-share takes two kinds of lock, both looked up when the locked code
+runs (not at import), so swapping the objects they come from swaps every
+lock the share manager takes:
+
+* ``manila.utils.synchronized(name, external=...)`` -- oslo.concurrency
+  file locks on this host (``share_manager_<subnet>``, the access-rule
+  locks ``locked_access_rules_operation_by_share_instance_<id>``, ...);
+* ``manila.coordination.LOCK_COORDINATOR`` -- tooz locks behind
+  ``coordination.synchronized`` (the replica and share-network operation
+  locks).
+
+:func:`install` replaces both with locks of the node's coordinator, under
+manila's own prefix ``manila-`` so a lock has the same name on every node;
+the returned function puts manila's originals back. Locks taken by
+decorators applied at import time (``@utils.synchronized`` on a module-level
+function) keep manila's file locks: manila-share's share manager has none.
+"""
+
+import functools
+import logging
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = 'manila-'
+
+
+def _release(lock, what):
+    try:
+        if not lock.release():
+            # The critical section ran (partly) unprotected; its effects
+            # cannot be undone here, but the operator must hear of it.
+            LOG.error('hacluster: cluster lock %r was lost while %s ran (%s)',
+                      lock.name, what, lock.lost_reason)
+    except Exception:
+        LOG.exception('hacluster: releasing cluster lock %r', lock.name)
+
+
+def make_synchronized(coordinator, prefix=PREFIX):
+    """A drop-in for ``manila.utils.synchronized`` (oslo.concurrency's
+    ``synchronized_with_prefix('manila-')``) taking cluster locks.
+
+    The ``external``, ``lock_path`` and semaphore arguments are accepted and
+    ignored: a cluster lock excludes every thread of every node, which is
+    what both the in-process and the external variant promise locally.
+    """
+    def synchronized(name, external=False, lock_path=None, semaphores=None,
+                     delay=0.01, fair=False, lock_file_prefix=None):
+        lock_name = prefix + name
+
+        def decorator(func):
+            @functools.wraps(func)
+            def inner(*args, **kwargs):
+                lock = coordinator.get_lock(lock_name)
+                lock.acquire(True)
+                try:
+                    return func(*args, **kwargs)
+                finally:
+                    _release(lock, func.__qualname__)
+            return inner
+        return decorator
+    return synchronized
+
+
+class ToozLock:
+    """One cluster lock with the interface manila's ``coordination.Lock``
+    expects of a tooz lock: ``acquire(blocking=...)``, ``release()``."""
+
+    def __init__(self, lock):
+        self._lock = lock
+        self.name = lock.name
+
+    def acquire(self, blocking=True, shared=False, timeout=None):
+        if timeout is not None and blocking is True:
+            blocking = timeout
+        return self._lock.acquire(blocking)
+
+    def release(self):
+        _release(self._lock, 'a coordination.synchronized block')
+        return True
+
+    def __enter__(self):
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+class LockCoordinator:
+    """Stands in for ``manila.coordination.LOCK_COORDINATOR``.
+
+    manila's ``Service`` calls ``start()`` after ``init_host`` and ``stop()``
+    when the service stops: ``start`` does nothing (the HA manager started
+    the coordinator already), ``stop`` calls ``on_stop`` -- the manager's
+    clean leave of the cluster.
+    """
+
+    def __init__(self, coordinator, on_stop=None, prefix=PREFIX):
+        self._coord = coordinator
+        self._on_stop = on_stop
+        self.prefix = prefix
+        self.started = True
+
+    def start(self):
+        pass
+
+    def stop(self):
+        on_stop, self._on_stop = self._on_stop, None
+        if on_stop is not None:
+            on_stop()
+
+    def get_lock(self, name):
+        if isinstance(name, bytes):
+            name = name.decode()
+        return ToozLock(self._coord.get_lock(self.prefix + name))
+
+
+def install(coordinator, on_stop=None):
+    """Point manila's lock factories at ``coordinator``. Returns a function
+    that restores manila's own. Not thread-safe against locks being taken
+    at the same moment: call before the RPC server starts."""
+    from manila import coordination
+    from manila import utils
+
+    old_sync = utils.synchronized
+    old_coord = coordination.LOCK_COORDINATOR
+    utils.synchronized = make_synchronized(coordinator)
+    coordination.LOCK_COORDINATOR = LockCoordinator(coordinator,
+                                                    on_stop=on_stop)
+
+    def restore():
+        utils.synchronized = old_sync
+        coordination.LOCK_COORDINATOR = old_coord
+    return restore

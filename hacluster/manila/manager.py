@@ -1,0 +1,357 @@
+"""The HA share manager: manila-share active-active on one backend.
+
+Configure every node of a backend alike, except the node name::
+
+    [DEFAULT]
+    host = hagroup                      # the same on every node
+    share_manager = hacluster.manila.manager.HAShareManager
+    [coordination]
+    backend_url = etcd3+http://10.0.0.5:2379,10.0.0.6:2379
+    [hacluster]
+    node_name = node-a                  # unique per node (default hostname)
+
+Each backend ``host@backend`` is one cluster (``[hacluster] cluster``
+overrides the name). All nodes share manila's RPC queue for the backend
+(RabbitMQ spreads the requests); hacluster gives each process its own
+member identity.
+
+What changes against manila's own ``ShareManager`` when clustered:
+
+* ``init_host`` (in the worker process, after cotyledon forked it) joins
+  the cluster before anything else; the driver must have opted in
+  (:class:`hacluster.manila.driver.HAShareDriverMixin`), else the service
+  refuses to start.
+* manila's locks become cluster locks (:mod:`hacluster.manila.locks`).
+* Each share, snapshot and replica operation received over RPC runs under
+  a claim; a node's death inside one is repaired by a survivor
+  (:data:`hacluster.manila.driver.CLAIMED_OPERATIONS`).
+* The start-up "ensure" pass runs on the first node of the cluster only:
+  a node joining while others serve the backend must not put their shares
+  into ``ensuring``.
+* manila's periodic tasks run on hacluster's runner in the mode of
+  :data:`TASK_MODES`: the leader alone polls backend stats and cleans up;
+  the per-share status and replica polls are handed out share by share to
+  the members, each share once per cycle.
+
+In single-node mode (``backend_url`` unset or ``file://``, manila's
+default) locks, periodic tasks and ensure stay manila's own; claims are
+kept in local files and recovered when the node starts again.
+"""
+
+import functools
+import inspect
+import logging
+
+from oslo_config import cfg
+
+from manila import context as manila_context
+from manila import exception as manila_exception
+from manila.share import manager as share_manager
+
+from hacluster import exceptions
+from hacluster import opts as _opts
+from hacluster import url as _url
+from hacluster.manila import driver as _driver
+from hacluster.manila import locks as _locks
+from hacluster.periodic import task as _task
+
+LOG = logging.getLogger(__name__)
+CONF = cfg.CONF
+
+#: Mode of each of manila 23's share-manager periodic tasks. A task not
+#: named here runs on the leader only (never twice per cycle).
+TASK_MODES = {
+    '_report_driver_status': _task.LEADER,
+    '_publish_service_capabilities': _task.LEADER,
+    'do_deferred_share_deletion': _task.LEADER,
+    'do_deferred_snapshot_deletion': _task.LEADER,
+    'delete_free_share_servers': _task.LEADER,
+    'delete_expired_share': _task.LEADER,
+    'delete_expired_transfers': _task.LEADER,
+    'update_share_usage_size': _task.LEADER,
+    'migration_driver_continue': _task.LEADER,
+    'share_server_migration_driver_continue': _task.LEADER,
+    'create_backup_continue': _task.LEADER,
+    'restore_backup_continue': _task.LEADER,
+    'periodic_share_replica_snapshot_update': _task.LEADER,
+    '_execute_periodic_hook': _task.EVERY,
+    'periodic_share_status_update': _task.FANOUT,
+    'periodic_share_replica_update': _task.FANOUT,
+}
+
+ENSURE_LOCK = 'hacluster-ensure'
+
+
+def task_name(manila_name):
+    """hacluster's name of a manila periodic task (``[hacluster]
+    task_spacing`` keys): the method name without leading underscores."""
+    return manila_name.lstrip('_')
+
+
+def _claimed(method_name):
+    """Wrap ShareManager.<method_name> in the claim its operation needs."""
+    resource_type, operation, arg = _driver.CLAIMED_OPERATIONS[method_name]
+    base = getattr(share_manager.ShareManager, method_name)
+    signature = inspect.signature(base)
+
+    @functools.wraps(base)
+    def wrapper(self, *args, **kwargs):
+        try:
+            resource_id = signature.bind(self, *args,
+                                         **kwargs).arguments.get(arg)
+        except TypeError:
+            resource_id = None       # let manila report the bad call
+        if not resource_id:
+            return base(self, *args, **kwargs)
+        with self._ha_claim(resource_type, resource_id, operation):
+            return base(self, *args, **kwargs)
+    return wrapper
+
+
+class _NoClaim:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+class HAShareManager(share_manager.ShareManager):
+    """manila's ShareManager, active-active. See the module doc.
+
+    Built in the cotyledon master (manila constructs managers before it
+    forks): the constructor only validates; sessions, threads and
+    connections start in :meth:`init_host`, in the worker.
+
+    :raises ConfigurationError: (at construction) clustered with a driver
+        that has not opted in, or a bad ``[hacluster]`` /
+        ``[coordination]`` setting; the message names it.
+    """
+
+    def __init__(self, share_driver=None, service_name=None, *args,
+                 **kwargs):
+        super().__init__(share_driver, service_name, *args, **kwargs)
+        _opts.register_opts(CONF)
+        backend_url = CONF.coordination.backend_url
+        try:
+            parsed = _url.parse(backend_url)
+        except exceptions.ConfigurationError as exc:
+            raise exceptions.ConfigurationError(
+                '[coordination] backend_url: %s' % exc, cause=exc) from exc
+        self.ha_clustered = parsed.kind != 'file'
+        self.ha_cluster = CONF.hacluster.cluster or self.host
+        driver = self.driver
+        if self.ha_clustered and not getattr(driver, 'SUPPORTS_ACTIVE_ACTIVE',
+                                             False):
+            raise exceptions.ConfigurationError(
+                'share driver %s of backend %s does not support '
+                'active-active (it does not mix in hacluster.manila.driver.'
+                'HAShareDriverMixin / set SUPPORTS_ACTIVE_ACTIVE); refusing '
+                'to run it on several nodes. Unset [coordination] '
+                'backend_url (or use file://) for single-node mode.'
+                % (type(driver).__name__, self.host))
+        # Fail now, in the master, on bad timings or names -- not in a
+        # worker that cotyledon would restart forever.
+        _opts.coordinator_from_conf(CONF, cluster=self.ha_cluster,
+                                    lock_path=parsed.path)
+        self.ha_coordinator = None
+        self.ha_runner = None
+        self._ha_restore_locks = None
+        self._ha_manila_tasks = list(type(self)._periodic_tasks)
+        if self.ha_clustered:
+            # manila's own periodic loop (Service.periodic_tasks) runs
+            # nothing: every task runs on hacluster's runner, in its mode.
+            self._periodic_tasks = []
+
+    # -- start and stop ---------------------------------------------------------
+
+    def init_host(self, service_id=None):
+        """Join the cluster, then manila's own init_host (driver set-up,
+        ensure). Runs in the worker process. Blocks until this node is a
+        member.
+
+        :raises HAClusterError: etcd unreachable or another live process
+            uses this node name (the worker exits; cotyledon restarts it).
+        """
+        self._ha_start_coordinator()
+        super().init_host(service_id=service_id)
+
+    def init_host_with_rpc(self, *args, **kwargs):
+        super().init_host_with_rpc(*args, **kwargs)
+        coord = self.ha_coordinator
+        if coord is not None and not coord.single_node:
+            coord.update_member(ready=True)
+            self._ha_start_periodic()
+        # (the test rig waits for this line)
+        LOG.info('hacluster: manila-share ready: %s serves %s (%s)',
+                 coord.node if coord else CONF.host, self.host,
+                 'clustered' if self.ha_clustered else 'single-node')
+
+    def _ha_start_coordinator(self):
+        if self.ha_coordinator is not None:
+            return
+        parsed = _url.parse(CONF.coordination.backend_url)
+        # the member record carries a fingerprint of what must agree
+        # between nodes (drift shows in `hacluster status`), never secrets
+        coord_config = {
+            'share_driver': self.configuration.share_driver,
+            'driver_handles_share_servers':
+                self.configuration.safe_get('driver_handles_share_servers'),
+            'share_backend_name':
+                self.configuration.safe_get('share_backend_name'),
+        }
+        coord = _opts.coordinator_from_conf(
+            CONF, cluster=self.ha_cluster, lock_path=parsed.path,
+            config=coord_config, rpc_version=self.RPC_API_VERSION)
+        coord.start()
+        self.ha_coordinator = coord
+        LOG.info('hacluster: %s joined cluster %s as %s (%s)', self.host,
+                 coord.cluster, coord.node,
+                 'single-node' if coord.single_node else coord.url.safe)
+        if hasattr(self.driver, 'ha_attach'):
+            self.driver.ha_attach(coord, self.db)
+        if not coord.single_node:
+            self._ha_restore_locks = _locks.install(coord,
+                                                    on_stop=self.ha_stop)
+
+    def _ha_start_periodic(self):
+        from hacluster.periodic import runner as _runner
+        from manila import rpc as manila_rpc
+
+        runner = _runner.PeriodicRunner(self.ha_coordinator, conf=CONF,
+                                        transport=manila_rpc.TRANSPORT)
+        for name, task in self._ha_manila_tasks:
+            runner.add(self._ha_task(name, task))
+        runner.start()
+        self.ha_runner = runner
+
+    def _ha_task(self, name, task):
+        """A hacluster periodic task running manila's task ``name``."""
+        mode = TASK_MODES.get(name, _task.LEADER)
+        spacing = self._periodic_spacing.get(name) or 60
+        hname = task_name(name)
+        if mode == _task.FANOUT:
+            lister = getattr(self, '_ha_list_' + name)
+            handler = getattr(self, '_ha_handle_' + name)
+
+            def run(ctx):
+                return lister(manila_context.get_admin_context())
+
+            def handle(ictx, item_id, payload):
+                handler(manila_context.get_admin_context(), item_id, payload)
+            return _task.periodic_task(spacing=spacing, mode=mode, name=hname,
+                                       handler=handle)(run)
+
+        def run(ctx):
+            task(self, manila_context.get_admin_context())
+        return _task.periodic_task(spacing=spacing, mode=mode,
+                                   name=hname)(run)
+
+    def ha_stop(self):
+        """Leave the cluster cleanly: stop the periodic tasks, give manila
+        its own locks back, stop the coordinator (which waits a little for
+        open claims). Called when manila's Service stops. Blocks."""
+        runner, self.ha_runner = self.ha_runner, None
+        if runner is not None:
+            try:
+                runner.stop()
+            except Exception:
+                LOG.exception('hacluster: stopping the periodic tasks')
+        restore, self._ha_restore_locks = self._ha_restore_locks, None
+        if restore is not None:
+            restore()
+        coord, self.ha_coordinator = self.ha_coordinator, None
+        if coord is not None:
+            if hasattr(self.driver, 'ha_detach'):
+                self.driver.ha_detach()
+            coord.stop()
+
+    # -- ensure -------------------------------------------------------------------
+
+    def ensure_driver_resources(self, ctxt, skip_backend_info_check=False):
+        """manila's ensure pass, on the first node of the cluster only.
+
+        Serialized by the cluster lock ``hacluster-ensure``; a node that
+        finds another member that finished starting (``ready``) skips it:
+        that member serves the backend's shares, and re-ensuring them would
+        flip them all to ``ensuring`` under its feet.
+        """
+        coord = self.ha_coordinator
+        if coord is None or coord.single_node:
+            return super().ensure_driver_resources(
+                ctxt, skip_backend_info_check=skip_backend_info_check)
+        lock = coord.get_lock(ENSURE_LOCK)
+        lock.acquire(True)
+        try:
+            serving = sorted(node for node, record in
+                             coord.get_members().items()
+                             if node != coord.node and record.get('ready'))
+            if serving:
+                LOG.info('hacluster: %s: not re-ensuring the backend\'s '
+                         'shares: %s already serve(s) them', coord.node,
+                         ', '.join(serving))
+                return None
+            return super().ensure_driver_resources(
+                ctxt, skip_backend_info_check=skip_backend_info_check)
+        finally:
+            _locks._release(lock, 'ensure_driver_resources')
+
+    # -- claims ---------------------------------------------------------------------
+
+    def _ha_claim(self, resource_type, resource_id, operation):
+        coord = self.ha_coordinator
+        if coord is None:
+            return _NoClaim()
+        try:
+            return coord.claim(resource_type, resource_id, operation)
+        except exceptions.HAClusterError as exc:
+            # The RPC message is already acknowledged: refusing to work
+            # would strand the resource in its transitional status for
+            # good. Run it unprotected and say so.
+            LOG.error('hacluster: could not record a claim for %s of %s %s '
+                      '(%s); running it without crash protection',
+                      operation, resource_type, resource_id, exc)
+            return _NoClaim()
+
+    # -- fan-out periodic tasks -------------------------------------------------------
+
+    def _ha_list_periodic_share_status_update(self, ctx):
+        """Share instances whose status the driver must be asked for."""
+        items = {}
+        for status in ('creating_from_snapshot', 'reverting_to_snapshot'):
+            for si in self.db.share_instance_get_all_by_host(
+                    ctx, self.host, with_share_data=False, status=status):
+                items[si['id']] = None
+        return items
+
+    def _ha_handle_periodic_share_status_update(self, ctx, instance_id,
+                                                payload):
+        try:
+            si = self.db.share_instance_get(ctx, instance_id,
+                                            with_share_data=True)
+        except manila_exception.NotFound:
+            return
+        if si['status'] not in ('creating_from_snapshot',
+                                'reverting_to_snapshot'):
+            return          # finished since the leader listed it
+        self._update_share_status(ctx,
+                                  self._get_share_instance_dict(ctx, si))
+
+    def _ha_list_periodic_share_replica_update(self, ctx):
+        from manila.share import utils as share_utils
+        backend = share_utils.extract_host(self.host)
+        return {r['id']: {'share_id': r['share_id']}
+                for r in self.db.share_replicas_get_all(
+                    ctx, with_share_data=False, with_share_server=False)
+                if share_utils.extract_host(r['host']) == backend and
+                r['replica_state'] != 'active'}
+
+    def _ha_handle_periodic_share_replica_update(self, ctx, replica_id,
+                                                 payload):
+        self._share_replica_update(ctx, replica_id,
+                                   share_id=(payload or {}).get('share_id'))
+
+
+for _method in _driver.CLAIMED_OPERATIONS:
+    setattr(HAShareManager, _method, _claimed(_method))
+del _method
