@@ -76,3 +76,12 @@ def postgres():
     with servers.PostgresServer() as server:
         manila_rig.make_template(server)
         yield server
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # item.rep_setup / rep_call / rep_teardown, so fixtures can tell at
+    # teardown whether the test failed (and print server logs then)
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, 'rep_' + report.when, report)

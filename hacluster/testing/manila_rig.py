@@ -160,6 +160,9 @@ class Node:
         """SIGKILL master and worker at once (a node dying). Blocks until
         they are gone."""
         if self.child is not None:
+            # The whole group at once: killing the worker first would let
+            # the cotyledon master fork a new one before it dies itself.
+            self.child.signal(signal.SIGKILL)
             self.child.kill()
 
     def stop(self, timeout=30.0):

@@ -1,0 +1,189 @@
+"""Real manila-share 23.0.1 processes, active-active on one backend.
+
+Three ``manila-share`` processes (cotyledon master + worker each) with
+``share_manager = hacluster.manila.manager.HAShareManager`` and manila's
+DummyDriver with the mixin, one PostgreSQL, one RabbitMQ, one etcd; shares
+are created the way the scheduler does it (database records, then the RPC
+cast to the backend's shared queue). Lease TTL 3 s, manila
+``periodic_interval`` 2 s.
+"""
+
+import collections
+import time
+
+import pytest
+
+from hacluster.testing import manila_rig
+
+from helpers import wait_for
+
+LEASE_TTL = 3
+INTERVAL = 2
+
+
+@pytest.fixture
+def manila_cluster(request, postgres, rabbitmq, etcd):
+    """A factory: ``manila_cluster(**kwargs)`` -> a ManilaCluster (not
+    started), closed at teardown."""
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault('backend_url', etcd.url)
+        kwargs.setdefault('periodic_interval', INTERVAL)
+        cluster = manila_rig.ManilaCluster(postgres, rabbitmq.transport_url,
+                                           **kwargs)
+        made.append(cluster)
+        return cluster
+    yield make
+    report = getattr(request.node, 'rep_call', None)
+    for cluster in made:
+        if report is not None and report.failed:
+            for name in cluster.nodes:
+                print('---- %s log tail ----\n%s'
+                      % (name, cluster.log_tail(name)))
+        cluster.close()
+
+
+def _leader(cluster):
+    rc, out, err = cluster.hacluster('leader', 'show', '-f', 'json')
+    assert rc == 0, err
+    import json
+    return json.loads(out)['node']
+
+
+def _updated_at(cluster, instance_id):
+    """The instance's updated_at (UTC in the database) as a Unix time."""
+    import datetime
+    raw = cluster.statuses()[instance_id]['updated_at']
+    return datetime.datetime.fromisoformat(raw).replace(
+        tzinfo=datetime.timezone.utc).timestamp()
+
+
+def _by_node(events):
+    return collections.Counter(e['node'] for e in events)
+
+
+def test_three_nodes_share_the_work(manila_cluster):
+    """Creates are spread by the shared queue; backend stats are polled by
+    the leader only; the per-share status poll is handed out share by share
+    to the members, each share once per cycle."""
+    cluster = manila_cluster(delays={'create_share': 0.5}).start()
+    ids = [s['instance_id'] for s in cluster.create_shares(9)]
+    statuses = cluster.wait_statuses(ids, {'available', 'error'}, 60)
+    assert set(statuses.values()) == {'available'}, statuses
+    served = _by_node(cluster.events('create_share.end'))
+    assert sum(served.values()) == 9
+    assert set(served) == set(cluster.nodes), served
+
+    # Backend stats: one node (the leader) polls, once per interval.
+    leader = _leader(cluster)
+    began = time.time()
+    time.sleep(5 * INTERVAL + 0.5)
+    stats = _by_node(cluster.events('stats', since=began))
+    assert set(stats) == {leader}, stats
+    # manila alone: every node would poll, 3 x 5 = 15 times
+    assert 4 <= stats[leader] <= 6, stats
+
+    # Per-share poll: shares waiting on the driver (creating_from_snapshot)
+    # are listed by the leader and spread over the members.
+    waiting = ids[:6]
+    for instance_id in waiting:
+        cluster.client('set-status', instance_id, 'creating_from_snapshot')
+    began = time.time()
+    time.sleep(5 * INTERVAL + 0.5)
+    polls = cluster.events('get_share_status', since=began)
+    per_share = collections.defaultdict(list)
+    for event in polls:
+        per_share[event['id']].append(event)
+    assert set(per_share) == set(waiting), per_share.keys()
+    for instance_id, events in per_share.items():
+        times = [e['t'] for e in events]
+        # once per cycle: two polls of one share are a cycle apart
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        assert all(g > INTERVAL / 2 for g in gaps), (instance_id, gaps)
+        assert 3 <= len(events) <= 6, (instance_id, len(events))
+    pollers = _by_node(polls)
+    assert len(pollers) >= 2, pollers     # spread over the members
+
+
+def test_sigkill_mid_create_is_repaired_and_restart_leaves_shares_alone(
+        manila_cluster):
+    """A node SIGKILLed inside create_share: a survivor sets the share to a
+    final state within lease_ttl + 2 s plus one poll; the node's restart
+    under the same name does not put the live nodes' shares into
+    ``ensuring``."""
+    cluster = manila_cluster(delays={'create_share': 8}).start()
+    ids = [s['instance_id'] for s in cluster.create_shares(3)]
+    wait_for(lambda: len(cluster.events('create_share.start')) == 3, 20,
+             'three creates in flight')
+    starts = {e['id']: e['node'] for e in cluster.events('create_share.start')}
+    # the leader's own create if it has one: the harder case (the cluster
+    # must elect a new leader before anyone recovers)
+    leader = _leader(cluster)
+    victim_share, victim = sorted(
+        starts.items(), key=lambda kv: (kv[1] != leader, kv[0]))[0]
+    killed_at = time.time()
+    cluster.kill(victim)
+    got = cluster.wait_statuses([victim_share], {'error', 'available'},
+                                LEASE_TTL + 2 + INTERVAL + 20)
+    assert got[victim_share] == 'error', got
+    # when the database row changed, not when this test saw it
+    repaired_in = _updated_at(cluster, victim_share) - killed_at
+    print('victim %s (leader: %s): share in error %.2f s after SIGKILL'
+          % (victim, leader, repaired_in))
+    assert 0 < repaired_in <= LEASE_TTL + 2 + INTERVAL, repaired_in
+    others = [i for i in ids if i != victim_share]
+    statuses = cluster.wait_statuses(others, {'available', 'error'}, 30)
+    # the creates on the other nodes finished normally (unless they were
+    # also on the victim: the queue may give one node two of them)
+    for instance_id in others:
+        if starts[instance_id] != victim:
+            assert statuses[instance_id] == 'available', statuses
+
+    # rolling restart: the victim comes back; nothing it did not own moves
+    ensured_before = len(cluster.events('ensure_share'))
+    cluster.start([victim])
+    time.sleep(3)
+    now = cluster.statuses()
+    assert all(now[i]['status'] != 'ensuring' for i in ids), now
+    assert len(cluster.events('ensure_share')) == ensured_before
+    assert 'not re-ensuring' in cluster.nodes[victim].log_since_start()
+    rc, out, err = cluster.hacluster('status')
+    assert rc == 0, out + err
+    assert 'claims (0)' in out, out
+
+
+def test_single_node_mode_is_plain_manila(manila_cluster, tmp_path):
+    """No etcd configured: one node works like manila's own manager (its
+    own periodic loop, its own locks), and a create cut short by a crash
+    is repaired when the node starts again (claims in local files)."""
+    cluster = manila_cluster(backend_url=None, nodes=('solo',),
+                             delays={'create_share': 6}).start()
+    log = cluster.nodes['solo'].log_since_start()
+    assert 'single-node' in log
+    assert 'periodic tasks started' not in log     # manila's own loop
+    began = time.time()
+    ids = [s['instance_id'] for s in cluster.create_shares(2)]
+    statuses = cluster.wait_statuses(ids, {'available', 'error'}, 60)
+    assert set(statuses.values()) == {'available'}, statuses
+    wait_for(lambda: cluster.events('stats', since=began), 3 * INTERVAL + 5,
+             "manila's own stats poll")
+
+    [cut] = [s['instance_id'] for s in cluster.create_shares(1, 'cut')]
+    wait_for(lambda: any(e['id'] == cut for e in
+                         cluster.events('create_share.start')), 20,
+             'the create in flight')
+    cluster.kill('solo')
+    assert cluster.statuses()[cut]['status'] == 'creating'
+    cluster.start(['solo'])
+    got = cluster.wait_statuses([cut], {'error', 'available'}, 20)
+    assert got[cut] == 'error', got
+
+
+def test_refuses_a_driver_that_has_not_opted_in(manila_cluster):
+    cluster = manila_cluster(driver=manila_rig.PLAIN_DRIVER, nodes=('n1',))
+    node = cluster.nodes['n1']
+    node.start()
+    wait_for(lambda: 'does not support active-active' in
+             node.log_since_start(), 60, 'the refusal in the log')
+    assert manila_rig.READY_MARK not in node.log_since_start()
