@@ -280,6 +280,9 @@ class PeriodicRunner:
             for state in self._tasks.values():
                 if not state.paused:
                     self._start_timer(state)
+            # every task shows in `hacluster status` from the start, not
+            # only after its first run (manila has tasks an hour apart)
+            self._tg.add_thread(self._publish_all)
         LOG.info('hacluster: %s/%s periodic tasks started: %s',
                  self._coord.cluster, self._coord.node,
                  ', '.join('%s (%s, %gs)' % (s.name, s.spec.mode, s.spacing)
@@ -600,6 +603,10 @@ class PeriodicRunner:
             state.stats['last_error'] = None if error is None else \
                 _url.scrub('%s: %s' % (type(error).__name__, error))
         self._publish_stats(state)
+
+    def _publish_all(self):
+        for state in list(self._tasks.values()):
+            self._publish_stats(state)
 
     def _publish_stats(self, state, force=True):
         """Write this node's stats of a task to etcd; unless ``force``, at
