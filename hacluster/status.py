@@ -162,7 +162,8 @@ def collect(client, cluster, now=None):
             'last_run_at': last.get('last_run_at'),
             'last_run_ago_s': round(now - last['last_run_at'], 1)
             if last.get('last_run_at') else None,
-            'last_run_on': last.get('node'),
+            'last_run_on': last.get('node') if last.get('last_run_at')
+            else None,
             'last_duration_s': last.get('last_duration'),
             'runs': sum(s.get('runs', 0) for s in nodes.values()),
             'skips': sum(s.get('skips', 0) for s in nodes.values()),

@@ -185,13 +185,15 @@ class Status(command.Command):
                 if m.get('since_renewal_s') is not None else '-',
                 m.get('config_fingerprint') or '-'))
         w('\nperiodic tasks (%d)\n' % len(state['tasks']))
+        # as wide as the longest name (manila's go up to 38 characters)
+        tw = max([28] + [len(t['name']) for t in state['tasks']])
         if state['tasks']:
-            w('  %-28s %-7s %-8s %-10s %-12s %-9s %5s %5s %5s\n' % (
-                'task', 'mode', 'spacing', 'last run', 'where',
+            w('  %-*s %-7s %-8s %-10s %-12s %-9s %5s %5s %5s\n' % (
+                tw, 'task', 'mode', 'spacing', 'last run', 'where',
                 'duration', 'runs', 'skips', 'fails'))
         for t in state['tasks']:
-            w('  %-28s %-7s %-8s %-10s %-12s %-9s %5s %5s %5s%s\n' % (
-                t['name'][:28], t['mode'] or '-',
+            w('  %-*s %-7s %-8s %-10s %-12s %-9s %5s %5s %5s%s\n' % (
+                tw, t['name'], t['mode'] or '-',
                 '%gs' % t['spacing'] if t['spacing'] else '-',
                 _age(t['last_run_ago_s']) + ' ago'
                 if t['last_run_ago_s'] is not None else '-',
