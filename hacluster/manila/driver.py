@@ -41,12 +41,16 @@ import logging
 LOG = logging.getLogger(__name__)
 
 #: RPC methods of manila's ShareManager that run under a claim:
-#: ``{method: (resource type, operation, argument naming the resource)}``.
+#: ``{method: (resource type, operation, argument naming the resource[,
+#: arguments recorded in the claim's data])}``. Other operations (manage,
+#: unmanage, replica promotion, share servers, access rules, migration) are
+#: not claimed: a node dying inside one leaves it as plain manila would.
 CLAIMED_OPERATIONS = {
     'create_share_instance': ('share_instance', 'create',
                               'share_instance_id'),
     'delete_share_instance': ('share_instance', 'delete',
-                              'share_instance_id'),
+                              'share_instance_id',
+                              ('force', 'deferred_delete')),
     'extend_share': ('share', 'extend', 'share_id'),
     'shrink_share': ('share', 'shrink', 'share_id'),
     'create_snapshot': ('snapshot', 'create', 'snapshot_id'),
@@ -74,20 +78,31 @@ class HAShareDriverMixin:
 
     # -- wiring (called by the manager) ---------------------------------------
 
-    def ha_attach(self, coordinator, db, rpcapi=None):
-        """Join the driver to ``coordinator`` and register its recovery
-        handlers. Called by the manager in the worker process, after the
-        coordinator started and before ``do_setup``.
+    def ha_attach(self, coordinator, db, rpcapi=None, recover=True):
+        """Join the driver to ``coordinator`` (so :meth:`ha_lock` and
+        :meth:`ha_claim` use it). Called by the manager in the worker
+        process, after the coordinator started and before ``do_setup``.
 
         :param db: manila's database API (``manila.db``).
         :param rpcapi: manila's ``ShareAPI`` (to hand a dead node's delete
             to a live one); made lazily when None.
+        :param recover: also register the recovery handlers now (see
+            :meth:`ha_register_recovery`).
         """
         self.ha_coordinator = coordinator
         self._ha_db = db
         self._ha_rpcapi = rpcapi
+        if recover:
+            self.ha_register_recovery()
+
+    def ha_register_recovery(self):
+        """Register :meth:`ha_recover` for every resource type. This makes
+        the node run for leader (the leader recovers), so the manager calls
+        it once the driver is set up and the node serves: a node that
+        cannot serve must not lead."""
         for resource_type in RESOURCE_TYPES:
-            coordinator.register_recovery(resource_type, self.ha_recover)
+            self.ha_coordinator.register_recovery(resource_type,
+                                                  self.ha_recover)
 
     def ha_detach(self):
         """Forget the coordinator (the manager is stopping)."""
@@ -222,7 +237,10 @@ class HAShareDriverMixin:
         if rpcapi is None:
             from manila.share import rpcapi as share_rpcapi
             rpcapi = self._ha_rpcapi = share_rpcapi.ShareAPI()
-        rpcapi.delete_share_instance(ctx, instance)
+        data = claim.get('data') or {}
+        rpcapi.delete_share_instance(
+            ctx, instance, force=bool(data.get('force')),
+            deferred_delete=bool(data.get('deferred_delete')))
         LOG.warning('hacluster: delete of share instance %s was cut short by '
                     'the death of %s; handed to a live node',
                     claim.resource_id, claim.node)

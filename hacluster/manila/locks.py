@@ -13,9 +13,14 @@ lock the share manager takes:
 
 :func:`install` replaces both with locks of the node's coordinator, under
 manila's own prefix ``manila-`` so a lock has the same name on every node;
-the returned function puts manila's originals back. Locks taken by
-decorators applied at import time (``@utils.synchronized`` on a module-level
-function) keep manila's file locks: manila-share's share manager has none.
+the returned function puts manila's originals back.
+
+Decorators applied at import time captured manila's file lock already;
+:data:`IMPORT_TIME_LOCKS` lists those of the code manila-share runs that
+guard state shared by all nodes (IP allocation of the standalone network
+plugin, the generic driver's Neutron objects), and :func:`install` wraps
+them again with cluster locks of the same name. Locks that guard this
+host's own state (plugging an interface into the local host) stay local.
 """
 
 import functools
@@ -117,20 +122,81 @@ class LockCoordinator:
         return ToozLock(self._coord.get_lock(self.prefix + name))
 
 
+#: ``(module, class, method, lock name)``: methods manila decorates with
+#: ``utils.synchronized(name, external=True)`` at import time whose lock
+#: guards state every node shares.
+IMPORT_TIME_LOCKS = (
+    ('manila.network.standalone_network_plugin', 'StandaloneNetworkPlugin',
+     'allocate_network', 'allocate_network_for_standalone_network_plugin'),
+    ('manila.share.drivers.service_instance', 'ServiceInstanceManager',
+     '_get_or_create_security_group',
+     'service_instance_get_or_create_security_group'),
+    ('manila.share.drivers.service_instance', 'ServiceInstanceManager',
+     '_get_key', 'service_instance_get_key'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     'teardown_network',
+     'service_instance_setup_and_teardown_network_for_instance'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     'setup_network',
+     'service_instance_setup_and_teardown_network_for_instance'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     '_get_service_port', 'service_instance_get_service_port'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     '_add_fixed_ips_to_service_port',
+     'service_instance_add_fixed_ips_to_service_port'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     '_get_private_router', 'service_instance_get_private_router'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     '_get_service_subnet', 'service_instance_get_service_subnet'),
+    ('manila.share.drivers.service_instance', 'NeutronNetworkHelper',
+     '_get_all_service_subnets', 'service_instance_get_all_service_subnets'),
+)
+
+
+def _rewrap_import_time_locks(synchronized):
+    """Re-decorate the methods of IMPORT_TIME_LOCKS with ``synchronized``;
+    returns ``[(class, name, original)]`` to undo it."""
+    import importlib
+    undo = []
+    for module_name, class_name, method, lock_name in IMPORT_TIME_LOCKS:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except (ImportError, AttributeError) as exc:
+            LOG.debug('hacluster: %s.%s not available (%s)', module_name,
+                      class_name, exc)
+            continue
+        original = cls.__dict__.get(method)
+        inner = getattr(original, '__wrapped__', None)
+        if inner is None:
+            # another manila: say so rather than guess
+            LOG.warning('hacluster: %s.%s.%s is not a locked method here; its '
+                        'lock %r stays node-local', module_name, class_name,
+                        method, lock_name)
+            continue
+        setattr(cls, method, synchronized(lock_name, external=True)(inner))
+        undo.append((cls, method, original))
+    return undo
+
+
 def install(coordinator, on_stop=None):
-    """Point manila's lock factories at ``coordinator``. Returns a function
-    that restores manila's own. Not thread-safe against locks being taken
-    at the same moment: call before the RPC server starts."""
+    """Point manila's lock factories (and the import-time locks of
+    :data:`IMPORT_TIME_LOCKS`) at ``coordinator``. Returns a function that
+    restores manila's own. Not thread-safe against locks being taken at the
+    same moment: call before the RPC server starts."""
     from manila import coordination
     from manila import utils
 
     old_sync = utils.synchronized
     old_coord = coordination.LOCK_COORDINATOR
-    utils.synchronized = make_synchronized(coordinator)
+    synchronized = make_synchronized(coordinator)
+    utils.synchronized = synchronized
     coordination.LOCK_COORDINATOR = LockCoordinator(coordinator,
                                                     on_stop=on_stop)
+    undo = _rewrap_import_time_locks(synchronized)
 
     def restore():
         utils.synchronized = old_sync
         coordination.LOCK_COORDINATOR = old_coord
+        for cls, method, original in undo:
+            setattr(cls, method, original)
     return restore

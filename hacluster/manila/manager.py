@@ -22,9 +22,9 @@ What changes against manila's own ``ShareManager`` when clustered:
   (:class:`hacluster.manila.driver.HAShareDriverMixin`), else the service
   refuses to start.
 * manila's locks become cluster locks (:mod:`hacluster.manila.locks`).
-* Each share, snapshot and replica operation received over RPC runs under
-  a claim; a node's death inside one is repaired by a survivor
-  (:data:`hacluster.manila.driver.CLAIMED_OPERATIONS`).
+* The share, snapshot and replica operations of
+  :data:`hacluster.manila.driver.CLAIMED_OPERATIONS` run under a claim; a
+  node's death inside one is repaired by a survivor.
 * The start-up "ensure" pass runs on the first node of the cluster only:
   a node joining while others serve the backend must not put their shares
   into ``ensuring``.
@@ -90,29 +90,69 @@ def task_name(manila_name):
 
 def _claimed(method_name):
     """Wrap ShareManager.<method_name> in the claim its operation needs."""
-    resource_type, operation, arg = _driver.CLAIMED_OPERATIONS[method_name]
+    spec = _driver.CLAIMED_OPERATIONS[method_name]
+    resource_type, operation, arg = spec[:3]
+    recorded = spec[3] if len(spec) > 3 else ()
     base = getattr(share_manager.ShareManager, method_name)
     signature = inspect.signature(base)
 
     @functools.wraps(base)
     def wrapper(self, *args, **kwargs):
         try:
-            resource_id = signature.bind(self, *args,
-                                         **kwargs).arguments.get(arg)
+            bound = signature.bind(self, *args, **kwargs)
         except TypeError:
-            resource_id = None       # let manila report the bad call
+            bound = None             # let manila report the bad call
+        resource_id = bound.arguments.get(arg) if bound else None
         if not resource_id:
             return base(self, *args, **kwargs)
-        with self._ha_claim(resource_type, resource_id, operation):
+        data = {name: bound.arguments[name] for name in recorded
+                if name in bound.arguments} or None
+        with _SafeClaim(self.ha_coordinator, resource_type, resource_id,
+                        operation, data):
             return base(self, *args, **kwargs)
     return wrapper
 
 
-class _NoClaim:
+class _SafeClaim:
+    """A claim around an RPC operation that never stops the operation.
+
+    The RPC message is already acknowledged when the handler runs: if the
+    claim cannot be recorded (etcd down, coordinator stopping, a local file
+    that cannot be written), refusing to work would strand the resource in
+    its transitional status for good. The operation runs unprotected then,
+    and the log says so.
+    """
+
+    def __init__(self, coordinator, resource_type, resource_id, operation,
+                 data):
+        self._args = (resource_type, resource_id, operation, data)
+        self._coord = coordinator
+        self._claim = None
+
     def __enter__(self):
-        return None
+        if self._coord is None:
+            return None
+        try:
+            claim = self._coord.claim(*self._args)
+            claim.__enter__()
+        except (exceptions.HAClusterError, OSError) as exc:
+            LOG.error('hacluster: could not record a claim for %s of %s %s '
+                      '(%s); running it without crash protection',
+                      self._args[2], self._args[0], self._args[1], exc)
+            return None
+        self._claim = claim
+        return claim
 
     def __exit__(self, *exc):
+        if self._claim is not None:
+            try:
+                self._claim.__exit__(*exc)
+            except (exceptions.HAClusterError, OSError) as err:
+                # the operation is over; a claim left behind is recovered
+                # as if this node died (idempotent handlers)
+                LOG.error('hacluster: could not remove the claim for %s of '
+                          '%s %s: %s', self._args[2], self._args[0],
+                          self._args[1], err)
         return False
 
 
@@ -139,6 +179,13 @@ class HAShareManager(share_manager.ShareManager):
             raise exceptions.ConfigurationError(
                 '[coordination] backend_url: %s' % exc, cause=exc) from exc
         self.ha_clustered = parsed.kind != 'file'
+        backends = CONF.enabled_share_backends or []
+        if CONF.hacluster.cluster and len(backends) > 1:
+            raise exceptions.ConfigurationError(
+                '[hacluster] cluster = %s is set while enabled_share_backends '
+                'names %d backends (%s): each backend is a cluster of its own '
+                '(named host@backend by default); unset [hacluster] cluster'
+                % (CONF.hacluster.cluster, len(backends), ', '.join(backends)))
         self.ha_cluster = CONF.hacluster.cluster or self.host
         driver = self.driver
         if self.ha_clustered and not getattr(driver, 'SUPPORTS_ACTIVE_ACTIVE',
@@ -157,6 +204,7 @@ class HAShareManager(share_manager.ShareManager):
         self.ha_coordinator = None
         self.ha_runner = None
         self._ha_restore_locks = None
+        self._ha_starting = False
         self._ha_manila_tasks = list(type(self)._periodic_tasks)
         if self.ha_clustered:
             # manila's own periodic loop (Service.periodic_tasks) runs
@@ -174,14 +222,24 @@ class HAShareManager(share_manager.ShareManager):
             uses this node name (the worker exits; cotyledon restarts it).
         """
         self._ha_start_coordinator()
-        super().init_host(service_id=service_id)
+        self._ha_starting = True
+        try:
+            super().init_host(service_id=service_id)
+        finally:
+            self._ha_starting = False
 
     def init_host_with_rpc(self, *args, **kwargs):
+        """Once the node serves: recovery handlers (which make it run for
+        leader -- only a node that serves may lead), then the periodic
+        tasks."""
         super().init_host_with_rpc(*args, **kwargs)
         coord = self.ha_coordinator
-        if coord is not None and not coord.single_node:
-            coord.update_member(ready=True)
-            self._ha_start_periodic()
+        if coord is not None:
+            if hasattr(self.driver, 'ha_register_recovery'):
+                self.driver.ha_register_recovery()
+            if not coord.single_node:
+                coord.update_member(ready=True)
+                self._ha_start_periodic()
         # (the test rig waits for this line)
         LOG.info('hacluster: manila-share ready: %s serves %s (%s)',
                  coord.node if coord else CONF.host, self.host,
@@ -209,7 +267,7 @@ class HAShareManager(share_manager.ShareManager):
                  coord.cluster, coord.node,
                  'single-node' if coord.single_node else coord.url.safe)
         if hasattr(self.driver, 'ha_attach'):
-            self.driver.ha_attach(coord, self.db)
+            self.driver.ha_attach(coord, self.db, recover=False)
         if not coord.single_node:
             self._ha_restore_locks = _locks.install(coord,
                                                     on_stop=self.ha_stop)
@@ -248,33 +306,39 @@ class HAShareManager(share_manager.ShareManager):
                                    name=hname)(run)
 
     def ha_stop(self):
-        """Leave the cluster cleanly: stop the periodic tasks, give manila
-        its own locks back, stop the coordinator (which waits a little for
-        open claims). Called when manila's Service stops. Blocks."""
+        """Leave the cluster cleanly: stop the periodic tasks, then the
+        coordinator, which waits (up to its claim grace, 30 s) for the
+        operations still running under claims -- manila's RPC server stops
+        taking messages before this, but does not wait for the handlers
+        that run. Called when manila's Service stops. Blocks.
+
+        manila's locks are not given back: the process is exiting, and an
+        operation still running must not fall back to node-local locks
+        while the other nodes use cluster locks. A lock asked for after the
+        coordinator stopped raises (fails closed)."""
         runner, self.ha_runner = self.ha_runner, None
         if runner is not None:
             try:
                 runner.stop()
             except Exception:
                 LOG.exception('hacluster: stopping the periodic tasks')
-        restore, self._ha_restore_locks = self._ha_restore_locks, None
-        if restore is not None:
-            restore()
-        coord, self.ha_coordinator = self.ha_coordinator, None
+        coord = self.ha_coordinator
         if coord is not None:
-            if hasattr(self.driver, 'ha_detach'):
-                self.driver.ha_detach()
             coord.stop()
 
     # -- ensure -------------------------------------------------------------------
 
     def ensure_driver_resources(self, ctxt, skip_backend_info_check=False):
-        """manila's ensure pass, on the first node of the cluster only.
+        """manila's ensure pass; at start-up, on the first node only.
 
-        Serialized by the cluster lock ``hacluster-ensure``; a node that
-        finds another member that finished starting (``ready``) skips it:
-        that member serves the backend's shares, and re-ensuring them would
-        flip them all to ``ensuring`` under its feet.
+        Serialized by the cluster lock ``hacluster-ensure``. At start-up
+        (from :meth:`init_host`) a node that finds another member that has
+        ensured or serves (``ensured``/``ready`` in its member record)
+        skips it: that member serves the backend's shares, and re-ensuring
+        them would flip them all to ``ensuring`` under its feet. The marker
+        is written before the lock is released, so of nodes starting
+        together exactly one ensures. An operator's explicit request
+        (manila's ``ensure-shares`` API) always runs.
         """
         coord = self.ha_coordinator
         if coord is None or coord.single_node:
@@ -283,35 +347,23 @@ class HAShareManager(share_manager.ShareManager):
         lock = coord.get_lock(ENSURE_LOCK)
         lock.acquire(True)
         try:
-            serving = sorted(node for node, record in
-                             coord.get_members().items()
-                             if node != coord.node and record.get('ready'))
-            if serving:
-                LOG.info('hacluster: %s: not re-ensuring the backend\'s '
-                         'shares: %s already serve(s) them', coord.node,
-                         ', '.join(serving))
-                return None
-            return super().ensure_driver_resources(
+            if self._ha_starting:
+                serving = sorted(
+                    node for node, record in coord.get_members().items()
+                    if node != coord.node and
+                    (record.get('ready') or record.get('ensured')))
+                if serving:
+                    LOG.info('hacluster: %s: not re-ensuring the backend\'s '
+                             'shares: %s already serve(s) them', coord.node,
+                             ', '.join(serving))
+                    coord.update_member(ensured=True)
+                    return None
+            result = super().ensure_driver_resources(
                 ctxt, skip_backend_info_check=skip_backend_info_check)
+            coord.update_member(ensured=True)
+            return result
         finally:
             _locks._release(lock, 'ensure_driver_resources')
-
-    # -- claims ---------------------------------------------------------------------
-
-    def _ha_claim(self, resource_type, resource_id, operation):
-        coord = self.ha_coordinator
-        if coord is None:
-            return _NoClaim()
-        try:
-            return coord.claim(resource_type, resource_id, operation)
-        except exceptions.HAClusterError as exc:
-            # The RPC message is already acknowledged: refusing to work
-            # would strand the resource in its transitional status for
-            # good. Run it unprotected and say so.
-            LOG.error('hacluster: could not record a claim for %s of %s %s '
-                      '(%s); running it without crash protection',
-                      operation, resource_type, resource_id, exc)
-            return _NoClaim()
 
     # -- fan-out periodic tasks -------------------------------------------------------
 

@@ -86,8 +86,6 @@ def _select_backend():
     manila-share chooses threading -- keeps its choice."""
     from oslo_service import backend
 
-    if backend.get_backend_type() is not None:
-        return
     patched = False
     try:
         import sys
@@ -96,6 +94,18 @@ def _select_backend():
             patched = eventlet.patcher.is_monkey_patched('thread')
     except Exception:
         patched = False
+    chosen = backend.get_backend_type()
+    if chosen is not None:
+        if chosen == backend.BackendType.EVENTLET and not patched:
+            # e.g. a module imported oslo.service's eventlet-only parts
+            # before anyone chose: green timers in an unpatched process run
+            # only while the main thread yields to eventlet's hub
+            LOG.warning('hacluster: oslo.service runs its eventlet backend '
+                        'in a process that is not monkey-patched: periodic '
+                        'tasks will not run on time. Choose the threading '
+                        'backend (oslo_service.backend.init_backend) before '
+                        'importing oslo.service users.')
+        return
     try:
         backend.init_backend(backend.BackendType.EVENTLET if patched
                              else backend.BackendType.THREADING)

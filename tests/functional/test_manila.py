@@ -104,6 +104,21 @@ def test_three_nodes_share_the_work(manila_cluster):
         assert 3 <= len(events) <= 6, (instance_id, len(events))
     pollers = _by_node(polls)
     assert len(pollers) >= 2, pollers     # spread over the members
+    for instance_id in waiting:
+        cluster.client('set-status', instance_id, 'available')
+
+    # A clean stop of every node, then all three start at once: exactly
+    # one of them runs manila's ensure pass (manila alone: all three, each
+    # flipping every share to 'ensuring' under the others).
+    for name in cluster.nodes:
+        cluster.stop(name)
+    began = time.time()
+    cluster.start()
+    ensured = cluster.events('ensure_share', since=began)
+    assert len(_by_node(ensured)) == 1, _by_node(ensured)
+    assert sorted(e['id'] for e in ensured) == sorted(ids)
+    assert set(s['status'] for s in cluster.statuses().values()) == \
+        {'available'}
 
 
 def test_sigkill_mid_create_is_repaired_and_restart_leaves_shares_alone(
@@ -151,6 +166,28 @@ def test_sigkill_mid_create_is_repaired_and_restart_leaves_shares_alone(
     rc, out, err = cluster.hacluster('status')
     assert rc == 0, out + err
     assert 'claims (0)' in out, out
+
+
+def test_sigkill_mid_delete_is_finished_by_a_survivor(manila_cluster):
+    """A node SIGKILLed inside delete_share: the delete is handed to a live
+    node through the backend's queue and finished (the share is gone)."""
+    cluster = manila_cluster(delays={'delete_share': 6}).start()
+    ids = [s['instance_id'] for s in cluster.create_shares(3)]
+    cluster.wait_statuses(ids, {'available'}, 60)
+    cluster.client('delete', *ids)
+    wait_for(lambda: len(cluster.events('delete_share')) == 3, 20,
+             'three deletes in flight')
+    first = {}
+    for e in cluster.events('delete_share'):
+        first.setdefault(e['id'], e['node'])
+    victim_share, victim = sorted(first.items())[0]
+    cluster.kill(victim)
+    wait_for(lambda: not set(ids) & set(cluster.statuses()), 40,
+             'every share deleted')
+    again = [e for e in cluster.events('delete_share')
+             if e['id'] == victim_share]
+    assert len(again) == 2, again          # cut short, then finished
+    assert again[1]['node'] != victim
 
 
 def test_single_node_mode_is_plain_manila(manila_cluster, tmp_path):

@@ -8,6 +8,13 @@ import time
 
 import pytest
 
+from hacluster.periodic import runner as _runner
+
+# Importing manila's share manager imports oslo.service modules that pin
+# the process to oslo.service's default backend (eventlet) if none was
+# chosen -- and this module is imported at collection, before every other
+# test. Choose first, as manila-share itself does (threading, unpatched).
+_runner._select_backend()
 share_manager = pytest.importorskip('manila.share.manager')
 
 from hacluster import coordinator as _coordinator  # noqa: E402
@@ -35,16 +42,59 @@ def test_fanout_tasks_have_a_lister_and_a_handler():
 
 
 @pytest.mark.parametrize('method', sorted(ha_driver.CLAIMED_OPERATIONS))
-def test_claimed_rpc_methods_keep_manilas_signature(method):
-    """oslo.messaging calls endpoint methods with keyword arguments: the
-    wrapper must accept exactly what manila's method accepts, and the
-    argument naming the resource must exist."""
-    base = getattr(share_manager.ShareManager, method)
-    ours = getattr(ha_manager.HAShareManager, method)
-    assert ours is not base
-    assert inspect.signature(ours) == inspect.signature(base)
-    arg = ha_driver.CLAIMED_OPERATIONS[method][2]
-    assert arg in inspect.signature(base).parameters
+def test_claimed_rpc_methods_exist_with_the_named_argument(method):
+    """oslo.messaging calls endpoint methods by name with keyword
+    arguments: each wrapped method must be manila's, with the argument that
+    names the resource (and those recorded in the claim)."""
+    base = share_manager.ShareManager.__dict__[method]
+    assert ha_manager.HAShareManager.__dict__[method] is not base
+    params = inspect.signature(base).parameters
+    spec = ha_driver.CLAIMED_OPERATIONS[method]
+    for arg in (spec[2],) + tuple(spec[3] if len(spec) > 3 else ()):
+        assert arg in params, (method, arg)
+
+
+def _wrapped_delete(monkeypatch, seen):
+    """HAShareManager's claim wrapper around a stand-in for manila's
+    delete_share_instance (same signature) that records the claims open
+    while it runs."""
+    def delete_share_instance(self, context, share_instance_id, force=False,
+                              deferred_delete=False):
+        seen.append([dict(c) for c in self.ha_coordinator.list_claims()]
+                    if self.ha_coordinator.running else 'stopped')
+        return 'deleted'
+    monkeypatch.setattr(share_manager.ShareManager, 'delete_share_instance',
+                        delete_share_instance)
+    return ha_manager._claimed('delete_share_instance')
+
+
+def test_an_rpc_operation_runs_under_a_claim(monkeypatch, local_coord):
+    seen = []
+    wrapper = _wrapped_delete(monkeypatch, seen)
+    mgr = ha_manager.HAShareManager.__new__(ha_manager.HAShareManager)
+    mgr.ha_coordinator = local_coord
+    # as oslo.messaging calls it: context positional, the rest by keyword
+    assert wrapper(mgr, 'ctx', share_instance_id='si-1', force=True) == \
+        'deleted'
+    [claims] = seen
+    assert [(c['resource_type'], c['resource_id'], c['operation'],
+             c['data']) for c in claims] == [
+        ('share_instance', 'si-1', 'delete', {'force': True})]
+    assert local_coord.list_claims() == []          # closed afterwards
+
+
+def test_an_rpc_operation_runs_even_if_its_claim_cannot_be_written(
+        monkeypatch, local_coord, caplog):
+    """The message is acknowledged already: a claim that cannot be
+    recorded must not strand the share in its transitional status."""
+    seen = []
+    wrapper = _wrapped_delete(monkeypatch, seen)
+    mgr = ha_manager.HAShareManager.__new__(ha_manager.HAShareManager)
+    mgr.ha_coordinator = local_coord
+    local_coord.stop()
+    assert wrapper(mgr, 'ctx', share_instance_id='si-2') == 'deleted'
+    assert seen == ['stopped']
+    assert 'without crash protection' in caplog.text
 
 
 class _Claim(dict):
@@ -106,7 +156,8 @@ def test_recovery_moves_only_what_is_still_in_flight():
 
 
 def test_every_claimed_operation_has_a_recovery():
-    for resource_type, operation, _ in ha_driver.CLAIMED_OPERATIONS.values():
+    for spec in ha_driver.CLAIMED_OPERATIONS.values():
+        resource_type, operation = spec[:2]
         assert callable(getattr(ha_driver.HAShareDriverMixin,
                                 'ha_recover_%s_%s' % (resource_type,
                                                       operation)))
