@@ -190,30 +190,35 @@ class HAShareDriverMixin:
             lambda i, v: db.share_instance_update(ctx, i, v),
             claim.resource_id, from_status, values, claim)
 
-    def _ha_share_instances(self, ctx, claim, from_status, values):
+    def _ha_instances_of(self, what, parent, update, claim, from_status,
+                         values):
+        """Move every instance of ``parent()`` (a share or a snapshot,
+        read now; gone: nothing to do) still in ``from_status``."""
         from manila import exception
         try:
-            share = self._ha_db.share_get(ctx, claim.resource_id)
+            instances = parent().instances
         except exception.NotFound:
             return
-        for instance in share.instances:
-            self._ha_move(
-                'share instance', lambda i: instance,
-                lambda i, v: self._ha_db.share_instance_update(ctx, i, v),
-                instance['id'], from_status, values, claim)
+        for instance in instances:
+            self._ha_move(what, lambda i, current=instance: current, update,
+                          instance['id'], from_status, values, claim)
+
+    def _ha_share_instances(self, ctx, claim, from_status, values,
+                            share_id=None):
+        db = self._ha_db
+        self._ha_instances_of(
+            'share instance',
+            lambda: db.share_get(ctx, share_id or claim.resource_id),
+            lambda i, v: db.share_instance_update(ctx, i, v),
+            claim, from_status, values)
 
     def _ha_snapshot_instances(self, ctx, claim, from_status, values):
-        from manila import exception
-        try:
-            snapshot = self._ha_db.share_snapshot_get(ctx, claim.resource_id)
-        except exception.NotFound:
-            return
-        for instance in snapshot.instances:
-            self._ha_move(
-                'snapshot instance', lambda i: instance,
-                lambda i, v: self._ha_db.share_snapshot_instance_update(
-                    ctx, i, v),
-                instance['id'], from_status, values, claim)
+        db = self._ha_db
+        self._ha_instances_of(
+            'snapshot instance',
+            lambda: db.share_snapshot_get(ctx, claim.resource_id),
+            lambda i, v: db.share_snapshot_instance_update(ctx, i, v),
+            claim, from_status, values)
 
     def ha_recover_share_instance_create(self, ctx, claim):
         """A create cut short cannot be trusted to be whole: ``error``
@@ -269,13 +274,9 @@ class HAShareDriverMixin:
             return
         self._ha_snapshot_instances(ctx, claim, ('restoring',),
                                     {'status': 'available'})
-        share = self._ha_db.share_get(ctx, snapshot['share_id'])
-        for instance in share.instances:
-            self._ha_move(
-                'share instance', lambda i: instance,
-                lambda i, v: self._ha_db.share_instance_update(ctx, i, v),
-                instance['id'], ('reverting',),
-                {'status': 'reverting_error'}, claim)
+        self._ha_share_instances(ctx, claim, ('reverting',),
+                                 {'status': 'reverting_error'},
+                                 share_id=snapshot['share_id'])
 
     def ha_recover_share_instance_create_replica(self, ctx, claim):
         self._ha_instance(ctx, claim, ('creating',),

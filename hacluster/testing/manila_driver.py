@@ -15,6 +15,7 @@ processes of a test can share one file.
 
 import json
 import os
+import re
 import threading
 import time
 
@@ -49,6 +50,10 @@ def record(event, **fields):
 class HADummyDriver(ha_driver.HAShareDriverMixin, dummy.DummyDriver):
     """DummyDriver + the mixin + an event trace.
 
+    A share whose display name starts with ``slow<seconds>-`` takes that
+    much longer to create (on top of the configured delay), so one slow
+    create can be cut short among fast ones.
+
     ``get_share_status`` (which DummyDriver lacks) keeps a share in its
     pending status until it has been polled ``HACLUSTER_DUMMY_POLLS`` times
     (default: forever), counting the polls in the private storage shared by
@@ -61,6 +66,10 @@ class HADummyDriver(ha_driver.HAShareDriverMixin, dummy.DummyDriver):
 
     def create_share(self, context, share, share_server=None):
         record('create_share.start', id=share['id'])
+        slow = re.match(r'slow(\d+(?:\.\d+)?)-', share.get('display_name')
+                        or '')
+        if slow:
+            time.sleep(float(slow.group(1)))
         result = super().create_share(context, share, share_server)
         record('create_share.end', id=share['id'])
         return result

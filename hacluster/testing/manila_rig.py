@@ -26,6 +26,7 @@ import uuid
 from hacluster.testing import servers
 
 HA_MANAGER = 'hacluster.manila.manager.HAShareManager'
+PLAIN_MANAGER = 'manila.share.manager.ShareManager'
 HA_DRIVER = 'hacluster.testing.manila_driver.HADummyDriver'
 PLAIN_DRIVER = 'manila.tests.share.drivers.dummy.DummyDriver'
 TEMPLATE_DB = 'manila_template'
@@ -140,14 +141,20 @@ class Node:
             return ''
 
     def wait_ready(self, timeout=90.0):
-        """Block until this node logs that it serves RPC.
+        """Block until this node logs that it serves RPC (manila's own
+        manager: that its driver is initialized).
 
         :raises ServerStartError: it exited or did not get ready in time
             (with the tail of its log).
         """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if READY_MARK in self.log_since_start():
+            log = self.log_since_start()
+            if READY_MARK in log or (
+                    self.cluster.manager != HA_MANAGER and
+                    'Finished initialization of driver' in log):
+                if READY_MARK not in log:
+                    time.sleep(1)       # manila's RPC server starts next
                 return self
             if not self.running:
                 break
@@ -186,6 +193,8 @@ class ManilaCluster:
         spacing of the stats and share-status polls.
     :param delays: DummyDriver method delays, ``{method: seconds}``.
     :param driver: the share driver class path.
+    :param manager: the share manager class path (manila's own
+        ``PLAIN_MANAGER`` for baselines).
     :param extra: more config, ``{section: {key: value}}`` for every node.
     """
 
@@ -193,7 +202,7 @@ class ManilaCluster:
                  nodes=('node1', 'node2', 'node3'), cluster=None,
                  periodic_interval=2, delays=None, driver=HA_DRIVER,
                  extra=None, extra_env=None, host='hagroup',
-                 workdir=None):
+                 workdir=None, manager=HA_MANAGER):
         self.pg = pg
         self.transport_url = transport_url
         self.backend_url = backend_url
@@ -203,6 +212,7 @@ class ManilaCluster:
         self.periodic_interval = periodic_interval
         self.delays = dict(delays or {})
         self.driver = driver
+        self.manager = manager
         self.extra = extra or {}
         self.extra_env = dict(extra_env or {})
         self._own_workdir = workdir is None
@@ -229,7 +239,7 @@ class ManilaCluster:
             'DEFAULT': {
                 'host': self.host,
                 'enabled_share_backends': BACKEND,
-                'share_manager': HA_MANAGER,
+                'share_manager': self.manager,
                 'transport_url': self.transport_url,
                 'state_path': node.dir if node else self.workdir,
                 'periodic_interval': self.periodic_interval,

@@ -436,7 +436,19 @@ def _http_json(url, data=None, timeout=1.0):
 # etcd
 
 
-class EtcdServer:
+class _Server:
+    """``with server:`` starts it unless running; leaving closes it."""
+
+    def __enter__(self):
+        if not self.running:
+            self.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+
+class EtcdServer(_Server):
     """One etcd member on 127.0.0.1.
 
     With no arguments this is a single-member cluster on two free ports with
@@ -720,14 +732,6 @@ class EtcdServer:
                 shutil.rmtree(self.data_dir, ignore_errors=True)
             _unregister(self)
 
-    def __enter__(self):
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
 
 class EtcdCluster:
     """``size`` etcd members on 127.0.0.1 forming one cluster.
@@ -873,7 +877,7 @@ class EtcdCluster:
 # RabbitMQ
 
 
-class RabbitMQServer:
+class RabbitMQServer(_Server):
     """A private RabbitMQ broker (no plugins) on 127.0.0.1.
 
     Runs ``/usr/lib/rabbitmq/bin/rabbitmq-server`` directly (not the
@@ -1296,20 +1300,12 @@ class RabbitMQServer:
             shutil.rmtree(self.data_dir, ignore_errors=True)
             _unregister(self)
 
-    def __enter__(self):
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
-
 
 # --------------------------------------------------------------------------
 # PostgreSQL
 
 
-class PostgresServer:
+class PostgresServer(_Server):
     """A private PostgreSQL server on 127.0.0.1 (trust authentication).
 
     ``initdb`` makes a new cluster in a temporary directory; the server
@@ -1498,14 +1494,6 @@ class PostgresServer:
             self._closed = True
             shutil.rmtree(self.base_dir, ignore_errors=True)
             _unregister(self)
-
-    def __enter__(self):
-        if not self.running:
-            self.start()
-        return self
-
-    def __exit__(self, *exc_info):
-        self.close()
 
 
 def _check_ident(name):
