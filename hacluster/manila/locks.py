@@ -93,6 +93,34 @@ class ToozLock:
         self.release()
 
 
+class PendingLockCoordinator:
+    """Stands in for ``manila.coordination.LOCK_COORDINATOR`` from the HA
+    manager's construction (in the cotyledon master) until the worker has
+    joined the cluster.
+
+    manila 23's ``share.api.API()``, built by the ShareManager constructor,
+    starts manila's own tooz coordinator on ``[coordination] backend_url``:
+    in the master, before the fork, with a heartbeat thread the worker does
+    not inherit -- and, with etcd unreachable, crashing the service before
+    it could wait for etcd. This stand-in makes that ``start()`` a no-op;
+    a lock asked of it (nothing should, before the worker joined) raises.
+    """
+
+    started = True
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def get_lock(self, name):
+        from hacluster import exceptions
+        raise exceptions.NotStarted(
+            'manila lock %r asked for before this node joined its cluster'
+            % (name,))
+
+
 class LockCoordinator:
     """Stands in for ``manila.coordination.LOCK_COORDINATOR``.
 
@@ -176,6 +204,15 @@ def _rewrap_import_time_locks(synchronized):
         setattr(cls, method, synchronized(lock_name, external=True)(inner))
         undo.append((cls, method, original))
     return undo
+
+
+def defer_manilas_coordinator():
+    """Put :class:`PendingLockCoordinator` in place of manila's lock
+    coordinator (call before building a ShareManager). Returns manila's."""
+    from manila import coordination
+    old = coordination.LOCK_COORDINATOR
+    coordination.LOCK_COORDINATOR = PendingLockCoordinator()
+    return old
 
 
 def install(coordinator, on_stop=None):

@@ -170,7 +170,6 @@ class HAShareManager(share_manager.ShareManager):
 
     def __init__(self, share_driver=None, service_name=None, *args,
                  **kwargs):
-        super().__init__(share_driver, service_name, *args, **kwargs)
         _opts.register_opts(CONF)
         backend_url = CONF.coordination.backend_url
         try:
@@ -179,6 +178,11 @@ class HAShareManager(share_manager.ShareManager):
             raise exceptions.ConfigurationError(
                 '[coordination] backend_url: %s' % exc, cause=exc) from exc
         self.ha_clustered = parsed.kind != 'file'
+        if self.ha_clustered:
+            # before manila's constructor starts its own tooz coordinator
+            # on the same URL (see locks.PendingLockCoordinator)
+            _locks.defer_manilas_coordinator()
+        super().__init__(share_driver, service_name, *args, **kwargs)
         backends = CONF.enabled_share_backends or []
         if CONF.hacluster.cluster and len(backends) > 1:
             raise exceptions.ConfigurationError(
@@ -261,7 +265,7 @@ class HAShareManager(share_manager.ShareManager):
         coord = _opts.coordinator_from_conf(
             CONF, cluster=self.ha_cluster, lock_path=parsed.path,
             config=coord_config, rpc_version=self.RPC_API_VERSION)
-        coord.start()
+        self._ha_join(coord)
         self.ha_coordinator = coord
         LOG.info('hacluster: %s joined cluster %s as %s (%s)', self.host,
                  coord.cluster, coord.node,
@@ -271,6 +275,29 @@ class HAShareManager(share_manager.ShareManager):
         if not coord.single_node:
             self._ha_restore_locks = _locks.install(coord,
                                                     on_stop=self.ha_stop)
+
+    def _ha_join(self, coord, max_backoff=60.0):
+        """Start ``coord``, retrying until it is a member.
+
+        A node that cannot join (etcd unreachable, or another live process
+        uses this node name) must not serve: it cannot lock or claim. As
+        manila does for a driver that fails to set up, it keeps trying,
+        with backoff (2 s doubling to ``max_backoff``), logging each
+        failure -- rather than exiting and being respawned by cotyledon
+        every second. Blocks until joined.
+        """
+        import time
+        delay = 2.0
+        while True:
+            try:
+                coord.start()
+                return
+            except exceptions.HAClusterError as exc:
+                LOG.error('hacluster: %s cannot join cluster %s as %s (%s); '
+                          'not serving; retrying in %.0f s', self.host,
+                          coord.cluster, coord.node, exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, max_backoff)
 
     def _ha_start_periodic(self):
         from hacluster.periodic import runner as _runner

@@ -10,6 +10,9 @@ the scheduler would send, through manila's own modules (``manila.db``,
     python -m hacluster.testing.manila_client --config-file C \\
         set-status ID STATUS
     python -m hacluster.testing.manila_client --config-file C delete ID...
+    python -m hacluster.testing.manila_client --config-file C \\
+        allow-access ID 10.0.0.7
+    python -m hacluster.testing.manila_client --config-file C access ID
 
 Every command prints one JSON document on stdout. The config file needs
 ``[DEFAULT] host`` and ``enabled_share_backends`` (the backend whose queue
@@ -119,6 +122,28 @@ def delete(conf, instance_ids):
     return {'deleting': list(instance_ids)}
 
 
+def allow_access(conf, instance_id, ip):
+    """Grant ``ip`` rw access to the instance's share, as manila-api does:
+    the rule in the database, then the update_access cast."""
+    from manila import db
+    from manila.share import rpcapi
+    ctx = _context()
+    instance = db.share_instance_get(ctx, instance_id, with_share_data=True)
+    rule = db.share_access_create(ctx, {
+        'share_id': instance['share_id'], 'access_type': 'ip',
+        'access_to': ip, 'access_level': 'rw'})
+    rpcapi.ShareAPI().update_access(ctx, instance)
+    return {'access_id': rule['id']}
+
+
+def access(conf, instance_id):
+    """``{access_to: state}`` of the instance's rules."""
+    from manila import db
+    ctx = _context()
+    return {r['access_to']: r['state'] for r in
+            db.share_access_get_all_for_instance(ctx, instance_id)}
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog='manila_client')
     parser.add_argument('--config-file', required=True)
@@ -133,6 +158,11 @@ def main(argv=None):
     p.add_argument('status')
     p = sub.add_parser('delete')
     p.add_argument('instance_ids', nargs='+')
+    p = sub.add_parser('allow-access')
+    p.add_argument('instance_id')
+    p.add_argument('ip')
+    p = sub.add_parser('access')
+    p.add_argument('instance_id')
     args = parser.parse_args(argv)
     conf = _init(args.config_file)
     if args.command == 'create':
@@ -141,6 +171,10 @@ def main(argv=None):
         result = status(conf)
     elif args.command == 'set-status':
         result = set_status(conf, args.instance_id, args.status)
+    elif args.command == 'allow-access':
+        result = allow_access(conf, args.instance_id, args.ip)
+    elif args.command == 'access':
+        result = access(conf, args.instance_id)
     else:
         result = delete(conf, args.instance_ids)
     json.dump(result, sys.stdout)

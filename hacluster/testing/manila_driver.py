@@ -36,7 +36,11 @@ def record(event, **fields):
     try:
         node = cfg.CONF.hacluster.node_name
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
-        node = None
+        # manila's own manager (a baseline) never registers [hacluster]:
+        # the rig writes node_name all the same
+        from hacluster import opts
+        opts.register_opts(cfg.CONF)
+        node = cfg.CONF.hacluster.node_name
     line = json.dumps(dict(fields, t=time.time(), node=node,
                            pid=os.getpid(), event=event)) + '\n'
     with _LOCK:

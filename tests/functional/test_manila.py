@@ -190,6 +190,41 @@ def test_sigkill_mid_delete_is_finished_by_a_survivor(manila_cluster):
     assert again[1]['node'] != victim
 
 
+def test_manilas_own_locks_are_cluster_locks(manila_cluster, etcd):
+    """The access-rule lock manila's code takes (``utils.synchronized(
+    'locked_access_rules_operation_by_share_instance_<id>', external=True)``
+    deep in manila.share.access) is taken in etcd, by the node serving the
+    request: every acquisition is one key under the cluster's locks/."""
+    from hacluster import _etcd
+    from hacluster import keys
+
+    cluster = manila_cluster(nodes=('node1', 'node2')).start()
+    [instance_id] = [s['instance_id'] for s in cluster.create_shares(1)]
+    cluster.wait_statuses([instance_id], {'available'}, 60)
+    layout = keys.Layout(cluster.cluster)
+    client = _etcd.Client(servers_url(etcd))
+    _, revision = client.get_prefix(layout.locks)
+    taken = []
+    watch = _etcd.Watch(client, layout.locks, lambda events: taken.extend(
+        layout.lock_name_from_key(kv.key) for etype, kv in events
+        if etype == 'PUT'))
+    watch.start(revision + 1)
+    try:
+        cluster.client('allow-access', instance_id, '10.0.0.7')
+        wait_for(lambda: cluster.client('access', instance_id).get(
+            '10.0.0.7') == 'active', 30, 'the access rule applied')
+        name = ('manila-locked_access_rules_operation_by_share_instance_%s'
+                % instance_id)
+        wait_for(lambda: name in taken, 5, 'the lock seen in etcd')
+    finally:
+        watch.stop()
+
+
+def servers_url(etcd):
+    from hacluster import url
+    return url.parse(etcd.url)
+
+
 def test_single_node_mode_is_plain_manila(manila_cluster, tmp_path):
     """No etcd configured: one node works like manila's own manager (its
     own periodic loop, its own locks), and a create cut short by a crash
@@ -215,6 +250,25 @@ def test_single_node_mode_is_plain_manila(manila_cluster, tmp_path):
     cluster.start(['solo'])
     got = cluster.wait_statuses([cut], {'error', 'available'}, 20)
     assert got[cut] == 'error', got
+
+
+def test_a_node_waits_for_etcd_and_serves_once_it_is_back(
+        manila_cluster, fresh_etcd):
+    """etcd down when manila-share starts: the node does not serve (it could
+    neither lock nor claim), says why, and joins when etcd is back."""
+    fresh_etcd.stop()
+    cluster = manila_cluster(backend_url=fresh_etcd.url, nodes=('n1',))
+    node = cluster.nodes['n1']
+    node.start()
+    wait_for(lambda: 'cannot join cluster' in node.log_since_start(), 30,
+             'the node to say it cannot join')
+    assert manila_rig.READY_MARK not in node.log_since_start()
+    assert node.running
+    fresh_etcd.start()
+    node.wait_ready(60)
+    [instance_id] = [s['instance_id'] for s in cluster.create_shares(1)]
+    assert cluster.wait_statuses([instance_id], {'available', 'error'},
+                                 60)[instance_id] == 'available'
 
 
 def test_refuses_a_driver_that_has_not_opted_in(manila_cluster):
