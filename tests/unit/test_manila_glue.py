@@ -211,3 +211,24 @@ def test_lock_coordinator_stop_runs_the_managers_stop_once():
     lc.stop()
     lc.stop()
     assert calls == [1]
+
+
+def test_manilas_own_coordinator_is_deferred_until_the_node_joined():
+    """ShareManager's constructor (in the cotyledon master) starts manila's
+    lock coordinator: under the HA manager that start must do nothing, and
+    a lock asked for before the node joined must fail, not go local."""
+    from manila import coordination
+
+    from hacluster import exceptions
+
+    saved = coordination.LOCK_COORDINATOR
+    try:
+        original = ha_locks.defer_manilas_coordinator()
+        assert original is saved
+        pending = coordination.LOCK_COORDINATOR
+        pending.start()                       # what manila's API() does
+        assert pending.started
+        with pytest.raises(exceptions.NotStarted):
+            coordination.Lock('locked-share-network-operation-1')
+    finally:
+        coordination.LOCK_COORDINATOR = saved
