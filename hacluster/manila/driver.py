@@ -285,3 +285,9 @@ class HAShareDriverMixin:
     def ha_recover_share_instance_delete_replica(self, ctx, claim):
         self._ha_instance(ctx, claim, ('deleting',),
                           {'status': 'error_deleting'})
+
+
+class DefaultRecovery(HAShareDriverMixin):
+    """The mixin's database-only recovery on its own: what the HA manager
+    uses for a driver without the mixin (allowed in single-node mode only),
+    so a crash there is repaired at the next start all the same."""

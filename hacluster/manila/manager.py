@@ -239,8 +239,7 @@ class HAShareManager(share_manager.ShareManager):
         super().init_host_with_rpc(*args, **kwargs)
         coord = self.ha_coordinator
         if coord is not None:
-            if hasattr(self.driver, 'ha_register_recovery'):
-                self.driver.ha_register_recovery()
+            self._ha_recoverer.ha_register_recovery()
             if not coord.single_node:
                 coord.update_member(ready=True)
                 self._ha_start_periodic()
@@ -270,8 +269,14 @@ class HAShareManager(share_manager.ShareManager):
         LOG.info('hacluster: %s joined cluster %s as %s (%s)', self.host,
                  coord.cluster, coord.node,
                  'single-node' if coord.single_node else coord.url.safe)
+        # The driver recovers its own operations when it has the mixin;
+        # a plain driver (single-node mode only) gets the mixin's default,
+        # database-only recovery, so its claims are recovered too.
         if hasattr(self.driver, 'ha_attach'):
-            self.driver.ha_attach(coord, self.db, recover=False)
+            self._ha_recoverer = self.driver
+        else:
+            self._ha_recoverer = _driver.DefaultRecovery()
+        self._ha_recoverer.ha_attach(coord, self.db, recover=False)
         if not coord.single_node:
             self._ha_restore_locks = _locks.install(coord,
                                                     on_stop=self.ha_stop)

@@ -271,6 +271,21 @@ def test_a_node_waits_for_etcd_and_serves_once_it_is_back(
                                  60)[instance_id] == 'available'
 
 
+def test_single_node_mode_recovers_a_plain_driver_too(manila_cluster):
+    """manila's own DummyDriver (no mixin) is fine for one node; a create
+    cut short by a crash is still repaired at the next start."""
+    cluster = manila_cluster(backend_url=None, nodes=('solo',),
+                             driver=manila_rig.PLAIN_DRIVER,
+                             delays={'create_share': 6}).start()
+    [cut] = [s['instance_id'] for s in cluster.create_shares(1)]
+    time.sleep(2)             # (the plain driver records no events)
+    cluster.kill('solo')
+    assert cluster.statuses()[cut]['status'] == 'creating'
+    cluster.start(['solo'])
+    got = cluster.wait_statuses([cut], {'error', 'available'}, 20)
+    assert got[cut] == 'error', got
+
+
 def test_refuses_a_driver_that_has_not_opted_in(manila_cluster):
     cluster = manila_cluster(driver=manila_rig.PLAIN_DRIVER, nodes=('n1',))
     node = cluster.nodes['n1']
