@@ -503,6 +503,8 @@ class LocalCoordinator:
         directory = os.path.join(self._dir, 'claims')
         for name in sorted(os.listdir(directory)) if os.path.isdir(
                 directory) else []:
+            if not name.endswith('.json'):
+                continue        # e.g. a .tmp left by a crash mid-write
             try:
                 with open(os.path.join(directory, name)) as f:
                     out.append(_recovery.ClaimRecord(_json.load(f)))

@@ -19,8 +19,10 @@ Decorators applied at import time captured manila's file lock already;
 :data:`IMPORT_TIME_LOCKS` lists those of the code manila-share runs that
 guard state shared by all nodes (IP allocation of the standalone network
 plugin, the generic driver's Neutron objects), and :func:`install` wraps
-them again with cluster locks of the same name. Locks that guard this
-host's own state (plugging an interface into the local host) stay local.
+them again with cluster locks of the same name. The import-time lock on
+this host's own state (plugging an interface into the local host) stays
+local; call-time locks all become cluster locks, host-local ones included
+(e.g. ``linux_interface_<device>``): extra serialization, never less.
 """
 
 import functools
@@ -46,19 +48,24 @@ def make_synchronized(coordinator, prefix=PREFIX):
     """A drop-in for ``manila.utils.synchronized`` (oslo.concurrency's
     ``synchronized_with_prefix('manila-')``) taking cluster locks.
 
-    The ``external``, ``lock_path`` and semaphore arguments are accepted and
-    ignored: a cluster lock excludes every thread of every node, which is
-    what both the in-process and the external variant promise locally.
+    The ``external``, ``lock_path``, semaphore and fairness arguments are
+    accepted and ignored: a cluster lock excludes every thread of every
+    node (and is FIFO), which is what every variant promises locally.
+    ``blocking=False`` raises oslo's ``AcquireLockFailedException`` when the
+    lock is held, as oslo does.
     """
     def synchronized(name, external=False, lock_path=None, semaphores=None,
-                     delay=0.01, fair=False, lock_file_prefix=None):
+                     delay=0.01, fair=False, lock_file_prefix=None,
+                     blocking=True, **_ignored):
         lock_name = prefix + name
 
         def decorator(func):
             @functools.wraps(func)
             def inner(*args, **kwargs):
                 lock = coordinator.get_lock(lock_name)
-                lock.acquire(True)
+                if not lock.acquire(True if blocking else False):
+                    from oslo_concurrency import lockutils
+                    raise lockutils.AcquireLockFailedException(lock_name)
                 try:
                     return func(*args, **kwargs)
                 finally:

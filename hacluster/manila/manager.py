@@ -4,6 +4,7 @@ Configure every node of a backend alike, except the node name::
 
     [DEFAULT]
     host = hagroup                      # the same on every node
+    enabled_share_backends = dummy      # required when clustered
     share_manager = hacluster.manila.manager.HAShareManager
     [coordination]
     backend_url = etcd3+http://10.0.0.5:2379,10.0.0.6:2379
@@ -184,6 +185,14 @@ class HAShareManager(share_manager.ShareManager):
             _locks.defer_manilas_coordinator()
         super().__init__(share_driver, service_name, *args, **kwargs)
         backends = CONF.enabled_share_backends or []
+        if self.ha_clustered and not backends:
+            # manila-share without enabled_share_backends builds its Service
+            # without coordination, so it never calls LOCK_COORDINATOR.stop()
+            # -- the only way a clean stop reaches this manager.
+            raise exceptions.ConfigurationError(
+                'enabled_share_backends is not set: the HA share manager '
+                'needs a backend section (clustered mode, [coordination] '
+                'backend_url = %s)' % parsed.safe)
         if CONF.hacluster.cluster and len(backends) > 1:
             raise exceptions.ConfigurationError(
                 '[hacluster] cluster = %s is set while enabled_share_backends '
@@ -220,11 +229,8 @@ class HAShareManager(share_manager.ShareManager):
     def init_host(self, service_id=None):
         """Join the cluster, then manila's own init_host (driver set-up,
         ensure). Runs in the worker process. Blocks until this node is a
-        member.
-
-        :raises HAClusterError: etcd unreachable or another live process
-            uses this node name (the worker exits; cotyledon restarts it).
-        """
+        member (retrying, see :meth:`_ha_join`), then as long as manila's
+        driver set-up takes."""
         self._ha_start_coordinator()
         self._ha_starting = True
         try:
@@ -241,7 +247,7 @@ class HAShareManager(share_manager.ShareManager):
         if coord is not None:
             self._ha_recoverer.ha_register_recovery()
             if not coord.single_node:
-                coord.update_member(ready=True)
+                self._ha_update_member(ready=True)
                 self._ha_start_periodic()
         # (the test rig waits for this line)
         LOG.info('hacluster: manila-share ready: %s serves %s (%s)',
@@ -304,7 +310,22 @@ class HAShareManager(share_manager.ShareManager):
             time.sleep(delay)
             delay = min(delay * 2, max_backoff)
 
-    def _ha_start_periodic(self):
+    def _ha_update_member(self, **fields):
+        """Publish member-record fields; an etcd blip is logged, never
+        raised into manila (the RPC server may already be taking work)."""
+        try:
+            self.ha_coordinator.update_member(**fields)
+            return True
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: could not publish %s in the member '
+                        'record: %s', ', '.join(sorted(fields)), exc)
+            return False
+
+    def _ha_start_periodic(self, delay=2.0, max_delay=60.0):
+        """Start manila's periodic tasks on a hacluster runner. If etcd or
+        the broker fails it, stop what started and retry in a thread (2 s
+        doubling to 60 s): the node already serves RPC, and its tasks must
+        not be lost to one blip."""
         from hacluster.periodic import runner as _runner
         from manila import rpc as manila_rpc
 
@@ -312,8 +333,30 @@ class HAShareManager(share_manager.ShareManager):
                                         transport=manila_rpc.TRANSPORT)
         for name, task in self._ha_manila_tasks:
             runner.add(self._ha_task(name, task))
-        runner.start()
+        try:
+            runner.start()
+        except exceptions.ConfigurationError:
+            raise                    # a bad spacing: the operator must fix
+        except Exception as exc:
+            LOG.error('hacluster: periodic tasks did not start (%s); '
+                      'retrying in %.0f s', exc, delay)
+            try:
+                runner.stop()
+            except Exception:
+                LOG.debug('stopping a half-started runner', exc_info=True)
+            import threading
+            timer = threading.Timer(
+                delay, self._ha_retry_periodic,
+                args=(min(delay * 2, max_delay), max_delay))
+            timer.daemon = True
+            timer.start()
+            return
         self.ha_runner = runner
+
+    def _ha_retry_periodic(self, delay, max_delay):
+        if self.ha_coordinator is None or not self.ha_coordinator.running:
+            return                   # stopped meanwhile
+        self._ha_start_periodic(delay, max_delay)
 
     def _ha_task(self, name, task):
         """A hacluster periodic task running manila's task ``name``."""
@@ -348,13 +391,17 @@ class HAShareManager(share_manager.ShareManager):
         operation still running must not fall back to node-local locks
         while the other nodes use cluster locks. A lock asked for after the
         coordinator stopped raises (fails closed)."""
+        coord = self.ha_coordinator
+        if coord is not None and not coord.single_node:
+            # a node starting while this one stops must not count it as
+            # serving (it would skip the ensure pass)
+            self._ha_update_member(ready=False, ensured=False)
         runner, self.ha_runner = self.ha_runner, None
         if runner is not None:
             try:
                 runner.stop()
             except Exception:
                 LOG.exception('hacluster: stopping the periodic tasks')
-        coord = self.ha_coordinator
         if coord is not None:
             coord.stop()
 
@@ -380,22 +427,55 @@ class HAShareManager(share_manager.ShareManager):
         lock.acquire(True)
         try:
             if self._ha_starting:
-                serving = sorted(
-                    node for node, record in coord.get_members().items()
-                    if node != coord.node and
-                    (record.get('ready') or record.get('ensured')))
-                if serving:
+                serving = self._ha_serving_peers(coord)
+                if serving and not self._ha_backend_info_changed(ctxt):
                     LOG.info('hacluster: %s: not re-ensuring the backend\'s '
                              'shares: %s already serve(s) them', coord.node,
                              ', '.join(serving))
-                    coord.update_member(ensured=True)
+                    self._ha_update_member(ensured=True)
                     return None
             result = super().ensure_driver_resources(
                 ctxt, skip_backend_info_check=skip_backend_info_check)
-            coord.update_member(ensured=True)
+            self._ha_update_member(ensured=True)
             return result
         finally:
             _locks._release(lock, 'ensure_driver_resources')
+
+    @staticmethod
+    def _ha_serving_peers(coord):
+        """Other active members that ensured or serve. Unknown (etcd
+        unreachable): none -- ensuring once too often is safe, never
+        ensuring after a cold start is not."""
+        try:
+            members = coord.get_members()
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: cannot read the members (%s); running '
+                        'the ensure pass', exc)
+            return []
+        return sorted(node for node, record in members.items()
+                      if node != coord.node and
+                      record.get('state', 'active') == 'active' and
+                      (record.get('ready') or record.get('ensured')))
+
+    def _ha_backend_info_changed(self, ctxt):
+        """True if the driver reports backend info that differs from what
+        manila recorded (a driver or back-end change rolled out node by
+        node): then this node ensures, as manila alone would, once -- it
+        records the new info. False when unchanged or not implemented."""
+        import hashlib
+        try:
+            info = self.driver.get_backend_info(ctxt)
+        except NotImplementedError:
+            return False
+        except Exception:
+            LOG.exception('hacluster: get_backend_info failed; ensuring')
+            return True
+        if not info:
+            return False
+        new_hash = hashlib.sha1(
+            str(sorted(info.items())).encode('utf-8')).hexdigest()
+        old = self.db.backend_info_get(ctxt, self.host)
+        return (old or {}).get('info_hash') != new_hash
 
     # -- fan-out periodic tasks -------------------------------------------------------
 

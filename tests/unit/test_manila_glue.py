@@ -232,3 +232,22 @@ def test_manilas_own_coordinator_is_deferred_until_the_node_joined():
             coordination.Lock('locked-share-network-operation-1')
     finally:
         coordination.LOCK_COORDINATOR = saved
+
+
+def test_synchronized_stand_in_honours_blocking_false(local_coord):
+    """oslo's synchronized(..., blocking=False) raises when the lock is
+    held; drivers rely on that, so the cluster-lock stand-in does too."""
+    from oslo_concurrency import lockutils
+
+    synchronized = ha_locks.make_synchronized(local_coord)
+    held = local_coord.get_lock('manila-busy')
+    assert held.acquire(True)
+    try:
+        @synchronized('busy', external=True, blocking=False)
+        def work():
+            return 'ran'
+        with pytest.raises(lockutils.AcquireLockFailedException):
+            work()
+    finally:
+        held.release()
+    assert work() == 'ran'
