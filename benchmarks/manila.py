@@ -19,7 +19,6 @@ Figures, each for both managers:
 """
 
 import collections
-import datetime
 import json
 import sys
 import time
@@ -30,12 +29,6 @@ from hacluster.testing import servers
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 30
 INTERVAL = 2
 WINDOW = 20
-
-
-def updated_at(cluster, instance_id):
-    raw = cluster.statuses()[instance_id]['updated_at']
-    return datetime.datetime.fromisoformat(raw).replace(
-        tzinfo=datetime.timezone.utc).timestamp()
 
 
 def measure(label, pg, rabbit, etcd, manager):
@@ -51,7 +44,7 @@ def measure(label, pg, rabbit, etcd, manager):
         began = time.time()
         ids = [s['instance_id'] for s in cluster.create_shares(N)]
         cluster.wait_statuses(ids, {'available', 'error'}, 300)
-        done = max(updated_at(cluster, i) for i in ids)
+        done = max(cluster.updated_at(i) for i in ids)
         spread = collections.Counter(e['node'] for e in cluster.events(
             'create_share.end', since=began))
         out['create_wall_s'] = round(done - began, 2)
@@ -98,7 +91,7 @@ def measure(label, pg, rabbit, etcd, manager):
         status = cluster.statuses()[cut]['status']
         out['killed_create_status_after_20s'] = status
         out['killed_create_final_after_s'] = (
-            round(updated_at(cluster, cut) - killed, 2)
+            round(cluster.updated_at(cut) - killed, 2)
             if status != 'creating' else None)
     finally:
         cluster.close()

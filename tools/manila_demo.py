@@ -21,8 +21,6 @@ checked at the end; prints ``DEMO OK`` (exit 0) or ``DEMO FAILED`` (exit 1).
 """
 
 import collections
-import datetime
-import json
 import sys
 import time
 
@@ -44,17 +42,6 @@ def check(ok, what):
 
 def say(text):
     print('\n== %s' % text, flush=True)
-
-
-def updated_at(cluster, instance_id):
-    raw = cluster.statuses()[instance_id]['updated_at']
-    return datetime.datetime.fromisoformat(raw).replace(
-        tzinfo=datetime.timezone.utc).timestamp()
-
-
-def leader_of(cluster):
-    rc, out, err = cluster.hacluster('leader', 'show', '-f', 'json')
-    return json.loads(out)['node'] if rc == 0 else None
 
 
 def show_status(cluster):
@@ -87,7 +74,7 @@ def run(cluster):
 
     say('backend stats polled by the leader only (%d s window)'
         % (4 * INTERVAL))
-    leader = leader_of(cluster)
+    leader = cluster.leader()
     since = time.time()
     time.sleep(4 * INTERVAL + 0.5)
     stats = collections.Counter(e['node'] for e in
@@ -120,7 +107,7 @@ def run(cluster):
     print('  right after: %s' % summary(statuses, slow))
     got = cluster.wait_statuses([cut], {'available', 'error'},
                                 LEASE_TTL + 2 + INTERVAL + 30)
-    repaired = updated_at(cluster, cut) - killed_at
+    repaired = cluster.updated_at(cut) - killed_at
     print('  share instance %s: %s, %.1f s after the kill' % (
         cut, got[cut], repaired))
     check(got[cut] == 'error', 'the cut-short create ended in error '
@@ -133,7 +120,7 @@ def run(cluster):
     check(all(got[i] == 'available' for i in rest if starts[i] != victim),
           'the creates on the survivors finished: %s' % summary(
               cluster.statuses(), rest))
-    new_leader = leader_of(cluster)
+    new_leader = cluster.leader()
     check(new_leader not in (None, victim),
           'a survivor leads now (%s)' % new_leader)
     show_status(cluster)

@@ -337,6 +337,20 @@ class ManilaCluster:
         """``{instance id: {'status', 'share_id', 'host'}}`` from the DB."""
         return self.client('status')
 
+    def updated_at(self, instance_id):
+        """When the instance's database row last changed, as a Unix time
+        (manila stores UTC): when a status really changed, not when a
+        poll saw it."""
+        import datetime
+        raw = self.statuses()[instance_id]['updated_at']
+        return datetime.datetime.fromisoformat(raw).replace(
+            tzinfo=datetime.timezone.utc).timestamp()
+
+    def leader(self):
+        """The leading node's name (``hacluster leader show``), or None."""
+        rc, out, _ = self.hacluster('leader', 'show', '-f', 'json')
+        return json.loads(out)['node'] if rc == 0 else None
+
     def wait_statuses(self, instance_ids, final, timeout):
         """Block until every instance's status is in ``final``; returns the
         statuses. :raises AssertionError: at the deadline, with them."""

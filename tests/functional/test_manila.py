@@ -45,18 +45,9 @@ def manila_cluster(request, postgres, rabbitmq, etcd):
 
 
 def _leader(cluster):
-    rc, out, err = cluster.hacluster('leader', 'show', '-f', 'json')
-    assert rc == 0, err
-    import json
-    return json.loads(out)['node']
-
-
-def _updated_at(cluster, instance_id):
-    """The instance's updated_at (UTC in the database) as a Unix time."""
-    import datetime
-    raw = cluster.statuses()[instance_id]['updated_at']
-    return datetime.datetime.fromisoformat(raw).replace(
-        tzinfo=datetime.timezone.utc).timestamp()
+    leader = cluster.leader()
+    assert leader is not None, 'no leader (hacluster leader show failed)'
+    return leader
 
 
 def _by_node(events):
@@ -143,7 +134,7 @@ def test_sigkill_mid_create_is_repaired_and_restart_leaves_shares_alone(
                                 LEASE_TTL + 2 + INTERVAL + 20)
     assert got[victim_share] == 'error', got
     # when the database row changed, not when this test saw it
-    repaired_in = _updated_at(cluster, victim_share) - killed_at
+    repaired_in = cluster.updated_at(victim_share) - killed_at
     print('victim %s (leader: %s): share in error %.2f s after SIGKILL'
           % (victim, leader, repaired_in))
     assert 0 < repaired_in <= LEASE_TTL + 2 + INTERVAL, repaired_in
