@@ -421,6 +421,17 @@ class Client:
                          timeout=timeout, budget=budget)
         return int(resp.get('result', {}).get('TTL', -1))
 
+    def lease_time_to_live(self, lease_id):
+        """Seconds ``lease_id`` has left, or -1 once etcd no longer has it
+        (expired or revoked). A lease that is gone never comes back: a -1
+        is proof that every key bound to it is gone and that its holder can
+        no longer renew it. Blocks for one request.
+
+        :raises BackendUnavailable: no endpoint answered.
+        """
+        resp = self.call('/kv/lease/timetolive', {'ID': int(lease_id)})
+        return int(resp.get('TTL', -1))
+
     def lease_revoke(self, lease_id, timeout=None):
         try:
             self.call('/kv/lease/revoke', {'ID': lease_id}, timeout=timeout)

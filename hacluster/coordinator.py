@@ -24,6 +24,7 @@ import uuid
 from hacluster import _etcd
 from hacluster import election as _election
 from hacluster import exceptions
+from hacluster import fencing as _fencing
 from hacluster import keys as _keys
 from hacluster import locks as _locks
 from hacluster import membership as _membership
@@ -55,7 +56,9 @@ def get_coordinator(backend_url, cluster, node=None,
                     renew_deadline=_session.DEFAULT_RENEW_DEADLINE,
                     renew_interval=_session.DEFAULT_RENEW_INTERVAL,
                     lock_path=None, request_timeout=None, config=None,
-                    rpc_version=None, clock=time.monotonic):
+                    rpc_version=None, clock=time.monotonic,
+                    fencing=_fencing.NONE, watchdog_timeout=None,
+                    watchdog_device=_fencing.DEFAULT_WATCHDOG_DEVICE):
     """Build (not start) the coordinator for ``cluster``.
 
     :param backend_url: ``etcd3+http://host:port[,host:port...]``,
@@ -75,6 +78,11 @@ def get_coordinator(backend_url, cluster, node=None,
         between nodes is visible.
     :param rpc_version: the RPC API version this node speaks (member
         record).
+    :param fencing: ``none`` (default), ``exit`` or ``watchdog``: what the
+        process does when its renew deadline passes while it holds work
+        (see :mod:`hacluster.fencing`).
+    :param watchdog_timeout, watchdog_device: for ``watchdog`` fencing
+        (default ``lease_ttl - renew_deadline`` seconds, /dev/watchdog).
     :raises ConfigurationError: an argument is invalid; the message names it.
 
     Does not block and touches no network.
@@ -86,6 +94,7 @@ def get_coordinator(backend_url, cluster, node=None,
     _keys.validate_ident(node, 'node')
     timings = _session.validate_timings(lease_ttl, renew_deadline,
                                         renew_interval)
+    _fencing.validate(fencing, timings[0], timings[1], watchdog_timeout)
     if parsed.kind == 'file':
         from hacluster import local
         return local.LocalCoordinator(cluster, node,
@@ -94,7 +103,9 @@ def get_coordinator(backend_url, cluster, node=None,
                                       rpc_version=rpc_version)
     return Coordinator(parsed, cluster, node, timings,
                        request_timeout=request_timeout, clock=clock,
-                       config=config, rpc_version=rpc_version)
+                       config=config, rpc_version=rpc_version,
+                       fencing=fencing, watchdog_timeout=watchdog_timeout,
+                       watchdog_device=watchdog_device)
 
 
 class Coordinator:
@@ -109,7 +120,9 @@ class Coordinator:
 
     def __init__(self, backend_url, cluster, node, timings,
                  request_timeout=None, clock=time.monotonic, config=None,
-                 rpc_version=None):
+                 rpc_version=None, fencing=_fencing.NONE,
+                 watchdog_timeout=None,
+                 watchdog_device=_fencing.DEFAULT_WATCHDOG_DEVICE):
         lease_ttl, renew_deadline, renew_interval = timings
         self.url = backend_url
         self.cluster = cluster
@@ -122,6 +135,14 @@ class Coordinator:
         self.session = _session.Session(
             self.client, lease_ttl, renew_deadline, renew_interval,
             clock=clock, name='%s/%s' % (cluster, node))
+        # First listener: it must see what was held when the session is
+        # lost, before the locks are given up below.
+        self.fencer = _fencing.Fencer(
+            fencing, self.session, self._holding,
+            name='%s/%s' % (cluster, node),
+            watchdog_timeout=watchdog_timeout,
+            watchdog_device=watchdog_device)
+        self.session.add_listener(self.fencer)
         self.session.add_listener(self)
         self._state_lock = threading.Lock()
         self._running = False
@@ -182,10 +203,12 @@ class Coordinator:
             self._running = True
             try:
                 self.session.start(timeout=timeout)
+                self.fencer.start()
                 self._membership.register()
                 self._recovery.start()
             except Exception:
                 self._running = False
+                self.fencer.stop()
                 self.session.stop(revoke=True)
                 self._watch.stop()
                 raise
@@ -256,6 +279,7 @@ class Coordinator:
         for lock in list(self._held.values()):
             lock._mark_lost('coordinator stopped')
         self.session.stop(revoke=True)
+        self.fencer.stop()
         if self._watch is not None:
             self._watch.stop()
         LOG.info('hacluster: %s/%s stopped', self.cluster, self.node)
@@ -265,6 +289,31 @@ class Coordinator:
 
     def __exit__(self, *exc):
         self.stop()
+
+    def _holding(self):
+        """What this process holds that a survivor could take over, as
+        text ('' when nothing): open claims, recoveries running, cluster
+        locks. Cheap and thread-safe (no request)."""
+        parts = []
+        claims = self._recovery.open_count
+        if claims:
+            parts.append('%d open claims' % claims)
+        recovering = self._recovery.recovering_count
+        if recovering:
+            parts.append('%d recoveries' % recovering)
+        # Cluster locks (not the leadership entry: a leader that loses its
+        # session steps down, and its leader-only writes are refused).
+        locks = sum(1 for key, lock in list(self._held.items())
+                    if key.startswith(self.layout.locks) and lock.taken)
+        if locks:
+            parts.append('%d cluster locks' % locks)
+        return ', '.join(parts)
+
+    def fence_point(self):
+        """Call right before a write a recovery must not race: exits the
+        process (fencing ``exit``/``watchdog``) if the renew deadline has
+        passed while work is held. Cheap (no request)."""
+        self.fencer.check()
 
     def _check_running(self):
         if not self._running:
@@ -499,8 +548,12 @@ class Coordinator:
     def session_started(self, epoch, lease_id):
         if epoch > 1 and self._running:
             # A new session after a lost one: put our record back (in its
-            # own thread, retried while this session lives).
+            # own thread, retried while this session lives), and move the
+            # claims still open here onto the new lease, so that they are
+            # not mistaken for a dead node's.
             self._membership.rejoin(epoch)
+            threading.Thread(target=self._recovery.rebind, args=(lease_id,),
+                             daemon=True, name='hacluster-rebind').start()
         self._fire('session_started', self.member_id)
 
     def _lock_lost(self, lock, reason):

@@ -77,3 +77,26 @@ class StaleFencingToken(HAClusterError):
 
 class NotLeader(HAClusterError):
     """An operation that needs leadership ran on a node that does not lead."""
+
+
+class Fenced(HAClusterError):
+    """This process may no longer act on what it was doing: its claim was
+    recovered by another node, a cluster lock it relied on is lost, or its
+    session ended while it held work. The write that raised was not made."""
+
+
+class ClaimRecovered(Fenced):
+    """The operation's claim was taken for recovery by another node (this
+    one was thought dead): its result must not be written over the
+    recovery's. ``late`` holds the record of the late result, if one was
+    written."""
+
+    def __init__(self, message, cause=None, late=None):
+        super().__init__(message, cause=cause)
+        self.late = late
+
+
+class NoRecoveryHandler(HAClusterError):
+    """A recovery handler cannot recover this kind of claim (an unknown
+    resource type or operation, e.g. one written by a newer version). The
+    claim is kept and retried, by any node that leads, never deleted."""

@@ -120,6 +120,8 @@ class Layout:
         self.leader = self.root + 'leader/'
         self.tasks = self.root + 'tasks/'
         self.data = self.root + 'data/'
+        self.claims = self.root + 'claims/'
+        self.late = self.root + 'late/'
 
     def member(self, node):
         return self.members + node
@@ -138,6 +140,21 @@ class Layout:
     def task(self, name):
         """Prefix of one periodic task's keys (cycle ledger, stats...)."""
         return self.tasks + quote_segment(name) + '/'
+
+    def claims_of(self, node):
+        """Prefix of the claims opened by ``node`` (any incarnation)."""
+        return self.claims + quote_segment(node) + '/'
+
+    def claim(self, node, resource_type, resource_id, operation, claim_id):
+        """Key of one claim (durable: not bound to a lease)."""
+        return '%s%s/%s/%s.%s' % (
+            self.claims_of(node), quote_segment(resource_type),
+            quote_segment(resource_id), quote_segment(operation), claim_id)
+
+    def late_result(self, claim_id):
+        """Key of the record of an operation that finished after its claim
+        was recovered elsewhere (durable; an operator clears it)."""
+        return self.late + claim_id
 
     def data_key(self, key):
         """Key of a user data item written with a guarded write."""

@@ -294,6 +294,15 @@ class _LocalClaim:
         os.replace(tmp, path)
         return self
 
+    def finish(self):
+        """As :meth:`hacluster.recovery.Claim.finish`. Single-node mode has
+        no survivor that could recover the claim while this process lives:
+        always granted."""
+        return self
+
+    def still_owned(self):
+        return True
+
     def __exit__(self, *exc):
         try:
             os.unlink(self._coord._claim_path(self.claim_id))

@@ -196,6 +196,13 @@ class Lock:
         return self._held and not self.lost and \
             self._coord.session.valid(self._epoch)
 
+    @property
+    def taken(self):
+        """Acquired and not known to be lost, whatever the session's
+        deadline says (for self-fencing: what this process may still be
+        acting under). Cheap, no request."""
+        return self._held and not self.lost
+
     # -- acquire / release ------------------------------------------------
 
     def acquire(self, blocking=True):

@@ -276,9 +276,7 @@ class Membership:
         first = None
         lowest = None
         while self._coord.clock() < deadline:
-            resp = client.call('/kv/lease/timetolive',
-                               {'ID': existing.lease})
-            ttl = int(resp.get('TTL', -1))
+            ttl = client.lease_time_to_live(existing.lease)
             if ttl < 0:
                 return False
             if first is None:
@@ -310,6 +308,25 @@ class Membership:
 
     def session_lost(self):
         self._registered = None
+
+    def _restore_if_deleted(self):
+        """Our record was deleted while our session lives (an operator's
+        ``etcdctl del``, a buggy peer): put it back, in a thread of its own
+        (never the watch thread). A missing record proves nothing about our
+        liveness -- recovery judges by our lease -- but others need it to
+        see us."""
+        reg = self._registered
+        coord = self._coord
+        if reg is None or not coord.running:
+            return
+        epoch, lease = coord.session.current()
+        if lease != reg[0]:
+            return                   # that session is over; rejoin handles
+        LOG.warning('hacluster: %s/%s: our member record was deleted while '
+                    'our session lives; putting it back', coord.cluster,
+                    coord.node)
+        self._registered = None
+        self.rejoin(epoch)
 
     def rejoin(self, epoch):
         """Put our record back after a lost session: in a thread of its
@@ -364,6 +381,8 @@ class Membership:
         node = kv.key.rsplit('/', 1)[-1]
         cluster = self._coord.cluster
         if etype == 'DELETE':
+            if node == self._coord.node:
+                self._restore_if_deleted()
             with self._view_lock:
                 old = self._view.pop(node, None)
             if old is None:
@@ -401,6 +420,8 @@ class Membership:
             fresh[record['node']] = record
         with self._view_lock:
             old, self._view = self._view, fresh
+        if self._coord.node not in fresh:
+            self._restore_if_deleted()
         for node, record in old.items():
             now = fresh.get(node)
             if now is None or now.get('_revision') != record.get('_revision'):

@@ -12,16 +12,39 @@ owns that case). If the process dies, the claim stays::
 
     /hacluster/v1/<cluster>/claims/<node>/<type>/<id>/<operation>.<claim id>
 
-**Automatic recovery.** The leader watches for claims whose owner is no
-longer a member (its session expired, or it stopped leaving claims open). It
-reads the members and the claims in one transaction -- at one revision, so a
-claim is never mistaken for an orphan because the view of members lags. It
-takes each orphan with a compare-and-swap into ``recovering`` by itself
-(``recoverer``), calls the handler registered for the claim's resource type,
-and deletes the claim. Two survivors never take the same claim. A claim whose
-recoverer died or lost its session is taken again by the next leader. A node
-restarting under the same name recovers its previous incarnation's claims
-itself at start, race-free with the leader (the same compare-and-swap).
+**Provable death only.** Every claim records the session lease of the
+process that opened it (and rebinds itself to the new lease when that
+process's session is replaced). The leader takes a claim only once etcd says
+that lease is gone -- a lease never comes back, so its holder can no longer
+renew it, and a process that has lost it knows (its renew deadline passed
+first; see :mod:`hacluster.fencing` for what it does then). A missing member
+record proves nothing (an operator's ``etcdctl del``; the member puts it
+back). The take is a compare-and-swap on the claim's revision into
+``recovering`` by itself (``recoverer``, ``recoverer_lease``): two survivors
+never take the same claim, and a rebind or a finish by the owner in between
+makes the take fail. A claim whose recoverer died or lost its session is
+taken again by the next leader. A node restarting under the same name
+recovers its previous incarnation's claims itself at start, race-free with
+the leader (the same compare-and-swap).
+
+**Fenced completion.** An owner that was thought dead may still be running
+(a frozen VM resumed, a node cut off from etcd only). Before the final write
+of its operation it calls :meth:`Claim.finish`: a compare-and-swap of its own
+claim from ``active`` to ``finishing``. It fails if a recoverer took the
+claim first; then the final write must not be made (the recovery's outcome
+stands) and the late result is recorded under ``late/<claim id>`` for an
+operator (``hacluster status`` warns about it). A recoverer never takes a
+``finishing`` claim while its owner's lease lives. What this does not fence:
+writes between :meth:`Claim.finish` and the end of the block by a process
+frozen exactly there past its lease. A store that can compare (manila's
+database row status, an etcd transaction) closes that window: the HA share
+manager makes its final status write conditional on the transitional status,
+as the recovery handlers do.
+
+**Unknown kinds.** A claim no handler here can recover (no handler for its
+type, or a handler raising :class:`~hacluster.exceptions.NoRecoveryHandler`)
+is kept, marked ``failed`` with the reason, and retried -- at once when
+another node leads -- never deleted.
 
 **The promise.** A claim is handled by one recoverer at a time, and its
 handler runs once, unless the recoverer dies (or loses its session) after
@@ -54,8 +77,12 @@ from hacluster import url as _url
 LOG = logging.getLogger(__name__)
 
 ACTIVE = 'active'
+FINISHING = 'finishing'
 RECOVERING = 'recovering'
 FAILED = 'failed'
+
+#: Format of the claim record this version writes (``format`` field).
+CLAIM_FORMAT = 1
 
 
 def new_claim_record(node, member_id, resource_type, resource_id, operation,
@@ -80,7 +107,7 @@ def new_claim_record(node, member_id, resource_type, resource_id, operation,
     return {'claim_id': uuid.uuid4().hex, 'resource_type': resource_type,
             'resource_id': resource_id, 'operation': operation, 'data': data,
             'node': node, 'member_id': member_id, 'started_at': time.time(),
-            'state': ACTIVE, 'attempt': 0}
+            'state': ACTIVE, 'attempt': 0, 'format': CLAIM_FORMAT}
 
 
 class ClaimRecord(dict):
@@ -99,18 +126,25 @@ class ClaimRecord(dict):
 class Claim:
     """An open claim (the object ``coordinator.claim()`` yields).
 
-    ``recovered_elsewhere`` is True if, when the block ended, the claim had
-    been taken by a recoverer (this node was thought dead: its session was
-    lost while the operation ran).
+    ``recovered_elsewhere`` becomes True once this process learns that a
+    recoverer took the claim (it was thought dead: its session was lost
+    while the operation ran): at :meth:`finish`, when the claim is rebound
+    to a new session, or when the block ends.
+
+    Thread-safe: :meth:`finish`, the rebind after a new session and the
+    block's end are serialized on the claim.
     """
 
     def __init__(self, manager, key, record):
         self._manager = manager
+        self._lock = threading.Lock()
         self.key = key
         self.record = record
         self.claim_id = record['claim_id']
         self.revision = None
         self.recovered_elsewhere = False
+        self.finished = False
+        self.late = None
 
     def __repr__(self):
         return '<Claim %s %s/%s>' % (self.record['operation'],
@@ -122,7 +156,31 @@ class Claim:
         return self
 
     def __exit__(self, *exc):
-        self._manager._close(self)
+        self._manager._close(self, failed=exc[0] is not None)
+
+    def finish(self):
+        """Fence the operation's completion: mark the claim ``finishing`` in
+        etcd (a compare-and-swap on our own revision) so that no recoverer
+        can take it while this process's lease lives. Call it right before
+        the final write of the resource; idempotent. Blocks for one etcd
+        request (none when already finished).
+
+        :returns: self.
+        :raises ClaimRecovered: a recoverer took the claim first: do not
+            make the final write (the recovery's outcome stands); the late
+            result has been recorded (``late``, and ``hacluster status``).
+        :raises BackendUnavailable: etcd did not answer; the claim is left
+            as it was (finish again, or let the block end: the claim stays
+            and is recovered if this node's lease goes).
+        """
+        return self._manager._finish(self)
+
+    def still_owned(self):
+        """False once this process knows the claim was recovered elsewhere
+        or its session is past the renew deadline. Cheap (no request); a
+        True is no promise for the future -- use :meth:`finish`."""
+        return not self.recovered_elsewhere and \
+            self._manager._session_valid()
 
 
 class RecoveryManager:
@@ -133,9 +191,10 @@ class RecoveryManager:
     def __init__(self, coord, scan_interval=30.0, max_backoff=60.0,
                  claim_grace=30.0, absence_grace=1.0):
         self._coord = coord
-        self._prefix = coord.layout.root + 'claims/'
+        self._prefix = coord.layout.claims
         self._handlers = {}
         self._open_claims = 0
+        self._claims = {}            # claim_id -> open Claim of ours
         self._open_cond = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -145,30 +204,27 @@ class RecoveryManager:
         self._scan_interval = scan_interval
         self.max_backoff = max_backoff
         self.claim_grace = claim_grace
-        #: Seconds a claim's owner must have been seen absent before its
-        #: claim is taken: a member that lost its session re-registers
-        #: within milliseconds when etcd is reachable, and must not have
-        #: its work recovered under it meanwhile.
+        #: Seconds a claim whose lease is gone is left to its owner when the
+        #: owner itself is a live member again (it lost its session and
+        #: re-registered, and is rebinding its claims to the new lease).
         self.absence_grace = absence_grace
-        self._absent_since = {}      # member_id -> monotonic first seen gone
+        self._absent_since = {}      # claim_id or member_id -> monotonic
         self._inflight = set()       # claim ids whose handler runs here
         self._next_due = None
         self._skipped_types = set()
-        self._member_revs = {}
         #: recoveries this node completed / failed (for status and tests)
         self.recovered = 0
         self.failures = 0
+        #: late results this process recorded (its claim had been recovered)
+        self.late_results = 0
 
     # -- keys ------------------------------------------------------------------
 
-    def _key(self, node, rtype, rid, operation, claim_id):
-        return '%s%s/%s/%s/%s.%s' % (
-            self._prefix, _keys.quote_segment(node),
-            _keys.quote_segment(rtype), _keys.quote_segment(rid),
-            _keys.quote_segment(operation), claim_id)
-
     def node_prefix(self, node):
-        return '%s%s/' % (self._prefix, _keys.quote_segment(node))
+        return self._coord.layout.claims_of(node)
+
+    def _session_valid(self):
+        return self._coord.session.valid()
 
     # -- claims ----------------------------------------------------------------
 
@@ -176,31 +232,128 @@ class RecoveryManager:
         coord = self._coord
         record = new_claim_record(coord.node, coord.member_id, resource_type,
                                   resource_id, operation, data)
-        key = self._key(coord.node, resource_type, resource_id, operation,
-                        record['claim_id'])
+        key = coord.layout.claim(coord.node, resource_type, resource_id,
+                                 operation, record['claim_id'])
         return Claim(self, key, record)
 
+    @property
+    def recovering_count(self):
+        """Recoveries whose handler runs here now (no request)."""
+        return len(self._inflight)
+
+    @property
+    def open_count(self):
+        """Claims of this process open now (thread-safe, no request)."""
+        with self._open_cond:
+            return self._open_claims
+
     def _open(self, claim):
-        self._coord._check_running()
-        claim.revision = self._coord.client.put(claim.key,
-                                                json.dumps(claim.record))
+        coord = self._coord
+        coord._check_running()
+        _epoch, lease = coord.session.current()
+        if lease is None:
+            raise exceptions.SessionLost(
+                'cannot open a claim for %s of %s %s: %s/%s has no live '
+                'session' % (claim.record['operation'],
+                             claim.record['resource_type'],
+                             claim.record['resource_id'], coord.cluster,
+                             coord.node))
+        with claim._lock:
+            claim.record['lease'] = lease
+            claim.revision = coord.client.put(claim.key,
+                                              json.dumps(claim.record))
         with self._open_cond:
             self._open_claims += 1
+            self._claims[claim.claim_id] = claim
 
-    def _close(self, claim):
-        try:
+    def _finish(self, claim):
+        self._coord.fence_point()
+        with claim._lock:
+            if claim.finished:
+                return claim
+            if claim.recovered_elsewhere:
+                raise self._refused(claim, 'finish')
+            record = dict(claim.record, state=FINISHING,
+                          finishing_at=time.time())
             resp = self._coord.client.txn(
                 compare=[_etcd.mod_revision_is(claim.key, claim.revision)],
-                success=[_etcd.delete_op(claim.key)])
-            if not resp['succeeded']:
+                success=[_etcd.put_op(claim.key, json.dumps(record))],
+                failure=[_etcd.range_op(claim.key)])
+            if resp['succeeded']:
+                claim.revision = int(resp['responses'][0]['response_put']
+                                     ['header']['revision'])
+                claim.record = record
+                claim.finished = True
+                return claim
+            claim.recovered_elsewhere = True
+            kvs = _etcd.range_kvs(resp['responses'][0])
+            raise self._refused(claim, 'finish',
+                                kvs[0].json() if kvs else None)
+
+    def _refused(self, claim, when, current=None):
+        """Record the late result of ``claim`` (taken by a recoverer) and
+        return the ClaimRecovered to raise."""
+        if claim.late is None:
+            claim.late = self._record_late(claim, current)
+        return exceptions.ClaimRecovered(claim.late['message'],
+                                         late=claim.late)
+
+    def _record_late(self, claim, current):
+        rec = claim.record
+        by = (current or {}).get('recoverer_node') or 'another node'
+        message = ('node %s finished %s of %s %s after it was recovered by '
+                   '%s: its result was not written; the recovery\'s outcome '
+                   'stands and what the operation made (a backend object) '
+                   'may exist' % (rec['node'], rec['operation'],
+                                  rec['resource_type'], rec['resource_id'],
+                                  by))
+        late = {'claim_id': claim.claim_id, 'node': rec['node'],
+                'member_id': rec['member_id'],
+                'resource_type': rec['resource_type'],
+                'resource_id': rec['resource_id'],
+                'operation': rec['operation'], 'data': rec.get('data'),
+                'recovered_by': by, 'at': time.time(), 'message': message,
+                'format': CLAIM_FORMAT}
+        LOG.error('hacluster: %s (claim %s)', message, claim.claim_id)
+        self.late_results += 1
+        try:
+            self._coord.client.put(self._coord.layout.late_result(
+                claim.claim_id), json.dumps(late))
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: could not record the late result of '
+                        'claim %s: %s', claim.claim_id, _url.scrub(exc))
+        return late
+
+    def _close(self, claim, failed=False):
+        try:
+            with claim._lock:
+                if claim.recovered_elsewhere:
+                    taken = True
+                else:
+                    resp = self._coord.client.txn(
+                        compare=[_etcd.mod_revision_is(claim.key,
+                                                       claim.revision)],
+                        success=[_etcd.delete_op(claim.key)],
+                        failure=[_etcd.range_op(claim.key)])
+                    taken = not resp['succeeded']
+                    current = None
+                    if taken:
+                        kvs = _etcd.range_kvs(resp['responses'][0])
+                        current = kvs[0].json() if kvs else None
+            if taken:
                 claim.recovered_elsewhere = True
-                LOG.error('hacluster: claim %s (%s %s/%s) was taken for '
-                          'recovery while its operation ran here (this '
-                          'node was thought dead); the recovery handler '
-                          'may have acted on the resource too', claim.claim_id,
-                          claim.record['operation'],
-                          claim.record['resource_type'],
-                          claim.record['resource_id'])
+                if claim.late is None and not failed:
+                    # The block ran to its end without finish(): record it
+                    # all the same, the recovery may have undone its work.
+                    claim.late = self._record_late(claim, current)
+                elif claim.late is None:
+                    LOG.error('hacluster: claim %s (%s %s/%s) was taken for '
+                              'recovery while its operation ran here (this '
+                              'node was thought dead); the operation failed '
+                              'here too', claim.claim_id,
+                              claim.record['operation'],
+                              claim.record['resource_type'],
+                              claim.record['resource_id'])
         except exceptions.HAClusterError as exc:
             # The claim stays: better a recovery of finished work (the
             # handler checks the resource) than work left half-done.
@@ -210,7 +363,45 @@ class RecoveryManager:
         finally:
             with self._open_cond:
                 self._open_claims -= 1
+                self._claims.pop(claim.claim_id, None)
                 self._open_cond.notify_all()
+
+    def rebind(self, lease):
+        """Move every open claim of ours onto ``lease`` (our new session):
+        a claim stays bound to a live lease while its operation runs. A
+        claim a recoverer took meanwhile is marked recovered_elsewhere.
+        Blocks for one etcd request per open claim; errors are logged (the
+        claim stays on the old lease and may be recovered: its finish will
+        then be refused)."""
+        with self._open_cond:
+            claims = list(self._claims.values())
+        for claim in claims:
+            with claim._lock:
+                if claim.recovered_elsewhere or claim.revision is None:
+                    continue
+                record = dict(claim.record, lease=lease)
+                try:
+                    resp = self._coord.client.txn(
+                        compare=[_etcd.mod_revision_is(claim.key,
+                                                       claim.revision)],
+                        success=[_etcd.put_op(claim.key, json.dumps(record))])
+                except exceptions.HAClusterError as exc:
+                    LOG.warning('hacluster: could not rebind claim %s to the '
+                                'new session: %s', claim.claim_id,
+                                _url.scrub(exc))
+                    continue
+                if resp['succeeded']:
+                    claim.revision = int(resp['responses'][0]['response_put']
+                                         ['header']['revision'])
+                    claim.record = record
+                else:
+                    claim.recovered_elsewhere = True
+                    LOG.error('hacluster: claim %s (%s %s/%s) was recovered '
+                              'by another node while this one had no '
+                              'session; its result will not be written',
+                              claim.claim_id, claim.record['operation'],
+                              claim.record['resource_type'],
+                              claim.record['resource_id'])
 
     def wait_open_claims(self, timeout):
         """Block until no claim of this process is open, or ``timeout``;
@@ -304,42 +495,73 @@ class RecoveryManager:
 
     def _snapshot(self, prefix):
         """Members and claims at one revision: ``(live, claim KVs)`` where
-        live maps member_id -> (node, member key create revision)."""
+        live maps member_id -> node."""
         layout = self._coord.layout
         resp = self._coord.client.txn(success=[
             _etcd.range_op(layout.members, _keys.prefix_end(layout.members)),
             _etcd.range_op(prefix, _keys.prefix_end(prefix))])
         live = {}
-        self._member_revs = {}
         for kv in _etcd.range_kvs(resp['responses'][0]):
             rec = kv.json()
-            live[rec.get('member_id')] = kv.create_revision
-            self._member_revs[rec.get('node')] = kv.create_revision
+            live[rec.get('member_id')] = rec.get('node')
         return live, _etcd.range_kvs(resp['responses'][1])
 
-    def _gone_long_enough(self, member_id, live):
-        """True once ``member_id`` has been absent for absence_grace."""
-        if member_id in live:
-            self._absent_since.pop(member_id, None)
-            return False
-        first = self._absent_since.setdefault(member_id, time.monotonic())
+    def _lease_gone(self, lease, cache):
+        """True if etcd no longer has ``lease`` (cached for one scan)."""
+        if lease not in cache:
+            ttl = self._coord.client.lease_time_to_live(lease)
+            cache[lease] = ttl
+            if ttl >= 0:
+                # Alive: look again when it could have expired (its holder
+                # may have died without a member record to tell us).
+                self._due_in(min(self._scan_interval, ttl + 0.2))
+        return cache[lease] < 0
+
+    def _graced(self, key):
+        """True once ``key`` has been waited on for absence_grace."""
+        first = self._absent_since.setdefault(key, time.monotonic())
         left = first + self.absence_grace - time.monotonic()
         if left > 0:
             self._due_in(left)
             return False
         return True
 
-    def _orphaned(self, record, live, now):
+    def _holder_gone(self, record, member_key, lease_key, live, leases):
+        """Is the process that holds ``record`` provably gone? Its session
+        lease must be gone; if that process is a live member again (a new
+        session), it gets absence_grace to rebind the claim first."""
+        member_id = record.get(member_key)
+        lease = record.get(lease_key)
+        if lease is None:
+            # A record without a lease (written before leases were
+            # recorded): judge by the member's presence, with the grace.
+            if member_id in live:
+                self._absent_since.pop(member_id, None)
+                return False
+            return self._graced(member_id)
+        if not self._lease_gone(int(lease), leases):
+            return False
+        if member_id in live and member_id != self._coord.member_id:
+            return self._graced(record.get('claim_id'))
+        return True
+
+    def _orphaned(self, record, live, now, leases):
         state = record.get('state')
-        if state == ACTIVE:
-            return self._gone_long_enough(record.get('member_id'), live)
+        if state in (ACTIVE, FINISHING):
+            return self._holder_gone(record, 'member_id', 'lease', live,
+                                     leases)
         if state == RECOVERING:
             if record.get('recoverer') == self._coord.member_id:
                 # Ours: orphaned only if no handler of ours runs it (an
                 # etcd error left it marked after we gave up on it).
                 return record.get('claim_id') not in self._inflight
-            return self._gone_long_enough(record.get('recoverer'), live)
+            return self._holder_gone(record, 'recoverer', 'recoverer_lease',
+                                     live, leases)
         if state == FAILED:
+            if record.get('failed_by') not in (None, self._coord.member_id):
+                # Failed on another node (which may have had no handler for
+                # it): this node may have one; try at once.
+                return True
             due = (record.get('next_retry_at') or 0) - now
             if due > 0:
                 self._due_in(due)
@@ -348,9 +570,8 @@ class RecoveryManager:
         return False
 
     def scan(self):
-        """Recover every orphaned claim this node has a handler for
-        (leader only: each take also requires still leading in the term).
-        Returns the number recovered."""
+        """Recover every orphaned claim (leader only: each take also
+        requires still leading in the term). Returns the number recovered."""
         term = self._coord.term
         if term is None:
             return 0
@@ -358,23 +579,24 @@ class RecoveryManager:
         return self._recover(kvs, live, term=term)
 
     def recover_node(self, node, own=False, force=False):
-        """Recover the orphaned claims of ``node`` now (its claims of live
-        members are left alone). With ``own``, the claims of this node's
-        earlier incarnations; with ``force`` (an operator who knows the node
-        is dead), without waiting for the absence grace. Returns the number
-        recovered."""
+        """Recover the orphaned claims of ``node`` now. With ``own``, the
+        claims of this node's earlier incarnations; with ``force`` (an
+        operator who knows the node is dead), without the absence grace.
+        A claim whose holder's lease is alive is never taken. Returns the
+        number recovered."""
         live, kvs = self._snapshot(self.node_prefix(node))
-        if own:
-            live[self._coord.member_id] = 0
         if own or force:
             for kv in kvs:
-                mid = kv.json().get('member_id')
-                if mid not in live:
-                    self._absent_since[mid] = -float('inf')
+                rec = kv.json()
+                self._absent_since[rec.get('claim_id')] = -float('inf')
+                self._absent_since[rec.get('member_id')] = -float('inf')
+        if own:
+            live.pop(self._coord.member_id, None)
         return self._recover(kvs, live)
 
     def _recover(self, kvs, live, term=None):
         now = time.time()
+        leases = {}
         count = 0
         for kv in kvs:
             if self._stop.is_set():
@@ -382,37 +604,43 @@ class RecoveryManager:
             if term is not None and self._coord.term != term:
                 break               # deposed meanwhile: stop taking claims
             record = ClaimRecord(kv.json())
-            if not self._orphaned(record, live, now):
+            if record.get('member_id') == self._coord.member_id and \
+                    record.get('state') in (ACTIVE, FINISHING):
+                continue            # our own, running here
+            if not self._orphaned(record, live, now, leases):
                 continue
             rtype = record.get('resource_type')
             handler = self._handlers.get(rtype)
             if handler is None:
+                handler = self._no_handler
                 if rtype not in self._skipped_types:
                     self._skipped_types.add(rtype)
                     LOG.warning('hacluster: claims of type %r cannot be '
                                 'recovered here (no handler registered on '
-                                '%s); they wait for a node that has one',
+                                '%s); they are kept and retried',
                                 rtype, self._coord.node)
-                continue
             if self._take_and_handle(kv, record, handler, term):
                 count += 1
         return count
 
+    def _no_handler(self, claim):
+        raise exceptions.NoRecoveryHandler(
+            'no recovery handler for claims of type %r on node %s'
+            % (claim.resource_type, self._coord.node))
+
     def _take_and_handle(self, kv, record, handler, term=None):
         coord = self._coord
+        _epoch, lease = coord.session.current()
+        if lease is None:
+            return False            # no session: we could not finish it
         taken = dict(record, state=RECOVERING, recoverer=coord.member_id,
-                     recoverer_node=coord.node,
+                     recoverer_node=coord.node, recoverer_lease=lease,
                      attempt=int(record.get('attempt') or 0) + 1,
                      taken_at=time.time())
-        # Atomically: the claim is as we saw it, and the member we judged
-        # gone (owner, or previous recoverer) has not come back since.
-        layout = coord.layout
+        # The holder's lease was seen gone (for good: leases never come
+        # back); the claim must still be as we saw it -- a rebind or a
+        # finish by its owner, or another recoverer, changed its revision.
         compare = [_etcd.mod_revision_is(kv.key, kv.mod_revision)]
-        judged = record.get('recoverer_node') \
-            if record.get('state') == RECOVERING else record.get('node')
-        if judged and judged != coord.node:
-            compare.append(_etcd.create_revision_is(
-                layout.member(judged), self._member_revs.get(judged, 0)))
         put = [_etcd.put_op(kv.key, json.dumps(taken))]
         try:
             if term is not None and coord._election is not None:
@@ -423,8 +651,8 @@ class RecoveryManager:
         except exceptions.NotLeader:
             return False
         except exceptions.HAClusterError as exc:
-            # A failed comparison (the claim moved on, the member came back,
-            # or we lead no more): not ours to take.
+            # A failed comparison (the claim moved on, or we lead no
+            # more): not ours to take.
             LOG.debug('hacluster: not taking claim %s: %s',
                       record.get('claim_id'), _url.scrub(exc))
             return False
@@ -455,10 +683,20 @@ class RecoveryManager:
             backoff = min(self.max_backoff, 2.0 ** (taken['attempt'] - 1))
             failed = dict(taken, state=FAILED, last_error=_url.scrub(
                 '%s: %s' % (type(exc).__name__, exc)),
-                failed_at=time.time(), next_retry_at=time.time() + backoff)
-            LOG.warning('hacluster: recovery of claim %s failed (attempt '
-                        '%d): %s; retrying in %.0fs', record.get('claim_id'),
-                        taken['attempt'], failed['last_error'], backoff)
+                failed_at=time.time(), failed_by=coord.member_id,
+                failed_on=coord.node, next_retry_at=time.time() + backoff)
+            if isinstance(exc, exceptions.NoRecoveryHandler):
+                LOG.warning('hacluster: claim %s (%s %s/%s) kept: %s; '
+                            'retrying in %.0fs (and at once on another '
+                            'leader)', record.get('claim_id'),
+                            record.get('operation'),
+                            record.get('resource_type'),
+                            record.get('resource_id'), exc, backoff)
+            else:
+                LOG.warning('hacluster: recovery of claim %s failed (attempt '
+                            '%d): %s; retrying in %.0fs',
+                            record.get('claim_id'), taken['attempt'],
+                            failed['last_error'], backoff)
             try:
                 coord.client.txn(
                     compare=[_etcd.mod_revision_is(kv.key, revision)],
