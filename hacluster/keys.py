@@ -122,6 +122,7 @@ class Layout:
         self.data = self.root + 'data/'
         self.claims = self.root + 'claims/'
         self.late = self.root + 'late/'
+        self.tombstones = self.root + 'tombstones/'
 
     def member(self, node):
         return self.members + node
@@ -150,6 +151,11 @@ class Layout:
         return '%s%s/%s/%s.%s' % (
             self.claims_of(node), quote_segment(resource_type),
             quote_segment(resource_id), quote_segment(operation), claim_id)
+
+    def tombstone(self, claim_id):
+        """Key of the note a recoverer leaves when it removes a claim (who
+        recovered it; bound to a short lease)."""
+        return self.tombstones + claim_id
 
     def late_result(self, claim_id):
         """Key of the record of an operation that finished after its claim

@@ -386,6 +386,10 @@ class LocalCoordinator:
     def __exit__(self, *exc):
         self.stop()
 
+    def fence_point(self):
+        """As :meth:`hacluster.coordinator.Coordinator.fence_point`: no
+        session, no survivor, nothing to fence in single-node mode."""
+
     def _check_running(self):
         if not self._running:
             raise exceptions.NotStarted(

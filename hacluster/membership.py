@@ -342,6 +342,11 @@ class Membership:
                 except DuplicateMember as exc:
                     LOG.error('hacluster: %s/%s cannot rejoin: %s',
                               coord.cluster, coord.node, exc)
+                except _etcd.LeaseNotFound:
+                    # our lease is gone (revoked, expired): the session
+                    # must find out now, not at its next renewal
+                    coord.session.expire_now('lease not found in etcd',
+                                             epoch=epoch)
                 except exceptions.HAClusterError as exc:
                     LOG.warning('hacluster: %s/%s rejoin failed (%s); '
                                 'retrying', coord.cluster, coord.node,

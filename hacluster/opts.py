@@ -42,6 +42,30 @@ hacluster_opts = [
                      '(e.g. report_driver_status:60,share_status:120). '
                      'Tasks not named keep their declared spacing. Read '
                      'when the tasks start, never at import.'),
+    cfg.StrOpt('fencing', default='exit',
+               choices=[('none', 'step down and rejoin; final writes of '
+                                 'claimed operations are still fenced'),
+                        ('exit', 'exit the process at once when the renew '
+                                 'deadline passes while it holds claims or '
+                                 'cluster locks'),
+                        ('watchdog', 'exit, and pet the Linux watchdog '
+                                     'device so a frozen machine is reset '
+                                     'before its lease can expire')],
+               help='What a node does when its session\'s renew deadline '
+                    'passes while it holds work that a survivor may '
+                    'recover (open claims, cluster locks). "exit" (the '
+                    'default) makes sure a node that is thought dead has '
+                    'really stopped before its lease can expire whenever '
+                    'the process runs at all; manila-share\'s process '
+                    'manager starts a new worker, which recovers what its '
+                    'previous incarnation left. See hacluster.fencing.'),
+    cfg.IntOpt('watchdog_timeout', min=1,
+               help='Seconds of the watchdog device\'s timeout (fencing = '
+                    'watchdog). At most lease_ttl - renew_deadline, which '
+                    'is the default.'),
+    cfg.StrOpt('watchdog_device', default='/dev/watchdog',
+               help='The watchdog device (fencing = watchdog), e.g. of the '
+                    'softdog module. Used by one process per machine.'),
     cfg.FloatOpt('request_timeout',
                  help='Seconds one etcd request may take on one endpoint '
                       'before the next endpoint is tried. Defaults to '
@@ -98,11 +122,14 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
             lease_ttl=group.lease_ttl, renew_deadline=group.renew_deadline,
             renew_interval=group.renew_interval, lock_path=lock_path,
             request_timeout=group.request_timeout, config=config,
-            rpc_version=rpc_version)
+            rpc_version=rpc_version, fencing=group.fencing,
+            watchdog_timeout=group.watchdog_timeout,
+            watchdog_device=group.watchdog_device)
     except exceptions.ConfigurationError as exc:
         # Name the option as operators write it in the config file.
         msg = str(exc)
-        for opt in ('lease_ttl', 'renew_deadline', 'renew_interval'):
+        for opt in ('lease_ttl', 'renew_deadline', 'renew_interval',
+                    'watchdog_timeout', 'fencing'):
             msg = msg.replace(opt, '[hacluster] ' + opt)
         msg = msg.replace('backend_url', '[coordination] backend_url')
         raise exceptions.ConfigurationError(msg, cause=exc) from exc

@@ -84,6 +84,9 @@ FAILED = 'failed'
 #: Format of the claim record this version writes (``format`` field).
 CLAIM_FORMAT = 1
 
+#: Seconds a recovered claim's tombstone (who recovered it) is kept.
+TOMBSTONE_TTL = 600
+
 
 def new_claim_record(node, member_id, resource_type, resource_id, operation,
                      data=None):
@@ -175,6 +178,17 @@ class Claim:
         """
         return self._manager._finish(self)
 
+    def record_late(self, current=None):
+        """Record that this operation's result came too late (its claim was
+        recovered elsewhere, or a store refused the final write): once per
+        claim; returns the late record (``message`` says what happened).
+        Blocks for one etcd request the first time."""
+        with self._lock:
+            self.recovered_elsewhere = True
+            if self.late is None:
+                self.late = self._manager._record_late(self, current)
+            return self.late
+
     def still_owned(self):
         """False once this process knows the claim was recovered elsewhere
         or its session is past the renew deadline. Cheap (no request); a
@@ -217,6 +231,7 @@ class RecoveryManager:
         self.failures = 0
         #: late results this process recorded (its claim had been recovered)
         self.late_results = 0
+        self._tomb = None            # (lease, monotonic granted at)
 
     # -- keys ------------------------------------------------------------------
 
@@ -300,6 +315,13 @@ class RecoveryManager:
 
     def _record_late(self, claim, current):
         rec = claim.record
+        if current is None:
+            try:
+                kv = self._coord.client.get(self._coord.layout.tombstone(
+                    claim.claim_id))
+                current = kv.json() if kv else None
+            except exceptions.HAClusterError:
+                current = None
         by = (current or {}).get('recoverer_node') or 'another node'
         message = ('node %s finished %s of %s %s after it was recovered by '
                    '%s: its result was not written; the recovery\'s outcome '
@@ -326,6 +348,7 @@ class RecoveryManager:
 
     def _close(self, claim, failed=False):
         try:
+            current = None
             with claim._lock:
                 if claim.recovered_elsewhere:
                     taken = True
@@ -336,7 +359,6 @@ class RecoveryManager:
                         success=[_etcd.delete_op(claim.key)],
                         failure=[_etcd.range_op(claim.key)])
                     taken = not resp['succeeded']
-                    current = None
                     if taken:
                         kvs = _etcd.range_kvs(resp['responses'][0])
                         current = kvs[0].json() if kvs else None
@@ -541,9 +563,11 @@ class RecoveryManager:
             return self._graced(member_id)
         if not self._lease_gone(int(lease), leases):
             return False
-        if member_id in live and member_id != self._coord.member_id:
-            return self._graced(record.get('claim_id'))
-        return True
+        # Gone for good -- but a holder whose lease was cut short while it
+        # runs (revoked by hand, an etcd stall) rebinds its claims to its
+        # new session within moments: give it absence_grace (a rebind makes
+        # the take's comparison fail).
+        return self._graced(('lease', int(lease)))
 
     def _orphaned(self, record, live, now, leases):
         state = record.get('state')
@@ -588,14 +612,23 @@ class RecoveryManager:
         if own or force:
             for kv in kvs:
                 rec = kv.json()
-                self._absent_since[rec.get('claim_id')] = -float('inf')
-                self._absent_since[rec.get('member_id')] = -float('inf')
+                for key in (rec.get('member_id'), rec.get('recoverer')):
+                    self._absent_since[key] = -float('inf')
+                for lease in (rec.get('lease'), rec.get('recoverer_lease')):
+                    if lease is not None:
+                        self._absent_since[('lease', int(lease))] = \
+                            -float('inf')
         if own:
             live.pop(self._coord.member_id, None)
         return self._recover(kvs, live)
 
     def _recover(self, kvs, live, term=None):
         now = time.time()
+        if len(self._absent_since) > 1000:
+            # forget graces of long ago (they only ever delay a take)
+            old = time.monotonic() - 600
+            self._absent_since = {k: v for k, v in self._absent_since.items()
+                                  if v > old}
         leases = {}
         count = 0
         for kv in kvs:
@@ -622,6 +655,15 @@ class RecoveryManager:
             if self._take_and_handle(kv, record, handler, term):
                 count += 1
         return count
+
+    def _tombstone_lease(self):
+        """A lease of TOMBSTONE_TTL seconds shared by the tombstones of one
+        stretch of recoveries (renewed after a while, never kept alive)."""
+        now = time.monotonic()
+        if self._tomb is None or now - self._tomb[1] > TOMBSTONE_TTL / 2:
+            lease, _ttl = self._coord.client.lease_grant(TOMBSTONE_TTL)
+            self._tomb = (lease, now)
+        return self._tomb[0]
 
     def _no_handler(self, claim):
         raise exceptions.NoRecoveryHandler(
@@ -706,9 +748,18 @@ class RecoveryManager:
             self._due_in(backoff)
             return False
         try:
+            # The claim goes; a tombstone saying who recovered it stays for
+            # a while, for a late owner to name in its late result.
+            tomb = {'claim_id': record.get('claim_id'),
+                    'recoverer_node': coord.node,
+                    'recoverer': coord.member_id, 'at': time.time(),
+                    'format': CLAIM_FORMAT}
             coord.client.txn(
                 compare=[_etcd.mod_revision_is(kv.key, revision)],
-                success=[_etcd.delete_op(kv.key)])
+                success=[_etcd.delete_op(kv.key),
+                         _etcd.put_op(coord.layout.tombstone(
+                             record.get('claim_id')), json.dumps(tomb),
+                             self._tombstone_lease())])
         except exceptions.HAClusterError as exc:
             # Handled, but still recorded: the next scan runs the handler
             # again (at-least-once; it is idempotent by contract).

@@ -279,11 +279,14 @@ class Session:
                             'stop (%s); it expires in %ss', self._name,
                             lease_id, _url.scrub(exc), self.lease_ttl)
 
-    def expire_now(self, reason='requested'):
-        """Declare the session lost now (used by tests and by callers who
-        know better, e.g. a duplicate member). Returns at once; the loss is
-        processed in the renewal thread."""
+    def expire_now(self, reason='requested', epoch=None):
+        """Declare the session (of ``epoch``, if given) lost now (used by
+        tests and by callers who know better, e.g. a duplicate member, a
+        lease etcd no longer has). Returns at once; the loss is processed in
+        the renewal thread."""
         with self._cond:
+            if epoch is not None and epoch != self.epoch:
+                return
             self._doomed = True
             self._forced_reason = reason
         self._wake.set()

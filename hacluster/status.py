@@ -43,14 +43,24 @@ def collect(client, cluster, now=None):
     """
     layout = _keys.Layout(cluster)
     now = time.time() if now is None else now
-    claims_prefix = layout.root + 'claims/'
-    prefixes = [layout.members, layout.leader, layout.locks, claims_prefix,
-                layout.tasks]
+    prefixes = [layout.members, layout.leader, layout.locks, layout.claims,
+                layout.tasks, layout.late]
     resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
                                for p in prefixes])
     revision = int(resp['header']['revision'])
-    members_kv, leader_kv, locks_kv, claims_kv, tasks_kv = [
+    members_kv, leader_kv, locks_kv, claims_kv, tasks_kv, late_kv = [
         _etcd.range_kvs(r) for r in resp['responses']]
+    lease_ttls = {}
+
+    def lease_ttl(lease):
+        """Seconds left of ``lease`` (-1 gone, None unknown); one request
+        per distinct lease."""
+        if lease not in lease_ttls:
+            try:
+                lease_ttls[lease] = client.lease_time_to_live(lease)
+            except exceptions.HAClusterError:
+                lease_ttls[lease] = None
+        return lease_ttls[lease]
 
     members = []
     by_member_id = {}
@@ -62,11 +72,7 @@ def collect(client, cluster, now=None):
         rec['lease_remaining_s'] = None
         rec['since_renewal_s'] = None
         if kv.lease:
-            try:
-                ttl = int(client.call('/kv/lease/timetolive',
-                                      {'ID': kv.lease}).get('TTL', -1))
-            except exceptions.HAClusterError:
-                ttl = None
+            ttl = lease_ttl(kv.lease)
             if ttl is not None and ttl >= 0:
                 rec['lease_remaining_s'] = ttl
                 if rec.get('lease_ttl'):
@@ -114,14 +120,22 @@ def collect(client, cluster, now=None):
                 'waiters': waiting})
 
     claims = []
+    def gone(rec, lease_field, member_field):
+        # the recovery rule: the holder's session lease is gone (records
+        # without a lease: the member is gone)
+        lease = rec.get(lease_field)
+        if lease is None:
+            return rec.get(member_field) not in by_member_id
+        return lease_ttl(int(lease)) == -1
+
     for kv in claims_kv:
         rec = kv.json()
-        owner_alive = rec.get('member_id') in by_member_id
         state = rec.get('state')
-        if state == 'active' and not owner_alive:
+        if state in ('active', 'finishing') and \
+                gone(rec, 'lease', 'member_id'):
             state = 'orphaned'
-        if state == 'recovering' and rec.get('recoverer') not in \
-                by_member_id:
+        if state == 'recovering' and \
+                gone(rec, 'recoverer_lease', 'recoverer'):
             state = 'recovering (recoverer gone)'
         claims.append({
             'claim_id': rec.get('claim_id'), 'node': rec.get('node'),
@@ -134,6 +148,14 @@ def collect(client, cluster, now=None):
             'attempt': rec.get('attempt', 0),
             'recoverer': rec.get('recoverer_node'),
             'last_error': rec.get('last_error')})
+
+    late = []
+    for kv in late_kv:
+        rec = kv.json()
+        late.append({k: rec.get(k) for k in (
+            'claim_id', 'node', 'resource_type', 'resource_id', 'operation',
+            'recovered_by', 'at', 'message')})
+    late.sort(key=lambda r: r.get('at') or 0)
 
     tasks = {}
     for kv in tasks_kv:
@@ -173,15 +195,15 @@ def collect(client, cluster, now=None):
                                  for s in nodes.values()),
             'last_cycle': t['last_cycle']})
 
-    warnings, health = _assess(members, leader, claims, task_rows)
+    warnings, health = _assess(members, leader, claims, task_rows, late)
     return {'cluster': cluster, 'revision': revision,
             'collected_at': now, 'members': members, 'leader': leader,
             'tasks': task_rows, 'locks': lock_rows, 'claims': claims,
-            'warnings': warnings, 'health': health,
+            'late_results': late, 'warnings': warnings, 'health': health,
             'health_name': HEALTH_NAMES[health]}
 
 
-def _assess(members, leader, claims, tasks):
+def _assess(members, leader, claims, tasks, late=()):
     warnings = []
 
     def warn(level, text):
@@ -219,6 +241,11 @@ def _assess(members, leader, claims, tasks):
             len(stuck), stuck[0]['operation'], stuck[0]['resource_type'],
             stuck[0]['resource_id'], stuck[0]['last_error'] or
             stuck[0]['state']))
+    if late:
+        warn(WARNING, '%d operations finished after they were recovered '
+             'elsewhere (their results were not written; check the backend '
+             'for leftovers, then clear with "hacluster claim late-clear"), '
+             'e.g. %s' % (len(late), late[-1]['message']))
     for t in tasks:
         if t['paused']:
             warn(WARNING, 'task %s is paused for the cluster' % t['name'])

@@ -154,16 +154,25 @@ class HAShareDriverMixin:
         method = getattr(self, 'ha_recover_%s_%s' % (claim.resource_type,
                                                       claim.operation), None)
         if method is None:
-            LOG.warning('hacluster: no recovery for %s of %s %s (left by '
-                        '%s); leaving it as it is', claim.operation,
-                        claim.resource_type, claim.resource_id, claim.node)
-            return
+            # Kept and retried (by any leader): a newer node, or a driver
+            # that knows this operation, recovers it; deleting the claim
+            # would leave the resource stuck with no trace.
+            from hacluster import exceptions
+            raise exceptions.NoRecoveryHandler(
+                'driver %s has no ha_recover_%s_%s: cannot recover %s of %s '
+                '%s (left by %s)' % (type(self).__name__,
+                                     claim.resource_type, claim.operation,
+                                     claim.operation, claim.resource_type,
+                                     claim.resource_id, claim.node))
         from manila import context
         method(context.get_admin_context(), claim)
 
     def _ha_move(self, what, get, update, resource_id, from_status, values,
-                 claim):
-        """Set ``values`` on a resource if it is still in ``from_status``."""
+                 claim, kind=None, ctx=None):
+        """Set ``values`` on a resource if it is still in ``from_status``
+        (for a ``kind`` of row the claims module knows, in one conditional
+        UPDATE, so a late owner's final write and this one never both
+        land)."""
         from manila import exception
         try:
             current = get(resource_id)
@@ -177,10 +186,27 @@ class HAShareDriverMixin:
                      'finished, nothing to recover', what, resource_id,
                      status, '/'.join(from_status), claim.node)
             return False
-        update(resource_id, values)
+        if kind is not None:
+            if not self.ha_cas_status(ctx, kind, resource_id, from_status,
+                                      values):
+                LOG.info('hacluster: %s %s left %s meanwhile (its operation '
+                         'of %s finished); nothing to recover', what,
+                         resource_id, '/'.join(from_status), claim.node)
+                return False
+        else:
+            update(resource_id, values)
         LOG.warning('hacluster: %s %s was left %r by %s (dead): set %s', what,
                     resource_id, status, claim.node, values)
         return True
+
+    def ha_cas_status(self, ctx, kind, row_id, from_status, values):
+        """Set ``values`` on a ``kind`` row (``share_instance`` or
+        ``snapshot_instance``) only if it is still in ``from_status``, in
+        one conditional UPDATE; True if it was. The same write a late
+        owner's final status write makes (hacluster.manila.claims), so of
+        the two exactly one lands."""
+        from hacluster.manila import claims as _claims
+        return _claims.cas_status(ctx, kind, row_id, from_status, values)
 
     def _ha_instance(self, ctx, claim, from_status, values):
         db = self._ha_db
@@ -188,10 +214,11 @@ class HAShareDriverMixin:
             'share instance',
             lambda i: db.share_instance_get(ctx, i),
             lambda i, v: db.share_instance_update(ctx, i, v),
-            claim.resource_id, from_status, values, claim)
+            claim.resource_id, from_status, values, claim,
+            kind='share_instance', ctx=ctx)
 
     def _ha_instances_of(self, what, parent, update, claim, from_status,
-                         values):
+                         values, kind=None, ctx=None):
         """Move every instance of ``parent()`` (a share or a snapshot,
         read now; gone: nothing to do) still in ``from_status``."""
         from manila import exception
@@ -201,7 +228,8 @@ class HAShareDriverMixin:
             return
         for instance in instances:
             self._ha_move(what, lambda i, current=instance: current, update,
-                          instance['id'], from_status, values, claim)
+                          instance['id'], from_status, values, claim,
+                          kind=kind, ctx=ctx)
 
     def _ha_share_instances(self, ctx, claim, from_status, values,
                             share_id=None):
@@ -210,7 +238,7 @@ class HAShareDriverMixin:
             'share instance',
             lambda: db.share_get(ctx, share_id or claim.resource_id),
             lambda i, v: db.share_instance_update(ctx, i, v),
-            claim, from_status, values)
+            claim, from_status, values, kind='share_instance', ctx=ctx)
 
     def _ha_snapshot_instances(self, ctx, claim, from_status, values):
         db = self._ha_db
@@ -218,7 +246,7 @@ class HAShareDriverMixin:
             'snapshot instance',
             lambda: db.share_snapshot_get(ctx, claim.resource_id),
             lambda i, v: db.share_snapshot_instance_update(ctx, i, v),
-            claim, from_status, values)
+            claim, from_status, values, kind='snapshot_instance', ctx=ctx)
 
     def ha_recover_share_instance_create(self, ctx, claim):
         """A create cut short cannot be trusted to be whole: ``error``

@@ -34,6 +34,8 @@ PREFIX = 'manila-'
 
 
 def _release(lock, what):
+    from hacluster.manila import claims as _claims
+    _claims.untrack_lock(lock)
     try:
         if not lock.release():
             # The critical section ran (partly) unprotected; its effects
@@ -42,6 +44,12 @@ def _release(lock, what):
                       lock.name, what, lock.lost_reason)
     except Exception:
         LOG.exception('hacluster: releasing cluster lock %r', lock.name)
+
+
+def _track(lock):
+    # a write made after this lock is lost is refused (claims.FencedDB)
+    from hacluster.manila import claims as _claims
+    _claims.track_lock(lock)
 
 
 def make_synchronized(coordinator, prefix=PREFIX):
@@ -66,6 +74,7 @@ def make_synchronized(coordinator, prefix=PREFIX):
                 if not lock.acquire(True if blocking else False):
                     from oslo_concurrency import lockutils
                     raise lockutils.AcquireLockFailedException(lock_name)
+                _track(lock)
                 try:
                     return func(*args, **kwargs)
                 finally:
@@ -86,7 +95,10 @@ class ToozLock:
     def acquire(self, blocking=True, shared=False, timeout=None):
         if timeout is not None and blocking is True:
             blocking = timeout
-        return self._lock.acquire(blocking)
+        ok = self._lock.acquire(blocking)
+        if ok:
+            _track(self._lock)
+        return ok
 
     def release(self):
         _release(self._lock, 'a coordination.synchronized block')

@@ -52,6 +52,7 @@ from manila.share import manager as share_manager
 from hacluster import exceptions
 from hacluster import opts as _opts
 from hacluster import url as _url
+from hacluster.manila import claims as _claims
 from hacluster.manila import driver as _driver
 from hacluster.manila import locks as _locks
 from hacluster.periodic import task as _task
@@ -109,7 +110,11 @@ def _claimed(method_name):
         data = {name: bound.arguments[name] for name in recorded
                 if name in bound.arguments} or None
         with _SafeClaim(self.ha_coordinator, resource_type, resource_id,
-                        operation, data):
+                        operation, data) as claim, \
+                _claims.operation(self.ha_coordinator, claim, resource_type,
+                                  resource_id, operation):
+            # (manila's database writes in this thread are fenced by the
+            # claim: see hacluster.manila.claims)
             return base(self, *args, **kwargs)
     return wrapper
 
@@ -220,6 +225,9 @@ class HAShareManager(share_manager.ShareManager):
         self._ha_starting = False
         self._ha_manila_tasks = list(type(self)._periodic_tasks)
         if self.ha_clustered:
+            # A claimed operation's final writes are fenced by its claim: a
+            # node thought dead never writes over a recovery.
+            self.db = _claims.FencedDB(self.db)
             # manila's own periodic loop (Service.periodic_tasks) runs
             # nothing: every task runs on hacluster's runner, in its mode.
             self._periodic_tasks = []

@@ -3,7 +3,13 @@
     python recoveryworker.py ETCD_URL CLUSTER NODE STORE hold N
         open N claims ('share', 'share-NODE-i', 'create') and print HELD;
         then wait to be killed (SIGTERM: close the claims and stop)
+    python recoveryworker.py ETCD_URL CLUSTER NODE STORE op [--type T]
+        [--fencing MODE]
+        open one claim (T, 'res-NODE', 'create') and print OPEN; then read
+        commands from stdin: "finish" prints FINISHED or REFUSED <message>,
+        "close" ends the claim's block and prints CLOSED <recovered_elsewhere>
     python recoveryworker.py ETCD_URL CLUSTER NODE STORE survive
+        [--types share,volume]
         [--slow S] [--fail-first K]
         register a recovery handler for 'share' and print READY; runs until
         SIGTERM. The handler appends "handled CLAIM_ID RESOURCE ATTEMPT NODE
@@ -26,6 +32,9 @@ for a in ('url', 'cluster', 'node', 'store', 'mode'):
 p.add_argument('n', nargs='?', type=int, default=0)
 p.add_argument('--slow', type=float, default=0.0)
 p.add_argument('--fail-first', type=int, default=0)
+p.add_argument('--type', default='share')
+p.add_argument('--types', default='share')
+p.add_argument('--fencing', default='none')
 opts = p.parse_args()
 
 say_lock = threading.Lock()
@@ -65,9 +74,13 @@ def handler(claim):
 
 coord = hacluster.get_coordinator(opts.url, opts.cluster, node=opts.node,
                                   lease_ttl=3, renew_deadline=2.0,
-                                  renew_interval=0.5)
+                                  renew_interval=0.5, fencing=opts.fencing,
+                                  watchdog_device=os.environ.get(
+                                      'HACLUSTER_TEST_WATCHDOG',
+                                      '/dev/watchdog'))
 if opts.mode == 'survive':
-    coord.register_recovery('share', handler)
+    for rtype in opts.types.split(','):
+        coord.register_recovery(rtype, handler)
 coord.start()
 done = threading.Event()
 signal.signal(signal.SIGTERM, lambda *a: done.set())
@@ -80,6 +93,23 @@ if opts.mode == 'hold':
     done.wait()
     for c in claims:
         c.__exit__(None, None, None)
+elif opts.mode == 'op':
+    claim = coord.claim(opts.type, 'res-%s' % opts.node, 'create')
+    claim.__enter__()
+    say('OPEN', coord.member_id, claim.claim_id)
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == 'finish':
+            try:
+                claim.finish()
+                say('FINISHED')
+            except hacluster.exceptions.ClaimRecovered as exc:
+                say('REFUSED', exc)
+        elif cmd == 'close':
+            claim.__exit__(None, None, None)
+            say('CLOSED', claim.recovered_elsewhere)
+            break
+    done.wait()
 else:
     say('READY', coord.member_id)
     done.wait()

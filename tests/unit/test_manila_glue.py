@@ -17,6 +17,7 @@ from hacluster.periodic import runner as _runner
 _runner._select_backend()
 share_manager = pytest.importorskip('manila.share.manager')
 
+from hacluster import exceptions  # noqa: E402
 from hacluster import coordinator as _coordinator  # noqa: E402
 from hacluster.manila import driver as ha_driver  # noqa: E402
 from hacluster.manila import locks as ha_locks  # noqa: E402
@@ -130,7 +131,12 @@ class _Coord:
 
 
 class _Driver(ha_driver.HAShareDriverMixin):
-    pass
+    def ha_cas_status(self, ctx, kind, row_id, from_status, values):
+        # the conditional UPDATE, on the stand-in database
+        if self._ha_db.instances[row_id]['status'] not in from_status:
+            return False
+        self._ha_db.share_instance_update(ctx, row_id, values)
+        return True
 
 
 def _claim(resource_id, operation='create', resource_type='share_instance'):
@@ -150,9 +156,27 @@ def test_recovery_moves_only_what_is_still_in_flight():
     handler(_claim('gone'))              # deleted since: nothing to do
     handler(_claim('a'))                 # a second run changes nothing
     assert db.updates == [('a', {'status': 'error'})]
-    # an operation nobody handles is logged and left alone, not an error
-    handler(_claim('b', operation='frobnicate'))
+    # an operation nobody here can recover is kept (the handler raises,
+    # so the claim is retried, by any leader), never taken as recovered
+    with pytest.raises(exceptions.NoRecoveryHandler,
+                       match='ha_recover_share_instance_frobnicate'):
+        handler(_claim('b', operation='frobnicate'))
     assert db.updates == [('a', {'status': 'error'})]
+
+
+def test_a_recovery_loses_to_a_late_owner_that_moved_the_row_first():
+    db = _DB(a={'status': 'creating'})
+    drv = _Driver()
+    drv.ha_attach(_Coord(), db)
+    handler = drv.ha_recover
+    real = drv.ha_cas_status
+
+    def racing(ctx, kind, row_id, from_status, values):
+        db.instances[row_id]['status'] = 'available'   # the owner, first
+        return real(ctx, kind, row_id, from_status, values)
+    drv.ha_cas_status = racing
+    handler(_claim('a'))
+    assert db.instances['a']['status'] == 'available' and not db.updates
 
 
 def test_every_claimed_operation_has_a_recovery():

@@ -12,7 +12,8 @@ def test_list_opts_names_every_option_and_returns_copies():
     listed = dict(opts.list_opts())
     names = {o.name for o in listed['hacluster']}
     assert names == {'node_name', 'cluster', 'lease_ttl', 'renew_deadline',
-                     'renew_interval', 'request_timeout', 'task_spacing'}
+                     'renew_interval', 'request_timeout', 'task_spacing',
+                     'fencing', 'watchdog_timeout', 'watchdog_device'}
     assert [o.name for o in listed['coordination']] == ['backend_url']
     assert listed['hacluster'][0] is not opts.hacluster_opts[0]
 

@@ -1,0 +1,246 @@
+"""Fenced completion of manila's claimed operations.
+
+A node that was thought dead -- frozen past its lease, or cut off from etcd
+but not from the database -- may resume in the middle of a claimed
+operation and finish it after a survivor already recovered it (measured
+before this module existed: ``creating`` -> ``error`` by the recovery ->
+``available`` by the late node). The HA share manager therefore runs
+manila's database API through :class:`FencedDB` while a claimed RPC
+operation runs in a thread:
+
+* a **final write** of the operation (a status leaving the transitional
+  ones, or the deletion of the row) first finishes the claim in etcd
+  (:meth:`hacluster.recovery.Claim.finish`); if a recoverer took the claim,
+  the write is not made, the recovery's status stands, and the late result
+  is recorded (log, ``late/`` record, a warning in ``hacluster status``);
+* the final status write of the claimed row itself is made **conditional**
+  on the row still being in the operation's transitional status, in one
+  UPDATE ... WHERE status IN (...) -- the recovery handlers move the row
+  the same way -- so whichever of the two comes first wins, and a status
+  never flips between final states, even for a process frozen between the
+  finish and the write;
+* once the claim is known to be recovered, or a cluster lock taken in this
+  thread is lost, any other write raises :class:`hacluster.exceptions.
+  Fenced` (no further shared write);
+* each write is a fence point: with ``[hacluster] fencing = exit`` a
+  process past its renew deadline while holding work exits there.
+
+Writes outside claimed operations pass through untouched.
+"""
+
+import functools
+import logging
+import re
+import threading
+
+from hacluster import exceptions
+
+LOG = logging.getLogger(__name__)
+
+_local = threading.local()
+
+#: The row a claimed operation finishes, and the transitional statuses it
+#: may leave from: ``(resource type, operation) -> (row kind, statuses)``.
+#: Its final status write is conditional on them.
+FENCED_ROWS = {
+    ('share_instance', 'create'): ('share_instance', ('creating',)),
+    ('share_instance', 'delete'): ('share_instance', ('deleting',)),
+    ('share_instance', 'create_replica'): ('share_instance', ('creating',)),
+    ('share_instance', 'delete_replica'): ('share_instance', ('deleting',)),
+}
+
+#: manila.db functions that write a row's status: name -> row kind.
+_STATUS_WRITES = {
+    'share_instance_update': 'share_instance',
+    'share_replica_update': 'share_instance',
+    'share_update': 'share',
+    'share_snapshot_instance_update': 'snapshot_instance',
+    'share_snapshot_update': 'snapshot',
+}
+
+#: manila.db functions that delete the resource an operation works on.
+_DELETES = ('share_instance_delete', 'share_replica_delete',
+            'share_snapshot_instance_delete', 'share_delete',
+            'share_soft_delete')
+
+_WRITE = re.compile(r'(^|_)(update|delete|create|destroy|add|remove|set|'
+                    r'upsert|purge|restore|soft|transfer|accept|mark)(_|$)')
+
+#: manila's transitional statuses (constants.TRANSITIONAL_STATUSES plus
+#: the share-from-snapshot one); a status write outside these is final.
+_TRANSITIONAL = frozenset((
+    'creating', 'deleting', 'manage_starting', 'unmanage_starting',
+    'extending', 'shrinking', 'migrating', 'migrating_to', 'restoring',
+    'reverting', 'server_migrating', 'server_migrating_to',
+    'backup_restoring', 'backup_creating', 'ensuring',
+    'reverting_to_snapshot', 'creating_from_snapshot', 'replication_change',
+))
+
+
+def is_write(name):
+    """True if manila.db function ``name`` writes (by its name)."""
+    return bool(_WRITE.search(name))
+
+
+class _Operation:
+    def __init__(self, coord, claim, resource_type, resource_id, operation):
+        self.coord = coord
+        self.claim = claim
+        self.resource_type = resource_type
+        self.resource_id = resource_id
+        self.operation = operation
+        self.row = FENCED_ROWS.get((resource_type, operation))
+
+
+def _locks():
+    if not hasattr(_local, 'locks'):
+        _local.locks = []
+    return _local.locks
+
+
+def track_lock(lock):
+    """Note a cluster lock taken by the current thread (manila's lock
+    stand-ins call it): while it is held, a write after its loss is
+    refused."""
+    _locks().append(lock)
+
+
+def untrack_lock(lock):
+    locks = _locks()
+    for i in range(len(locks) - 1, -1, -1):
+        if locks[i] is lock:
+            del locks[i]
+            return
+
+
+class operation:
+    """Context manager: the claimed operation running in this thread.
+
+    :param coord: the node's coordinator.
+    :param claim: the open claim (None: the operation runs unclaimed, its
+        writes pass through but for lost locks).
+    """
+
+    def __init__(self, coord, claim, resource_type, resource_id, op):
+        self._op = _Operation(coord, claim, resource_type, resource_id, op)
+        self._outer = None
+
+    def __enter__(self):
+        self._outer = getattr(_local, 'op', None)
+        _local.op = self._op
+        return self._op
+
+    def __exit__(self, *exc):
+        _local.op = self._outer
+        return False
+
+
+def current():
+    """The claimed operation running in this thread, or None."""
+    return getattr(_local, 'op', None)
+
+
+def cas_status(context, kind, row_id, expected, values):
+    """Set ``values`` on row ``row_id`` only if its status is one of
+    ``expected``, in one UPDATE (atomic in the database: of two racing
+    writers exactly one wins). ``kind`` is ``share_instance`` or
+    ``snapshot_instance``. Returns True if the row was updated. Blocks for
+    one database statement."""
+    from manila.db.sqlalchemy import api as db_api
+    from manila.db.sqlalchemy import models
+    model = {'share_instance': models.ShareInstance,
+             'snapshot_instance': models.ShareSnapshotInstance}[kind]
+    with db_api.context_manager.writer.using(context):
+        count = db_api.model_query(
+            context, model, read_deleted='no').filter(
+            model.id == row_id).filter(
+            model.status.in_(list(expected))).update(
+            dict(values), synchronize_session=False)
+    return count == 1
+
+
+def _values(args, kwargs):
+    for name in ('values', 'update_values'):
+        if isinstance(kwargs.get(name), dict):
+            return kwargs[name]
+    if len(args) > 2 and isinstance(args[2], dict):
+        return args[2]
+    return None
+
+
+def _target(args, kwargs):
+    if len(args) > 1:
+        return args[1]
+    for name in ('share_instance_id', 'share_replica_id', 'instance_id',
+                 'snapshot_instance_id', 'share_id'):
+        if name in kwargs:
+            return kwargs[name]
+    return None
+
+
+class FencedDB:
+    """manila's database API (``manila.db``) as the HA share manager uses
+    it: writes made while a claimed operation runs in the calling thread
+    are fenced (see the module doc); everything else passes through.
+    Thread-safe (per-thread state only)."""
+
+    def __init__(self, db):
+        self._db = db
+        self._wrapped = {}
+
+    def __getattr__(self, name):
+        attr = getattr(self._db, name)
+        if not callable(attr) or not is_write(name):
+            return attr
+        wrapped = self._wrapped.get(name)
+        if wrapped is None:
+            @functools.wraps(attr)
+            def wrapped(*args, **kwargs):
+                return self._write(name, attr, args, kwargs)
+            self._wrapped[name] = wrapped
+        return wrapped
+
+    def _write(self, name, fn, args, kwargs):
+        for lock in list(_locks()):
+            if lock.lost:
+                raise exceptions.Fenced(
+                    'cluster lock %r was lost (%s): %s not made'
+                    % (lock.name, lock.lost_reason, name))
+        op = current()
+        if op is None or op.claim is None:
+            return fn(*args, **kwargs)
+        op.coord.fence_point()      # exits here when fencing says so
+        claim = op.claim
+        values = _values(args, kwargs)
+        final = name in _DELETES or (
+            name in _STATUS_WRITES and values is not None and
+            'status' in values and values['status'] not in _TRANSITIONAL)
+        if not final:
+            if claim.recovered_elsewhere:
+                raise exceptions.ClaimRecovered(
+                    '%s of %s %s was recovered by another node: %s not made'
+                    % (op.operation, op.resource_type, op.resource_id, name))
+            return fn(*args, **kwargs)
+        try:
+            claim.finish()
+        except exceptions.ClaimRecovered as exc:
+            LOG.error('hacluster: %s not made: %s', name, exc)
+            return None
+        except exceptions.HAClusterError as exc:
+            # etcd cannot say: the row's own conditional write below still
+            # keeps a recovery from being overwritten.
+            LOG.warning('hacluster: could not finish claim %s before %s '
+                        '(%s); relying on the conditional write',
+                        claim.claim_id, name, exc)
+        row = op.row
+        if row is not None and _STATUS_WRITES.get(name) == row[0] and \
+                _target(args, kwargs) == op.resource_id:
+            if not cas_status(args[0], row[0], op.resource_id, row[1],
+                              {'status': values['status']}):
+                late = claim.record_late()
+                LOG.error('hacluster: %s %s is no longer %s: %s (status %s) '
+                          'not made: %s', row[0], op.resource_id,
+                          '/'.join(row[1]), name, values['status'],
+                          late['message'])
+                return None
+        return fn(*args, **kwargs)

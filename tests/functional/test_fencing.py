@@ -1,0 +1,188 @@
+"""Fencing: a node that is not provably dead never has its work recovered,
+and a node thought dead never finishes over a recovery. Real etcd, member
+processes frozen with SIGSTOP, real lease expiry (ttl 3 s)."""
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+import hacluster
+from helpers import wait_for
+from hacluster import fencing as _fencing
+
+SCRIPT = os.path.join(os.path.dirname(__file__), 'recoveryworker.py')
+TTL = 3
+
+
+def start(workers, etcd, cluster, node, store, *args):
+    return workers(etcd.url, cluster, node, store, *args, script=SCRIPT)
+
+
+def handled(store):
+    path = os.path.join(store, 'handled')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [line.split() for line in f if line.strip()]
+
+
+@pytest.fixture
+def obs(etcd, cluster_name):
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'test-observer',
+                                  lease_ttl=3, renew_deadline=2,
+                                  renew_interval=0.5)
+    with c:
+        yield c
+
+
+def _late(obs, claim_id):
+    kv = obs.client.get(obs.layout.late_result(claim_id))
+    return kv.json() if kv else None
+
+
+def test_a_paused_claim_owner_is_refused_its_finish_after_recovery(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    survivor = start(workers, etcd, cluster_name, 's1', store, 'survive')
+    survivor.wait_line('READY')
+    owner = start(workers, etcd, cluster_name, 'frozen', store, 'op')
+    claim_id = owner.wait_line('OPEN').split()[2]
+    os.kill(owner.proc.pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: handled(store), TTL + 10,
+                 'the survivor to recover the frozen owner\'s claim')
+    finally:
+        os.kill(owner.proc.pid, signal.SIGCONT)
+    assert [r[0] for r in handled(store)] == [claim_id]
+    owner.send('finish')
+    refused = owner.wait_line('REFUSED')
+    assert 'after it was recovered by s1' in refused
+    late = _late(obs, claim_id)
+    assert late['node'] == 'frozen' and late['recovered_by'] == 's1'
+    assert 'backend object' in late['message']
+    from hacluster import status as _status
+    snap = _status.collect(obs.client, cluster_name)
+    assert [r['claim_id'] for r in snap['late_results']] == [claim_id]
+    assert any('after they were recovered' in w['text']
+               for w in snap['warnings'])
+    owner.send('close')
+    assert owner.wait_line('CLOSED') == 'CLOSED True'
+    # the handler ran once, and nothing of the claim is left
+    assert len(handled(store)) == 1 and not obs.list_claims('frozen')
+
+
+def test_a_finished_claim_is_not_taken_while_its_owner_lives(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    survivor = start(workers, etcd, cluster_name, 's1', store, 'survive')
+    survivor.wait_line('READY')
+    owner = start(workers, etcd, cluster_name, 'owner', store, 'op')
+    owner.wait_line('OPEN')
+    owner.send('finish')
+    owner.wait_line('FINISHED')
+    [claim] = obs.list_claims('owner')
+    assert claim.state == 'finishing'
+    # the member record vanishes (an operator) -- the lease lives on
+    obs.client.delete(obs.layout.member('owner'))
+    time.sleep(TTL + 1)      # a recovery would have run by now
+    assert not handled(store)
+    owner.send('close')
+    assert owner.wait_line('CLOSED') == 'CLOSED False'
+
+
+def test_a_live_member_whose_record_is_deleted_keeps_its_claims_and_puts_it_back(  # noqa: E501
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    survivor = start(workers, etcd, cluster_name, 's1', store, 'survive')
+    survivor.wait_line('READY')
+    holder = start(workers, etcd, cluster_name, 'alive', store, 'hold', 5)
+    holder.wait_line('HELD')
+    key = obs.layout.member('alive')
+    before = obs.client.get(key)
+    assert obs.client.delete(key) == 1
+    deleted = time.monotonic()
+    wait_for(lambda: obs.client.get(key) is not None, 5,
+             'the member to put its record back')
+    back = time.monotonic() - deleted
+    again = obs.client.get(key)
+    assert again.lease == before.lease          # same session, same lease
+    assert back <= 0.5 + 0.5                    # renew_interval + slack
+    # and over two lease lifetimes, none of its claims is recovered
+    time.sleep(2 * TTL)
+    assert not handled(store)
+    assert len(obs.list_claims('alive')) == 5
+    assert all(c.state == 'active' for c in obs.list_claims('alive'))
+
+
+def test_a_claim_no_leader_can_recover_is_kept_and_recovered_by_one_that_can(
+        etcd, cluster_name, workers, tmp_path, obs):
+    store = str(tmp_path)
+    old = start(workers, etcd, cluster_name, 'old', store, 'survive')
+    old.wait_line('READY')
+    wait_for(lambda: (obs.get_leader() or {}).get('node') == 'old', 5,
+             'old to lead')
+    owner = start(workers, etcd, cluster_name, 'owner', store, 'op',
+                  '--type', 'volume')
+    claim_id = owner.wait_line('OPEN').split()[2]
+    owner.proc.kill()
+
+    def marked():
+        claims = obs.list_claims('owner')
+        return claims and claims[0].state == 'failed' and claims[0]
+    claim = wait_for(marked, TTL + 10, 'the claim to be marked unhandled')
+    assert claim.claim_id == claim_id
+    assert 'no recovery handler' in claim.last_error
+    assert claim.failed_on == 'old'
+    from hacluster import status as _status
+    snap = _status.collect(obs.client, cluster_name)
+    shown = [c for c in snap['claims'] if c['claim_id'] == claim_id]
+    assert shown and shown[0]['state'] == 'failed'
+    assert any('stuck' in w['text'] and 'no recovery handler' in w['text']
+               for w in snap['warnings'])
+    # a node that can recover volumes takes over the lead
+    new = start(workers, etcd, cluster_name, 'new', store, 'survive',
+                '--types', 'share,volume')
+    new.wait_line('READY')
+    old.proc.terminate()
+    wait_for(lambda: not obs.list_claims('owner'), 15,
+             'the new leader to recover the kept claim')
+    rows = handled(store)
+    assert [(r[0], r[3]) for r in rows] == [(claim_id, 'new')]
+
+
+@pytest.mark.parametrize('mode', ['exit', 'watchdog'])
+def test_a_frozen_owner_fences_itself_when_it_resumes(
+        etcd, cluster_name, workers, tmp_path, obs, mode):
+    store = str(tmp_path)
+    survivor = start(workers, etcd, cluster_name, 's1', store, 'survive')
+    survivor.wait_line('READY')
+    args = ['--fencing', mode]
+    dog = tmp_path / 'watchdog'
+    if mode == 'watchdog':
+        # a stand-in device file (this machine offers no watchdog device)
+        os.environ['HACLUSTER_TEST_WATCHDOG'] = str(dog)
+    try:
+        owner = start(workers, etcd, cluster_name, 'frozen', store, 'op',
+                      *args)
+        owner.wait_line('OPEN')
+    finally:
+        os.environ.pop('HACLUSTER_TEST_WATCHDOG', None)
+    if mode == 'watchdog':
+        status = json.loads(dog.read_text())
+        assert status['pid'] == owner.proc.pid and status['timeout'] == 1
+        assert not status['disarmed']
+    os.kill(owner.proc.pid, signal.SIGSTOP)
+    if mode == 'watchdog':
+        stopped = time.time()
+        # no more pets while frozen: the hardware would reset the machine
+        time.sleep(1.5)
+        assert json.loads(dog.read_text())['at'] < stopped
+    wait_for(lambda: handled(store), TTL + 10, 'the recovery')
+    os.kill(owner.proc.pid, signal.SIGCONT)
+    # at once when it runs again: past its renew deadline with a claim
+    assert owner.proc.wait(10) == _fencing.EXIT_STATUS
+    assert 'FENCED' in owner.proc.stderr.read()
+    assert len(handled(store)) == 1
