@@ -293,8 +293,7 @@ def request_recovery(client, cluster, node):
             'node %r is a live member of cluster %r: refusing to recover its '
             'claims (stop it first, or wait for its lease to expire)'
             % (node, cluster))
-    prefix = layout.root + 'claims/' + _keys.quote_segment(node) + '/'
-    kvs, _ = client.get_prefix(prefix)
+    kvs, _ = client.get_prefix(layout.claims_of(node))
     for kv in kvs:
         rec = kv.json()
         if rec.get('state') == 'failed':
@@ -306,3 +305,17 @@ def request_recovery(client, cluster, node):
     client.put(layout.root + 'recovery/request', json.dumps(
         {'node': node, 'at': time.time()}))
     return len(kvs)
+
+
+def clear_late(client, cluster, claim_id=None):
+    """Operator: forget the late results (of ``claim_id``, or all) once the
+    backend was checked for what the late operations left. Returns how many
+    were removed. Blocks for one etcd request."""
+    layout = _keys.Layout(cluster)
+    if claim_id is None:
+        return client.delete_prefix(layout.late)
+    if not claim_id.isalnum():
+        raise exceptions.ConfigurationError(
+            'claim id must be the hexadecimal id shown by "hacluster claim '
+            'late-list", got %r' % claim_id)
+    return client.delete(layout.late_result(claim_id))

@@ -75,6 +75,7 @@ def _target(args):
 def _single_node_state(cluster, parsed):
     return {'cluster': cluster, 'mode': 'single-node', 'members': [],
             'leader': None, 'tasks': [], 'locks': [], 'claims': [],
+            'late_results': [],
             'warnings': [{'level': 'OK', 'text': 'single-node mode (no '
                           'etcd configured): nothing to coordinate'}],
             'health': _status.OK, 'health_name': 'OK', 'revision': None,
@@ -114,6 +115,9 @@ def _scrub_state(state):
     for row in state.get('claims', ()):
         if row.get('last_error'):
             row['last_error'] = _url.scrub(row['last_error'])
+    for row in state.get('late_results', ()):
+        if row.get('message'):
+            row['message'] = _url.scrub(row['message'])
     for row in state.get('tasks', ()):
         if row.get('last_error'):
             row['last_error'] = _url.scrub(row['last_error'])
@@ -217,6 +221,12 @@ class Status(command.Command):
         if len(state['claims']) > 20:
             w('  ... %d more (hacluster claim list)\n'
               % (len(state['claims']) - 20))
+        late = state.get('late_results') or []
+        if late:
+            w('\nlate results (%d)\n' % len(late))
+            for r in late[-10:]:
+                w('  %s (claim %s)\n' % (_url.scrub(r['message']),
+                                         r['claim_id']))
         w('\nwarnings (%d)\n' % len(state['warnings']))
         for warn in state['warnings']:
             w('  %-8s %s\n' % (warn['level'], _url.scrub(warn['text'])))
@@ -276,6 +286,41 @@ class ClaimList(_ListCommand):
     section = 'claims'
     columns = ('resource_type', 'resource_id', 'operation', 'node', 'state',
                'age_s', 'attempt', 'recoverer', 'last_error', 'claim_id')
+
+
+class ClaimLateList(_ListCommand):
+    """List the late results: operations that finished on a node after a
+    survivor had recovered them (the node was thought dead). Their results
+    were not written; what they made on the backend may be left over.
+    Check, then clear them with ``claim late-clear``."""
+
+    section = 'late_results'
+    columns = ('resource_type', 'resource_id', 'operation', 'node',
+               'recovered_by', 'at', 'claim_id', 'message')
+
+
+class ClaimLateClear(command.Command):
+    """Forget late results once the backend was checked: one (--claim-id)
+    or all (--all)."""
+
+    def get_parser(self, prog_name):
+        parser = _add_target_options(super().get_parser(prog_name))
+        which = parser.add_mutually_exclusive_group(required=True)
+        which.add_argument('--claim-id', help='the late result to forget')
+        which.add_argument('--all', action='store_true',
+                           help='forget every late result of the cluster')
+        return parser
+
+    def take_action(self, args):
+        client, cluster, _ = _target(args)
+        if client is None:
+            raise exceptions.ConfigurationError(
+                'single-node mode: there are no late results')
+        n = _status.clear_late(client, cluster,
+                               None if args.all else args.claim_id)
+        self.app.stdout.write('%d late results cleared in %s\n'
+                              % (n, cluster))
+        return 0
 
 
 class TaskList(_ListCommand):

@@ -202,7 +202,7 @@ class ManilaCluster:
                  nodes=('node1', 'node2', 'node3'), cluster=None,
                  periodic_interval=2, delays=None, driver=HA_DRIVER,
                  extra=None, extra_env=None, host='hagroup',
-                 workdir=None, manager=HA_MANAGER):
+                 workdir=None, manager=HA_MANAGER, node_extra=None):
         self.pg = pg
         self.transport_url = transport_url
         self.backend_url = backend_url
@@ -214,6 +214,9 @@ class ManilaCluster:
         self.driver = driver
         self.manager = manager
         self.extra = extra or {}
+        #: more config for one node: {node: {section: {key: value}}}
+        self.node_extra = node_extra or {}
+        self._engine = None
         self.extra_env = dict(extra_env or {})
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix='hacluster-manila-')
@@ -273,6 +276,10 @@ class ManilaCluster:
         }
         for section, values in self.extra.items():
             sections.setdefault(section, {}).update(values)
+        if node is not None:
+            for section, values in self.node_extra.get(node.name,
+                                                       {}).items():
+                sections.setdefault(section, {}).update(values)
         return _ini(sections)
 
     # -- processes ------------------------------------------------------------
@@ -301,6 +308,8 @@ class ManilaCluster:
                 node.stop(10)
             except Exception:
                 node.kill()
+        if self._engine is not None:
+            self._engine.dispose()
         try:
             self.pg.drop_database(self.database)
         except Exception:
@@ -345,6 +354,19 @@ class ManilaCluster:
         raw = self.statuses()[instance_id]['updated_at']
         return datetime.datetime.fromisoformat(raw).replace(
             tzinfo=datetime.timezone.utc).timestamp()
+
+    def db_status(self, instance_id):
+        """The share instance's status, read from PostgreSQL directly (a
+        few milliseconds: for sampling a status while it changes)."""
+        import sqlalchemy
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(
+                self.pg.url(self.database), poolclass=sqlalchemy.pool.NullPool)
+        with self._engine.connect() as conn:
+            row = conn.execute(sqlalchemy.text(
+                'SELECT status FROM share_instances WHERE id = :id'),
+                {'id': instance_id}).first()
+        return row[0] if row else None
 
     def leader(self):
         """The leading node's name (``hacluster leader show``), or None."""
