@@ -297,16 +297,16 @@ class Coordinator:
         parts = []
         claims = self._recovery.open_count
         if claims:
-            parts.append('%d open claims' % claims)
+            parts.append('open claims: %d' % claims)
         recovering = self._recovery.recovering_count
         if recovering:
-            parts.append('%d recoveries' % recovering)
+            parts.append('recoveries running: %d' % recovering)
         # Cluster locks (not the leadership entry: a leader that loses its
         # session steps down, and its leader-only writes are refused).
         locks = sum(1 for key, lock in list(self._held.items())
                     if key.startswith(self.layout.locks) and lock.taken)
         if locks:
-            parts.append('%d cluster locks' % locks)
+            parts.append('cluster locks: %d' % locks)
         return ', '.join(parts)
 
     def fence_point(self):

@@ -12,8 +12,11 @@ The run: status; 6 shares created and spread over the nodes; backend stats
 polled by the leader only; 3 more slow creates, and the *leader* SIGKILLed
 in the middle of its create; the survivors elect a new leader and bring the
 cut-short share to a final state (``error``); status again; a per-share
-poll fanned out over the survivors; the killed node restarted under the
-same name without disturbing the shares the others serve. Every claim is
+poll fanned out over the survivors; a survivor frozen (SIGSTOP) in the
+middle of a create until its work was recovered, then resumed: it fences
+itself instead of writing over the recovery (the share stays ``error``);
+the killed node restarted under the same name without disturbing the
+shares the others serve. Every claim is
 checked at the end; prints ``DEMO OK`` (exit 0) or ``DEMO FAILED`` (exit 1).
 
     tools/demo            # bootstrap + this
@@ -21,7 +24,9 @@ checked at the end; prints ``DEMO OK`` (exit 0) or ``DEMO FAILED`` (exit 1).
 """
 
 import collections
+import signal
 import sys
+import threading
 import time
 
 from hacluster.testing import manila_rig
@@ -144,6 +149,8 @@ def run(cluster):
     for instance_id in waiting:
         cluster.client('set-status', instance_id, 'available')
 
+    frozen(cluster, ids + slow)
+
     say('rolling restart: %s comes back under the same name' % victim)
     ensured = len(cluster.events('ensure_share'))
     cluster.start([victim])
@@ -154,11 +161,81 @@ def run(cluster):
     check(not any(now[i]['status'] == 'ensuring' for i in everything) and
           len(cluster.events('ensure_share')) == ensured,
           'the restart did not re-ensure (or touch) the others\' shares')
+    everything = [i for i in now if i in set(everything) | FROZEN]
     check(not any(now[i]['status'] == 'creating' for i in everything),
           'no share is left in creating')
     rc, out = show_status(cluster)
     check(rc == 0 and 'claims (0)' in out and 'members (3)' in out,
           'three members again, no claim left open, health OK')
+
+
+FROZEN = set()
+
+
+def frozen(cluster, others):
+    say('a node frozen (SIGSTOP) mid-create past its lease, then resumed')
+    shares = [s['instance_id'] for s in cluster.create_shares(2, 'frozen')]
+    FROZEN.update(shares)
+    deadline = time.monotonic() + 30
+    starts = {}
+    while len(starts) < 2 and time.monotonic() < deadline:
+        starts = {e['id']: e for e in cluster.events('create_share.start')
+                  if e['id'] in shares}
+        time.sleep(0.2)
+    share = shares[0]
+    victim = starts[share]['node']
+    seen = []
+    stop = threading.Event()
+
+    def sample():
+        # the share's status from PostgreSQL every 0.1 s: every change
+        while not stop.is_set():
+            status = cluster.db_status(share)
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            stop.wait(0.1)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    time.sleep(1)
+    frozen_at = time.time()
+    cluster.signal(victim, signal.SIGSTOP)
+    print('  froze %s (master and worker, SIGSTOP) %.1f s into the create of '
+          'share instance %s' % (victim, frozen_at - starts[share]['t'],
+                                 share))
+    deadline = time.monotonic() + LEASE_TTL + 2 + INTERVAL + 30
+    while cluster.db_status(share) != 'error' and \
+            time.monotonic() < deadline:
+        time.sleep(0.1)
+    recovered = time.time() - frozen_at
+    print('  a survivor recovered it: error %.1f s into the freeze; %s is '
+          'resumed now, in the middle of its create' % (recovered, victim))
+    cluster.signal(victim, signal.SIGCONT)
+    log = cluster.nodes[victim].log_since_start
+    deadline = time.monotonic() + 30
+    while 'FENCED' not in log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    line = [ln for ln in log().splitlines() if 'FENCED' in ln]
+    print('  %s log: %s' % (victim, line[0].strip() if line else
+                            '(no fencing line)'))
+    check(bool(line), 'the resumed node fenced itself instead of finishing '
+          'over the recovery ([hacluster] fencing = exit)')
+    # the survivor's own frozen-act create and a few polls more
+    cluster.wait_statuses([shares[1]], {'available', 'error'}, 60)
+    time.sleep(2 * INTERVAL)
+    stop.set()
+    sampler.join(5)
+    print('  status of %s, every change seen: %s' % (share,
+                                                     ' -> '.join(seen)))
+    check(seen == ['creating', 'error'], 'the share settled once, in error, '
+          'and never flipped (manila alone: available over the recovery)')
+    deadline = time.monotonic() + 90
+    while log().count(manila_rig.READY_MARK) < 2 and \
+            time.monotonic() < deadline:
+        time.sleep(0.5)
+    check(log().count(manila_rig.READY_MARK) >= 2,
+          '%s serves again (a new worker, which recovered what its previous '
+          'incarnation left)' % victim)
+    show_status(cluster)
 
 
 def main():
