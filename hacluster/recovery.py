@@ -280,6 +280,11 @@ class RecoveryManager:
         with self._open_cond:
             self._open_claims += 1
             self._claims[claim.claim_id] = claim
+        _epoch, now = coord.session.current()
+        if now is not None and now != lease:
+            # The session was replaced while we wrote (the rebind of the
+            # open claims may have missed this one): rebind it now.
+            self.rebind(now, [claim])
 
     def _finish(self, claim):
         self._coord.fence_point()
@@ -388,18 +393,20 @@ class RecoveryManager:
                 self._claims.pop(claim.claim_id, None)
                 self._open_cond.notify_all()
 
-    def rebind(self, lease):
+    def rebind(self, lease, claims=None):
         """Move every open claim of ours onto ``lease`` (our new session):
         a claim stays bound to a live lease while its operation runs. A
         claim a recoverer took meanwhile is marked recovered_elsewhere.
         Blocks for one etcd request per open claim; errors are logged (the
         claim stays on the old lease and may be recovered: its finish will
         then be refused)."""
-        with self._open_cond:
-            claims = list(self._claims.values())
+        if claims is None:
+            with self._open_cond:
+                claims = list(self._claims.values())
         for claim in claims:
             with claim._lock:
-                if claim.recovered_elsewhere or claim.revision is None:
+                if claim.recovered_elsewhere or claim.revision is None or \
+                        claim.record.get('lease') == lease:
                     continue
                 record = dict(claim.record, lease=lease)
                 try:

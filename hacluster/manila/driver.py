@@ -126,7 +126,9 @@ class HAShareDriverMixin:
             from oslo_concurrency import lockutils
             return lockutils.lock(name, lock_file_prefix='manila-',
                                   external=True)
-        return coordinator.get_lock('manila-' + name, shared=shared)
+        from hacluster.manila import locks as _locks
+        return _locks.TrackedLock(coordinator.get_lock('manila-' + name,
+                                                       shared=shared))
 
     def ha_claim(self, resource_type, resource_id, operation, data=None):
         """A claim on in-flight work (context manager): while it is open, a

@@ -52,6 +52,25 @@ def _track(lock):
     _claims.track_lock(lock)
 
 
+class TrackedLock:
+    """A cluster lock as a context manager whose loss fences the writes of
+    the thread holding it (:class:`hacluster.manila.claims.FencedDB`): what
+    :meth:`HAShareDriverMixin.ha_lock` returns when clustered."""
+
+    def __init__(self, lock):
+        self.lock = lock
+        self.name = lock.name
+
+    def __enter__(self):
+        self.lock.__enter__()
+        _track(self.lock)
+        return self.lock
+
+    def __exit__(self, *exc):
+        _release(self.lock, 'a ha_lock block')
+        return False
+
+
 def make_synchronized(coordinator, prefix=PREFIX):
     """A drop-in for ``manila.utils.synchronized`` (oslo.concurrency's
     ``synchronized_with_prefix('manila-')``) taking cluster locks.

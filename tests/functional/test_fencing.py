@@ -186,3 +186,34 @@ def test_a_frozen_owner_fences_itself_when_it_resumes(
     assert owner.proc.wait(10) == _fencing.EXIT_STATUS
     assert 'FENCED' in owner.proc.stderr.read()
     assert len(handled(store)) == 1
+
+
+def test_a_write_after_the_drivers_cluster_lock_is_lost_is_refused(
+        etcd, cluster_name):
+    from hacluster import exceptions
+    from hacluster.manila import claims as _claims
+    from hacluster.manila import driver as _driver
+
+    class DB:
+        writes = []
+
+        def share_instance_update(self, ctx, i, values):
+            self.writes.append(values)
+
+    drv = _driver.HAShareDriverMixin()
+    coord = hacluster.get_coordinator(etcd.url, cluster_name, 'n1',
+                                      lease_ttl=3, renew_deadline=2,
+                                      renew_interval=0.5)
+    with coord:
+        drv.ha_attach(coord, None, recover=False)
+        db = _claims.FencedDB(DB())
+        with drv.ha_lock('pool-a') as lock:
+            assert lock.name == 'manila-pool-a' and lock.held
+            db.share_instance_update(None, 'x', {'size': 1})
+            coord.session.expire_now('test: session lost mid-operation')
+            wait_for(lambda: lock.lost, 5, 'the lock to be reported lost')
+            with pytest.raises(exceptions.Fenced, match='manila-pool-a'):
+                db.share_instance_update(None, 'x', {'size': 2})
+        # out of the block the thread writes freely again
+        db.share_instance_update(None, 'x', {'size': 3})
+    assert [w['size'] for w in DB.writes] == [1, 3]
