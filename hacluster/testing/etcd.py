@@ -1,0 +1,387 @@
+"""Private etcd servers for tests: :class:`EtcdServer` (one member) and
+:class:`EtcdCluster` (several members forming one cluster).
+
+Both listen on 127.0.0.1 only, on free ports, with their data in temporary
+directories; see :mod:`hacluster.testing.process` for what every private
+server guarantees.  The ``etcd`` binary is looked up on ``PATH``; the
+environment variable ``HACLUSTER_ETCD`` overrides it.
+"""
+
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import time
+import urllib.error
+import urllib.request
+
+from hacluster.testing import process
+from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS,
+                                       ManagedServer, ServerStartError,
+                                       StartCloseContext, _clean_env,
+                                       _file_size, _read_text, _tails,
+                                       _which)
+
+LOG = logging.getLogger(__name__)
+
+
+def _http_json(url, data=None, timeout=1.0):
+    req = urllib.request.Request(url, data=data,
+                                 method='POST' if data else 'GET')
+    with urllib.request.urlopen(req, timeout=timeout) as resp:
+        return json.loads(resp.read().decode('utf-8'))
+
+
+class EtcdServer(ManagedServer):
+    """One etcd member on 127.0.0.1.
+
+    With no arguments this is a single-member cluster on two free ports with
+    its data in a new temporary directory.  ``data_dir`` given by the caller
+    is created if needed but never removed.  ``initial_cluster`` (an
+    ``--initial-cluster`` string) makes it a member of a larger cluster; see
+    :class:`EtcdCluster`.  ``extra_args`` are appended to the etcd command
+    line.
+
+    Attributes: ``start_duration`` (seconds the last successful start took),
+    ``log_path``.
+
+    :meth:`stop` sends SIGTERM and SIGKILLs after 5 s (``STOP_TIMEOUT``);
+    the other lifecycle methods are those of
+    :class:`~hacluster.testing.process.ManagedServer`.
+    """
+
+    START_TIMEOUT = 15.0
+    STOP_TIMEOUT = 5.0
+
+    def __init__(self, name='etcd0', data_dir=None, client_port=None,
+                 peer_port=None, initial_cluster=None,
+                 initial_cluster_state='new', cluster_token=None,
+                 extra_args=()):
+        self.name = name
+        self._owns_dir = data_dir is None
+        if data_dir is None:
+            data_dir = tempfile.mkdtemp(prefix='hacluster-etcd-%s-' % name)
+        else:
+            os.makedirs(data_dir, mode=0o700, exist_ok=True)
+        self.data_dir = data_dir
+        self.log_path = os.path.join(data_dir, 'etcd.log')
+        auto_ports = (client_port is None and peer_port is None
+                      and initial_cluster is None)
+        self.client_port = client_port or process.free_port()
+        self.peer_port = peer_port or process.free_port()
+        self.initial_cluster = initial_cluster
+        self.initial_cluster_state = initial_cluster_state
+        self.cluster_token = (cluster_token or
+                              'hacluster-%s' % secrets.token_hex(6))
+        self.extra_args = tuple(extra_args)
+        self._log_offset = 0
+        self._spawned_at = None
+        super().__init__(
+            temp_dir=data_dir if self._owns_dir else None,
+            auto_ports=('client_port', 'peer_port') if auto_ports else ())
+
+    def __repr__(self):
+        return '<EtcdServer %s %s pid=%s>' % (self.name, self.endpoint,
+                                              self.pid)
+
+    # -- addresses
+
+    @property
+    def endpoint(self):
+        """``'127.0.0.1:PORT'`` of the client port."""
+        return '%s:%d' % (LOOPBACK, self.client_port)
+
+    @property
+    def url(self):
+        """tooz-style backend URL, ``'etcd3+http://127.0.0.1:PORT'``."""
+        return 'etcd3+http://%s' % self.endpoint
+
+    @property
+    def client_url(self):
+        return 'http://%s' % self.endpoint
+
+    @property
+    def peer_url(self):
+        return 'http://%s:%d' % (LOOPBACK, self.peer_port)
+
+    @property
+    def etcd_data_dir(self):
+        """The directory passed to ``etcd --data-dir``."""
+        return os.path.join(self.data_dir, 'etcd')
+
+    # -- state
+
+    def is_healthy(self, timeout=1.0):
+        """True if ``GET /health`` answers ``{"health": "true"}``.
+
+        Blocks at most ``timeout`` seconds; never raises for network errors.
+        """
+        try:
+            body = _http_json(self.client_url + '/health', timeout=timeout)
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        return str(body.get('health')).lower() == 'true'
+
+    def _answers_as_itself(self, timeout=1.0):
+        """True if the member answering on our client port is this one.
+
+        Guards against a foreign etcd that grabbed our port: the answering
+        member's peer URLs must be ours.
+        """
+        try:
+            body = _http_json(self.client_url + '/v3/cluster/member/list',
+                              data=b'{}', timeout=timeout)
+        except (OSError, ValueError, urllib.error.URLError):
+            return False
+        me = body.get('header', {}).get('member_id')
+        for member in body.get('members', []):
+            if member.get('ID') == me:
+                return self.peer_url in member.get('peerURLs', [])
+        return False
+
+    # -- lifecycle
+
+    def _argv(self):
+        initial_cluster = (self.initial_cluster or
+                           '%s=%s' % (self.name, self.peer_url))
+        return [
+            _which('HACLUSTER_ETCD', 'etcd'),
+            '--name', self.name,
+            '--data-dir', self.etcd_data_dir,
+            '--listen-client-urls', self.client_url,
+            '--advertise-client-urls', self.client_url,
+            '--listen-peer-urls', self.peer_url,
+            '--initial-advertise-peer-urls', self.peer_url,
+            '--initial-cluster', initial_cluster,
+            '--initial-cluster-state', self.initial_cluster_state,
+            '--initial-cluster-token', self.cluster_token,
+            '--logger', 'zap',
+            '--log-outputs', 'stderr',
+        ] + list(self.extra_args)
+
+    def _spawn(self):
+        """Start the etcd process without waiting for it.  Does not block."""
+        with self._lock:
+            self._check_startable()
+            env = _clean_env(['ETCD_'], keep=('ETCD_UNSUPPORTED_ARCH',))
+            self._log_offset = _file_size(self.log_path)
+            self._spawn_child(self._argv(), env, self.data_dir,
+                              self.log_path)
+            self._spawned_at = time.monotonic()
+            LOG.debug('spawned %r', self)
+
+    def _port_clash(self):
+        """True if the last spawned etcd failed to bind a port."""
+        return 'address already in use' in _read_text(self.log_path,
+                                                      self._log_offset)
+
+    def _check_alive(self):
+        """Raise ServerStartError if the process has exited."""
+        child = self._child
+        if child is None or child.exited():
+            status = child.exit_status() if child else None
+            raise ServerStartError(
+                'etcd %s (%s) exited during start with status %s\n%s' % (
+                    self.name, self.endpoint, status,
+                    _tails([self.log_path])))
+
+    def _ready(self):
+        """One readiness probe; raises ServerStartError if etcd died."""
+        self._check_alive()
+        if self.is_healthy() and self._answers_as_itself():
+            self._check_alive()
+            self.start_duration = time.monotonic() - self._spawned_at
+            return True
+        return False
+
+    def _start_error(self, timeout):
+        return ServerStartError(
+            'etcd %s (%s) not healthy after %.1f s\n%s' % (
+                self.name, self.endpoint, timeout, _tails([self.log_path])))
+
+    def start(self, timeout=START_TIMEOUT):
+        """Start etcd and block until it reports healthy; return self.
+
+        Polls ``GET http://127.0.0.1:PORT/health`` for up to ``timeout``
+        seconds per attempt.  If etcd exits because a port picked by
+        :func:`free_port` was taken meanwhile, it is retried with new ports
+        (3 attempts).  Raises :class:`ServerStartError` (with the log tail)
+        if etcd exits or is not healthy in time; the process is then killed.
+        Raises RuntimeError if already running or closed.
+
+        A member of a cluster being formed is only healthy once a quorum
+        runs: start those with :class:`EtcdCluster`.
+        """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            self._spawn()
+            try:
+                self.wait_ready(timeout)
+                LOG.info('etcd %s ready on %s in %.2f s', self.name,
+                         self.endpoint, self.start_duration)
+                return self
+            except ServerStartError:
+                self.stop()
+                if self._port_clash() and self._new_ports_for_retry(
+                        attempt, ('client_port', 'peer_port')):
+                    continue
+                raise
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def wait_ready(self, timeout=START_TIMEOUT):
+        """Block until healthy (see :meth:`start`); raise ServerStartError."""
+        deadline = time.monotonic() + timeout
+        while not self._ready():
+            if time.monotonic() >= deadline:
+                raise self._start_error(timeout)
+            time.sleep(0.05)
+        return self
+
+    def _before_restart(self):
+        """A member of a multi-member cluster restarts with
+        ``--initial-cluster-state existing``.
+
+        :meth:`restart` keeps the ports: they are part of the cluster's
+        configuration.
+        """
+        if self.initial_cluster and ',' in self.initial_cluster:
+            self.initial_cluster_state = 'existing'
+
+
+class EtcdCluster(StartCloseContext):
+    """``size`` etcd members on 127.0.0.1 forming one cluster.
+
+    All data lives under one temporary directory (``data_dir``), one
+    sub-directory per member.  ``members`` is the list of
+    :class:`EtcdServer`; kill/pause/restart them individually.
+    """
+
+    def __init__(self, size=3, name_prefix='etcd'):
+        if size < 1:
+            raise ValueError('size must be >= 1')
+        self.size = size
+        self.name_prefix = name_prefix
+        self.data_dir = tempfile.mkdtemp(prefix='hacluster-etcd-cluster-')
+        self.members = []
+        self.start_duration = None
+        self._generation = 0
+        self._closed = False
+        self._build()
+
+    def __repr__(self):
+        return '<EtcdCluster %s>' % ','.join(self.endpoints)
+
+    def _build(self):
+        for member in self.members:
+            member.close()
+        self._generation += 1
+        token = 'hacluster-cluster-%s' % secrets.token_hex(6)
+        ports = [(process.free_port(), process.free_port())
+                 for _ in range(self.size)]
+        names = ['%s%d' % (self.name_prefix, i) for i in range(self.size)]
+        initial = ','.join('%s=http://%s:%d' % (name, LOOPBACK, peer)
+                           for name, (_, peer) in zip(names, ports))
+        self.members = [
+            EtcdServer(name=name,
+                       data_dir=os.path.join(self.data_dir, '%s-%d' % (
+                           name, self._generation)),
+                       client_port=client, peer_port=peer,
+                       initial_cluster=initial, cluster_token=token)
+            for name, (client, peer) in zip(names, ports)]
+
+    @property
+    def endpoints(self):
+        """``['127.0.0.1:P1', '127.0.0.1:P2', ...]`` (client ports)."""
+        return [m.endpoint for m in self.members]
+
+    @property
+    def url(self):
+        """``'etcd3+http://127.0.0.1:P1,127.0.0.1:P2,...'``."""
+        return 'etcd3+http://' + ','.join(self.endpoints)
+
+    @property
+    def running(self):
+        """True while any member's process exists."""
+        return any(m.running for m in self.members)
+
+    def start(self, timeout=20.0):
+        """Start all members at once and block until every one is healthy.
+
+        Returns self.  If a member exits because one of the ports picked
+        for the cluster was taken meanwhile, the whole cluster is rebuilt on
+        new ports (3 attempts).  Raises :class:`ServerStartError` (with the
+        failing member's log tail); all members are stopped then.
+        """
+        if self._closed:
+            raise RuntimeError('%r is closed' % self)
+        t0 = time.monotonic()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            for member in self.members:
+                member._spawn()
+            try:
+                self.wait_healthy(timeout=timeout)
+                self.start_duration = time.monotonic() - t0
+                LOG.info('etcd cluster %s ready in %.2f s', self.url,
+                         self.start_duration)
+                return self
+            except ServerStartError:
+                clash = any(m._port_clash() for m in self.members)
+                for member in self.members:
+                    member.stop()
+                if clash and attempt < START_ATTEMPTS:
+                    LOG.warning('etcd cluster: port clash, retrying on new '
+                                'ports')
+                    self._build()
+                    continue
+                raise
+        raise AssertionError('unreachable')  # pragma: no cover
+
+    def wait_healthy(self, members=None, timeout=20.0):
+        """Block until each of ``members`` (default: all) is healthy.
+
+        Raises :class:`ServerStartError` if one exits or the timeout passes.
+        """
+        pending = list(self.members if members is None else members)
+        deadline = time.monotonic() + timeout
+        while pending:
+            pending = [m for m in pending if not m._ready()]
+            if not pending:
+                break
+            if time.monotonic() >= deadline:
+                raise pending[0]._start_error(timeout)
+            time.sleep(0.05)
+        return self
+
+    def leader(self, timeout=1.0):
+        """The member that currently is the raft leader, or None.
+
+        Asks each running member's ``/v3/maintenance/status``; blocks at
+        most ``timeout`` s per member.
+        """
+        for member in self.members:
+            if not member.running:
+                continue
+            try:
+                status = _http_json(member.client_url +
+                                    '/v3/maintenance/status', data=b'{}',
+                                    timeout=timeout)
+            except (OSError, ValueError, urllib.error.URLError):
+                continue
+            if status.get('leader') and \
+                    status.get('leader') == status.get('header', {}).get(
+                        'member_id'):
+                return member
+        return None
+
+    def stop(self):
+        """Stop all members (data kept).  Blocks; idempotent."""
+        for member in self.members:
+            member.stop()
+
+    def close(self):
+        """Stop all members and remove all their data.  Idempotent."""
+        for member in self.members:
+            member.close()
+        self._closed = True
+        shutil.rmtree(self.data_dir, ignore_errors=True)
