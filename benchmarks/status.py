@@ -15,7 +15,7 @@ import time
 import uuid
 
 import hacluster
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import status as _status
 from hacluster import url as _url
 from hacluster.testing import servers

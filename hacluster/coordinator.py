@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import election as _election
 from hacluster import exceptions
 from hacluster import fencing as _fencing
@@ -56,7 +56,7 @@ def get_coordinator(backend_url, cluster, node=None,
                     renew_deadline=_session.DEFAULT_RENEW_DEADLINE,
                     renew_interval=_session.DEFAULT_RENEW_INTERVAL,
                     lock_path=None, request_timeout=None, config=None,
-                    rpc_version=None, clock=time.monotonic,
+                    rpc_version=None, clock=_session.boottime,
                     fencing=_fencing.NONE, watchdog_timeout=None,
                     watchdog_device=_fencing.DEFAULT_WATCHDOG_DEVICE):
     """Build (not start) the coordinator for ``cluster``.
@@ -119,7 +119,7 @@ class Coordinator:
     single_node = False
 
     def __init__(self, backend_url, cluster, node, timings,
-                 request_timeout=None, clock=time.monotonic, config=None,
+                 request_timeout=None, clock=_session.boottime, config=None,
                  rpc_version=None, fencing=_fencing.NONE,
                  watchdog_timeout=None,
                  watchdog_device=_fencing.DEFAULT_WATCHDOG_DEVICE):
@@ -234,9 +234,9 @@ class Coordinator:
                 if self.clock() >= deadline:
                     raise
                 time.sleep(0.2)
-        self._membership.load(_etcd.range_kvs(resp['responses'][0]))
-        self._leader_view.load(_etcd.range_kvs(resp['responses'][1]))
-        return int(resp['header']['revision'])
+        self._membership.load(resp.kvs(0))
+        self._leader_view.load(resp.kvs(1))
+        return resp.revision
 
     def stop(self):
         """Leave the cluster gracefully: wait up to ``claim_grace`` seconds
@@ -278,8 +278,11 @@ class Coordinator:
             self._running = False
         for lock in list(self._held.values()):
             lock._mark_lost('coordinator stopped')
-        self.session.stop(revoke=True)
+        # Disarm first: stopping the session ends its validity, and a
+        # watchdog that stopped being petted would reset the machine while
+        # the lease is revoked.
         self.fencer.stop()
+        self.session.stop(revoke=True)
         if self._watch is not None:
             self._watch.stop()
         LOG.info('hacluster: %s/%s stopped', self.cluster, self.node)
@@ -433,7 +436,7 @@ class Coordinator:
             _etcd.range_op(self.layout.leader,
                            _keys.prefix_end(self.layout.leader),
                            sort_create=True, limit=1)])
-        kvs = _etcd.range_kvs(resp['responses'][0])
+        kvs = resp.kvs(0)
         if not kvs:
             return None
         head = kvs[0].json()

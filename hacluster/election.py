@@ -282,7 +282,7 @@ class Election:
 
     def guarded_put(self, term, key, value):
         """Write data ``key`` only if still leading in ``term``."""
-        from hacluster import _etcd
+        from hacluster import etcd as _etcd
         if isinstance(value, str):
             value = value.encode('utf-8')
         self.guarded_txn(term, [_etcd.put_op(

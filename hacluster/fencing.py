@@ -183,8 +183,9 @@ class Watchdog:
         body = json.dumps({'pid': os.getpid(), 'timeout': self.timeout,
                            'pets': self.pets, 'at': time.time(),
                            'disarmed': disarmed}).encode()
-        os.ftruncate(self._fd, 0)
+        # overwrite, then cut: a reader never sees an empty file
         os.pwrite(self._fd, body + b'\n', 0)
+        os.ftruncate(self._fd, len(body) + 1)
 
     def release(self, disarm=True):
         """One user is done; the last one closes the device, disarming it
@@ -282,7 +283,7 @@ class Fencer:
             except Exception:
                 LOG.exception('hacluster %s: watchdog pet failed', self._name)
 
-    # -- the fence --------------------------------------------------------------
+    # -- the fence ----------------------------------------------------------
 
     def check(self):
         """A fence point: in ``exit``/``watchdog`` mode, exit now if the
@@ -298,10 +299,8 @@ class Fencer:
         held = self._holding()
         if not held:
             return
-        reason = 'session past its renew deadline while holding %s' % held
-        if self.mode == NONE:
-            raise exceptions.Fenced('%s: %s' % (self._name, reason))
-        self.fence(reason)
+        self.fence('session past its renew deadline while holding %s'
+                   % held)
 
     def fence(self, reason):
         """Exit the process now (``exit``/``watchdog`` mode)."""

@@ -303,7 +303,14 @@ class _LocalClaim:
     def still_owned(self):
         return True
 
+    def hand_over(self, reason):
+        """Single-node mode: the claim file stays, for the next start to
+        recover."""
+        self._keep = reason
+
     def __exit__(self, *exc):
+        if getattr(self, '_keep', None):
+            return
         try:
             os.unlink(self._coord._claim_path(self.claim_id))
         except FileNotFoundError:

@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import url as _url
@@ -320,7 +320,7 @@ class Lock:
                 _etcd.range_op(self._prefix, _keys.prefix_end(self._prefix),
                                keys_only=True)])
             entries = [(kv.create_revision, kv.key)
-                       for kv in _etcd.range_kvs(resp['responses'][1])]
+                       for kv in resp.kvs(1)]
             # Our place is our key's create revision as etcd stored it, not
             # this response's revision: if the request was sent twice (the
             # first answer lost, then fail-over), the key kept the revision
@@ -474,9 +474,10 @@ class Lock:
         fencing token, atomically (one transaction comparing the lock key's
         create revision).
 
-        :param success: etcd txn operations (see :mod:`hacluster._etcd`).
+        :param success: etcd txn operations (:func:`hacluster.etcd.put_op`,
+            ``delete_op``, ``range_op``).
         :param compare: extra comparisons.
-        :returns: the txn responses.
+        :returns: the :class:`hacluster.etcd.TxnResult`.
         :raises StaleFencingToken: the lock is no longer held with this
             token (the write was not made).
         """
@@ -484,7 +485,7 @@ class Lock:
         resp = self._coord.client.txn(
             compare=[_etcd.create_revision_is(key, token)] + list(compare),
             success=success)
-        if not resp['succeeded']:
+        if not resp.succeeded:
             # Either our key is gone or an extra comparison failed.
             kv = self._coord.client.get(key)
             if kv is None or kv.create_revision != token:
@@ -495,7 +496,7 @@ class Lock:
             raise exceptions.HAClusterError(
                 'guarded write under lock %r: a comparison failed'
                 % self.name)
-        return resp['responses']
+        return resp
 
     def guarded_put(self, key, value):
         """Write ``value`` at data ``key`` (under the cluster's ``data/``

@@ -25,7 +25,7 @@ import socket
 import threading
 import time
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import url as _url
 from hacluster.version import KEY_LAYOUT_VERSION, __version__
@@ -225,15 +225,14 @@ class Membership:
                                       json.dumps(self._record(lease)),
                                       lease)],
                 failure=[_etcd.range_op(self._key)])
-            if resp['succeeded']:
-                rev = int(resp['responses'][0]['response_put']['header']
-                          ['revision'])
+            if resp.succeeded:
+                rev = resp.revision
                 self._registered = (lease, rev)
                 LOG.info('hacluster: %s/%s joined as member %s (lease %x, '
                          'revision %d)', coord.cluster, coord.node,
                          self.member_id, lease, rev)
                 return
-            kvs = _etcd.range_kvs(resp['responses'][0])
+            kvs = resp.kvs(0)
             if not kvs:
                 continue             # gone in the meantime: try again
             existing = kvs[0]

@@ -69,7 +69,7 @@ import threading
 import time
 import uuid
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import url as _url
@@ -85,7 +85,7 @@ FAILED = 'failed'
 CLAIM_FORMAT = 1
 
 #: Seconds a recovered claim's tombstone (who recovered it) is kept.
-TOMBSTONE_TTL = 600
+TOMBSTONE_TTL = 3600
 
 
 def new_claim_record(node, member_id, resource_type, resource_id, operation,
@@ -148,6 +148,8 @@ class Claim:
         self.recovered_elsewhere = False
         self.finished = False
         self.late = None
+        #: why this process gave the claim up for recovery, or None
+        self.handed_over = None
 
     def __repr__(self):
         return '<Claim %s %s/%s>' % (self.record['operation'],
@@ -159,7 +161,10 @@ class Claim:
         return self
 
     def __exit__(self, *exc):
-        self._manager._close(self, failed=exc[0] is not None)
+        self._manager._close(
+            self, failed=exc[0] is not None,
+            fenced=exc[0] is not None and issubclass(exc[0],
+                                                     exceptions.Fenced))
 
     def finish(self):
         """Fence the operation's completion: mark the claim ``finishing`` in
@@ -178,13 +183,19 @@ class Claim:
         """
         return self._manager._finish(self)
 
+    def hand_over(self, reason):
+        """Give this claim up to recovery: when the block ends it is left
+        in etcd, bound to no lease, for the leader to recover (instead of
+        being removed). For an operation that found it cannot finish safely.
+        Thread-safe; no request."""
+        self._manager.hand_over(self, reason)
+
     def record_late(self, current=None):
         """Record that this operation's result came too late (its claim was
         recovered elsewhere, or a store refused the final write): once per
         claim; returns the late record (``message`` says what happened).
         Blocks for one etcd request the first time."""
         with self._lock:
-            self.recovered_elsewhere = True
             if self.late is None:
                 self.late = self._manager._record_late(self, current)
             return self.late
@@ -224,6 +235,7 @@ class RecoveryManager:
         self.absence_grace = absence_grace
         self._absent_since = {}      # claim_id or member_id -> monotonic
         self._inflight = set()       # claim ids whose handler runs here
+        self._inflight_lock = threading.Lock()
         self._next_due = None
         self._skipped_types = set()
         #: recoveries this node completed / failed (for status and tests)
@@ -254,7 +266,8 @@ class RecoveryManager:
     @property
     def recovering_count(self):
         """Recoveries whose handler runs here now (no request)."""
-        return len(self._inflight)
+        with self._inflight_lock:
+            return len(self._inflight)
 
     @property
     def open_count(self):
@@ -299,16 +312,47 @@ class RecoveryManager:
                 compare=[_etcd.mod_revision_is(claim.key, claim.revision)],
                 success=[_etcd.put_op(claim.key, json.dumps(record))],
                 failure=[_etcd.range_op(claim.key)])
-            if resp['succeeded']:
-                claim.revision = int(resp['responses'][0]['response_put']
-                                     ['header']['revision'])
+            if resp.succeeded:
+                claim.revision = resp.revision
                 claim.record = record
                 claim.finished = True
                 return claim
+            kvs = resp.kvs(0)
+            current = kvs[0].json() if kvs else None
+            if current is None and self._tombstone_of(claim) is None:
+                # Gone without a recovery (an operator's delete): nobody
+                # acted on the resource; put the claim back, finishing.
+                resp = self._coord.client.txn(
+                    compare=[_etcd.create_revision_is(claim.key, 0)],
+                    success=[_etcd.put_op(claim.key, json.dumps(record))])
+                if resp.succeeded:
+                    LOG.warning('hacluster: claim %s was deleted from etcd '
+                                'by someone else (not recovered); put it '
+                                'back', claim.claim_id)
+                    claim.revision = resp.revision
+                    claim.record = record
+                    claim.finished = True
+                    return claim
             claim.recovered_elsewhere = True
-            kvs = _etcd.range_kvs(resp['responses'][0])
-            raise self._refused(claim, 'finish',
-                                kvs[0].json() if kvs else None)
+            raise self._refused(claim, 'finish', current)
+
+    def _tombstone_of(self, claim):
+        kv = self._coord.client.get(self._coord.layout.tombstone(
+            claim.claim_id))
+        return kv.json() if kv else None
+
+    def hand_over(self, claim, reason):
+        """This process gives up ``claim`` (it cannot finish it safely, e.g.
+        etcd did not confirm its finish): at the block's end the claim is
+        left for recovery, bound to no lease, instead of being removed."""
+        with claim._lock:
+            if claim.handed_over is None:
+                claim.handed_over = reason
+                LOG.error('hacluster: claim %s (%s %s/%s) handed over to '
+                          'recovery: %s', claim.claim_id,
+                          claim.record['operation'],
+                          claim.record['resource_type'],
+                          claim.record['resource_id'], reason)
 
     def _refused(self, claim, when, current=None):
         """Record the late result of ``claim`` (taken by a recoverer) and
@@ -351,47 +395,72 @@ class RecoveryManager:
                         'claim %s: %s', claim.claim_id, _url.scrub(exc))
         return late
 
-    def _close(self, claim, failed=False):
+    def _close(self, claim, failed=False, fenced=False):
+        """End the claim's block: remove the claim (a compare-and-swap on
+        our revision), or -- handed over, or the block died fenced -- leave
+        it for recovery, bound to no lease. A claim a recoverer took is
+        reported. etcd unreachable: retried in the background."""
+        if fenced and claim.handed_over is None:
+            self.hand_over(claim, 'the operation was fenced midway')
         try:
-            current = None
-            with claim._lock:
-                if claim.recovered_elsewhere:
-                    taken = True
-                else:
-                    resp = self._coord.client.txn(
-                        compare=[_etcd.mod_revision_is(claim.key,
-                                                       claim.revision)],
-                        success=[_etcd.delete_op(claim.key)],
-                        failure=[_etcd.range_op(claim.key)])
-                    taken = not resp['succeeded']
-                    if taken:
-                        kvs = _etcd.range_kvs(resp['responses'][0])
-                        current = kvs[0].json() if kvs else None
-            if taken:
-                claim.recovered_elsewhere = True
-                if claim.late is None and not failed:
-                    # The block ran to its end without finish(): record it
-                    # all the same, the recovery may have undone its work.
-                    claim.late = self._record_late(claim, current)
-                elif claim.late is None:
-                    LOG.error('hacluster: claim %s (%s %s/%s) was taken for '
-                              'recovery while its operation ran here (this '
-                              'node was thought dead); the operation failed '
-                              'here too', claim.claim_id,
-                              claim.record['operation'],
-                              claim.record['resource_type'],
-                              claim.record['resource_id'])
+            self._end(claim, failed)
         except exceptions.HAClusterError as exc:
-            # The claim stays: better a recovery of finished work (the
-            # handler checks the resource) than work left half-done.
-            LOG.warning('hacluster: could not remove claim %s (%s); it will '
-                        'be recovered when this node leaves',
-                        claim.claim_id, _url.scrub(exc))
+            LOG.warning('hacluster: could not end claim %s (%s); retrying in '
+                        'the background', claim.claim_id, _url.scrub(exc))
+            threading.Thread(target=self._end_later, args=(claim, failed),
+                             daemon=True, name='hacluster-claim-end').start()
         finally:
             with self._open_cond:
                 self._open_claims -= 1
                 self._claims.pop(claim.claim_id, None)
                 self._open_cond.notify_all()
+
+    def _end_later(self, claim, failed):
+        delay = 0.2
+        while not self._stop.is_set():
+            time.sleep(delay)
+            try:
+                self._end(claim, failed)
+                return
+            except exceptions.HAClusterError:
+                delay = min(delay * 2, 5.0)
+
+    def _end(self, claim, failed):
+        current = None
+        with claim._lock:
+            if claim.recovered_elsewhere:
+                taken = True
+            else:
+                if claim.handed_over is not None:
+                    record = dict(claim.record, state=ACTIVE, lease=0,
+                                  handed_over=claim.handed_over)
+                    success = [_etcd.put_op(claim.key, json.dumps(record))]
+                else:
+                    success = [_etcd.delete_op(claim.key)]
+                resp = self._coord.client.txn(
+                    compare=[_etcd.mod_revision_is(claim.key,
+                                                   claim.revision)],
+                    success=success, failure=[_etcd.range_op(claim.key)])
+                taken = not resp.succeeded
+                if taken:
+                    kvs = resp.kvs(0)
+                    current = kvs[0].json() if kvs else None
+                else:
+                    claim.revision = resp.revision
+        if not taken:
+            return
+        claim.recovered_elsewhere = True
+        if claim.late is None and not failed:
+            # The block ran to its end without finish(): record it all
+            # the same, the recovery may have undone its work.
+            claim.late = self._record_late(claim, current)
+        elif claim.late is None:
+            LOG.error('hacluster: claim %s (%s %s/%s) was taken for recovery '
+                      'while its operation ran here (this node was thought '
+                      'dead); the operation failed here too', claim.claim_id,
+                      claim.record['operation'],
+                      claim.record['resource_type'],
+                      claim.record['resource_id'])
 
     def rebind(self, lease, claims=None):
         """Move every open claim of ours onto ``lease`` (our new session):
@@ -405,8 +474,12 @@ class RecoveryManager:
                 claims = list(self._claims.values())
         for claim in claims:
             with claim._lock:
+                # (under the claim's lock: of two rebinds racing, an older
+                # one never lands after a newer one)
                 if claim.recovered_elsewhere or claim.revision is None or \
-                        claim.record.get('lease') == lease:
+                        claim.handed_over is not None or \
+                        claim.record.get('lease') == lease or \
+                        self._coord.session.current()[1] != lease:
                     continue
                 record = dict(claim.record, lease=lease)
                 try:
@@ -419,9 +492,8 @@ class RecoveryManager:
                                 'new session: %s', claim.claim_id,
                                 _url.scrub(exc))
                     continue
-                if resp['succeeded']:
-                    claim.revision = int(resp['responses'][0]['response_put']
-                                         ['header']['revision'])
+                if resp.succeeded:
+                    claim.revision = resp.revision
                     claim.record = record
                 else:
                     claim.recovered_elsewhere = True
@@ -530,10 +602,10 @@ class RecoveryManager:
             _etcd.range_op(layout.members, _keys.prefix_end(layout.members)),
             _etcd.range_op(prefix, _keys.prefix_end(prefix))])
         live = {}
-        for kv in _etcd.range_kvs(resp['responses'][0]):
+        for kv in resp.kvs(0):
             rec = kv.json()
             live[rec.get('member_id')] = rec.get('node')
-        return live, _etcd.range_kvs(resp['responses'][1])
+        return live, resp.kvs(1)
 
     def _lease_gone(self, lease, cache):
         """True if etcd no longer has ``lease`` (cached for one scan)."""
@@ -568,6 +640,8 @@ class RecoveryManager:
                 self._absent_since.pop(member_id, None)
                 return False
             return self._graced(member_id)
+        if int(lease) == 0:
+            return True             # handed over by its owner
         if not self._lease_gone(int(lease), leases):
             return False
         # Gone for good -- but a holder whose lease was cut short while it
@@ -585,7 +659,8 @@ class RecoveryManager:
             if record.get('recoverer') == self._coord.member_id:
                 # Ours: orphaned only if no handler of ours runs it (an
                 # etcd error left it marked after we gave up on it).
-                return record.get('claim_id') not in self._inflight
+                with self._inflight_lock:
+                    return record.get('claim_id') not in self._inflight
             return self._holder_gone(record, 'recoverer', 'recoverer_lease',
                                      live, leases)
         if state == FAILED:
@@ -686,6 +761,21 @@ class RecoveryManager:
                      recoverer_node=coord.node, recoverer_lease=lease,
                      attempt=int(record.get('attempt') or 0) + 1,
                      taken_at=time.time())
+        claim_id = record.get('claim_id')
+        with self._inflight_lock:
+            # one take per claim at a time in this process (the loop and an
+            # operator's recover_node may race)
+            if claim_id in self._inflight:
+                return False
+            self._inflight.add(claim_id)
+        try:
+            return self._take(kv, record, handler, term, taken, lease)
+        finally:
+            with self._inflight_lock:
+                self._inflight.discard(claim_id)
+
+    def _take(self, kv, record, handler, term, taken, lease):
+        coord = self._coord
         # The holder's lease was seen gone (for good: leases never come
         # back); the claim must still be as we saw it -- a rebind or a
         # finish by its owner, or another recoverer, changed its revision.
@@ -693,8 +783,8 @@ class RecoveryManager:
         put = [_etcd.put_op(kv.key, json.dumps(taken))]
         try:
             if term is not None and coord._election is not None:
-                coord._election.guarded_txn(term, put, compare=compare)
-                resp = {'succeeded': True, 'responses': [None]}
+                resp = coord._election.guarded_txn(term, put,
+                                                   compare=compare)
             else:
                 resp = coord.client.txn(compare=compare, success=put)
         except exceptions.NotLeader:
@@ -705,18 +795,13 @@ class RecoveryManager:
             LOG.debug('hacluster: not taking claim %s: %s',
                       record.get('claim_id'), _url.scrub(exc))
             return False
-        if not resp['succeeded']:
+        if not resp.succeeded:
             return False            # another recoverer, or it finished
         current = coord.client.get(kv.key)
         if current is None or current.json().get('recoverer') != \
                 coord.member_id:
             return False
-        revision = current.mod_revision
-        self._inflight.add(record.get('claim_id'))
-        try:
-            return self._handle(kv, record, taken, handler, revision)
-        finally:
-            self._inflight.discard(record.get('claim_id'))
+        return self._handle(kv, record, taken, handler, current.mod_revision)
 
     def _handle(self, kv, record, taken, handler, revision):
         coord = self._coord
@@ -761,12 +846,23 @@ class RecoveryManager:
                     'recoverer_node': coord.node,
                     'recoverer': coord.member_id, 'at': time.time(),
                     'format': CLAIM_FORMAT}
-            coord.client.txn(
-                compare=[_etcd.mod_revision_is(kv.key, revision)],
-                success=[_etcd.delete_op(kv.key),
-                         _etcd.put_op(coord.layout.tombstone(
-                             record.get('claim_id')), json.dumps(tomb),
-                             self._tombstone_lease())])
+            ops = [_etcd.delete_op(kv.key),
+                   _etcd.put_op(coord.layout.tombstone(
+                       record.get('claim_id')), json.dumps(tomb),
+                       self._tombstone_lease())]
+            try:
+                coord.client.txn(
+                    compare=[_etcd.mod_revision_is(kv.key, revision)],
+                    success=ops)
+            except _etcd.LeaseNotFound:
+                # the tombstones' lease went (revoked by hand): a new one
+                self._tomb = None
+                ops[1] = _etcd.put_op(coord.layout.tombstone(
+                    record.get('claim_id')), json.dumps(tomb),
+                    self._tombstone_lease())
+                coord.client.txn(
+                    compare=[_etcd.mod_revision_is(kv.key, revision)],
+                    success=ops)
         except exceptions.HAClusterError as exc:
             # Handled, but still recorded: the next scan runs the handler
             # again (at-least-once; it is idempotent by contract).

@@ -33,6 +33,23 @@ from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 
+def _boottime_clock():
+    """CLOCK_BOOTTIME where the system has it: monotonic, and -- unlike
+    CLOCK_MONOTONIC -- it runs on while the machine is suspended, so a node
+    resumed from a suspend sees its renew deadline as passed."""
+    clock_id = getattr(time, 'CLOCK_BOOTTIME', None)
+    if clock_id is None:
+        return time.monotonic
+    try:
+        time.clock_gettime(clock_id)
+    except OSError:
+        return time.monotonic
+    return lambda: time.clock_gettime(clock_id)
+
+
+#: The clock every deadline of a session is measured on.
+boottime = _boottime_clock()
+
 DEFAULT_LEASE_TTL = 10
 DEFAULT_RENEW_DEADLINE = 7.0
 DEFAULT_RENEW_INTERVAL = 2.0
@@ -79,9 +96,10 @@ def validate_timings(lease_ttl, renew_deadline, renew_interval):
 class Session:
     """One etcd lease kept alive by a background thread.
 
-    :param client: :class:`hacluster._etcd.Client`.
+    :param client: :class:`hacluster.etcd.Client`.
     :param lease_ttl, renew_deadline, renew_interval: see the module doc.
-    :param clock: monotonic clock (injectable for tests).
+    :param clock: monotonic clock (default CLOCK_BOOTTIME, see
+        :data:`boottime`; injectable for tests).
     :param name: used in thread names and log lines.
 
     Listeners (objects with ``session_lost(epoch, lease_id, reason)`` and
@@ -94,7 +112,7 @@ class Session:
 
     def __init__(self, client, lease_ttl=DEFAULT_LEASE_TTL,
                  renew_deadline=DEFAULT_RENEW_DEADLINE,
-                 renew_interval=DEFAULT_RENEW_INTERVAL, clock=time.monotonic,
+                 renew_interval=DEFAULT_RENEW_INTERVAL, clock=boottime,
                  name='hacluster'):
         (self.lease_ttl, self.renew_deadline,
          self.renew_interval) = validate_timings(lease_ttl, renew_deadline,

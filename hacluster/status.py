@@ -17,7 +17,7 @@ import json
 import time
 from urllib.parse import unquote
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import url as _url
@@ -34,7 +34,7 @@ def _rel(key, prefix):
 def collect(client, cluster, now=None):
     """Read the state of ``cluster``.
 
-    :param client: a :class:`hacluster._etcd.Client`.
+    :param client: a :class:`hacluster.etcd.Client`.
     :returns: a JSON-able dict: ``cluster``, ``revision``, ``members``,
         ``leader``, ``tasks``, ``locks``, ``claims``, ``warnings``
         (list of ``{level, text}``), ``health`` (0-3), ``health_name``.
@@ -47,9 +47,9 @@ def collect(client, cluster, now=None):
                 layout.tasks, layout.late]
     resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
                                for p in prefixes])
-    revision = int(resp['header']['revision'])
+    revision = resp.revision
     members_kv, leader_kv, locks_kv, claims_kv, tasks_kv, late_kv = [
-        _etcd.range_kvs(r) for r in resp['responses']]
+        resp.kvs(i) for i in range(len(prefixes))]
     lease_ttls = {}
 
     def lease_ttl(lease):
@@ -120,6 +120,7 @@ def collect(client, cluster, now=None):
                 'waiters': waiting})
 
     claims = []
+
     def gone(rec, lease_field, member_field):
         # the recovery rule: the holder's session lease is gone (records
         # without a lease: the member is gone)

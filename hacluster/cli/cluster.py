@@ -16,7 +16,7 @@ from cliff import command
 from cliff import lister
 from cliff import show
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import status as _status
 from hacluster import url as _url
@@ -426,4 +426,3 @@ class ClaimRecover(command.Command):
         self.app.stdout.write('%d claims of %s handed to the leader of %s for '
                               'recovery\n' % (n, args.node, cluster))
         return 0
-

@@ -39,17 +39,23 @@ LOG = logging.getLogger(__name__)
 
 _local = threading.local()
 
-#: The row a claimed operation finishes, and the transitional statuses it
-#: may leave from: ``(resource type, operation) -> (row kind, statuses)``.
-#: Its final status write is conditional on them.
+#: The rows a claimed operation moves, and the statuses it moves them
+#: from: ``(resource type, operation) -> (row kind, statuses)``. Every
+#: status write of the operation to one of its rows is conditional on them
+#: (and on the statuses the operation itself wrote since), in one UPDATE.
 FENCED_ROWS = {
     ('share_instance', 'create'): ('share_instance', ('creating',)),
-    ('share_instance', 'delete'): ('share_instance', ('deleting',)),
+    ('share_instance', 'delete'): ('share_instance', (
+        'deleting', 'deferred_deleting', 'error_deferred_deleting')),
     ('share_instance', 'create_replica'): ('share_instance', ('creating',)),
     ('share_instance', 'delete_replica'): ('share_instance', ('deleting',)),
+    ('share', 'extend'): ('share_instance', ('extending',)),
+    ('share', 'shrink'): ('share_instance', ('shrinking',)),
+    ('snapshot', 'create'): ('snapshot_instance', ('creating',)),
+    ('snapshot', 'delete'): ('snapshot_instance', ('deleting',)),
 }
 
-#: manila.db functions that write a row's status: name -> row kind.
+#: manila.db functions that write one row's status: name -> row kind.
 _STATUS_WRITES = {
     'share_instance_update': 'share_instance',
     'share_replica_update': 'share_instance',
@@ -58,22 +64,31 @@ _STATUS_WRITES = {
     'share_snapshot_update': 'snapshot',
 }
 
+#: manila.db functions that write statuses of several rows at once.
+_BULK_STATUS_WRITES = ('share_instance_status_update',
+                       'share_snapshot_instances_status_update',
+                       'share_and_snapshot_instances_status_update')
+
 #: manila.db functions that delete the resource an operation works on.
 _DELETES = ('share_instance_delete', 'share_replica_delete',
             'share_snapshot_instance_delete', 'share_delete',
-            'share_soft_delete')
+            'share_soft_delete', 'share_snapshot_destroy')
 
 _WRITE = re.compile(r'(^|_)(update|delete|create|destroy|add|remove|set|'
-                    r'upsert|purge|restore|soft|transfer|accept|mark)(_|$)')
+                    r'upsert|purge|restore|soft|transfer|accept|mark|copy|'
+                    r'reserve|commit|rollback|expire|cleanup|insert|'
+                    r'increment|allocate|deallocate|extend|shrink)(_|$)')
 
 #: manila's transitional statuses (constants.TRANSITIONAL_STATUSES plus
-#: the share-from-snapshot one); a status write outside these is final.
+#: the share-from-snapshot and deferred-deletion ones); a status write
+#: outside these is final.
 _TRANSITIONAL = frozenset((
     'creating', 'deleting', 'manage_starting', 'unmanage_starting',
     'extending', 'shrinking', 'migrating', 'migrating_to', 'restoring',
     'reverting', 'server_migrating', 'server_migrating_to',
     'backup_restoring', 'backup_creating', 'ensuring',
     'reverting_to_snapshot', 'creating_from_snapshot', 'replication_change',
+    'deferred_deleting',
 ))
 
 
@@ -89,7 +104,33 @@ class _Operation:
         self.resource_type = resource_type
         self.resource_id = resource_id
         self.operation = operation
-        self.row = FENCED_ROWS.get((resource_type, operation))
+        fenced = FENCED_ROWS.get((resource_type, operation))
+        self.kind = fenced[0] if fenced else None
+        #: statuses the operation's rows may be moved from
+        self.expected = set(fenced[1]) if fenced else set()
+        self._row_ids = None
+
+    def row_ids(self, db, context):
+        """The ids of the rows this operation moves (read once, with the
+        unfenced database API): the claimed share instance itself, or the
+        instances of the claimed share or snapshot."""
+        if self._row_ids is None:
+            ids = set()
+            if self.resource_type == 'share_instance':
+                ids.add(self.resource_id)
+            else:
+                get = {'share': 'share_get',
+                       'snapshot': 'share_snapshot_get'}.get(
+                           self.resource_type)
+                try:
+                    parent = getattr(db, get)(context, self.resource_id)
+                    ids.update(i['id'] for i in parent.instances)
+                except Exception:
+                    LOG.exception('hacluster: cannot read the instances of '
+                                  '%s %s', self.resource_type,
+                                  self.resource_id)
+            self._row_ids = ids
+        return self._row_ids
 
 
 def _locks():
@@ -212,35 +253,56 @@ class FencedDB:
         op.coord.fence_point()      # exits here when fencing says so
         claim = op.claim
         values = _values(args, kwargs)
-        final = name in _DELETES or (
-            name in _STATUS_WRITES and values is not None and
-            'status' in values and values['status'] not in _TRANSITIONAL)
-        if not final:
+        status = values.get('status') if values else None
+        row = None
+        if status is not None and op.kind is not None and \
+                _STATUS_WRITES.get(name) == op.kind and \
+                _target(args, kwargs) in op.row_ids(self._db, args[0]):
+            row = _target(args, kwargs)
+        final = name in _DELETES or name in _BULK_STATUS_WRITES or (
+            status is not None and name in _STATUS_WRITES and
+            status not in _TRANSITIONAL)
+        if not final and row is None:
             if claim.recovered_elsewhere:
                 raise exceptions.ClaimRecovered(
                     '%s of %s %s was recovered by another node: %s not made'
                     % (op.operation, op.resource_type, op.resource_id, name))
             return fn(*args, **kwargs)
-        try:
-            claim.finish()
-        except exceptions.ClaimRecovered as exc:
-            LOG.error('hacluster: %s not made: %s', name, exc)
-            return None
-        except exceptions.HAClusterError as exc:
-            # etcd cannot say: the row's own conditional write below still
-            # keeps a recovery from being overwritten.
-            LOG.warning('hacluster: could not finish claim %s before %s '
-                        '(%s); relying on the conditional write',
-                        claim.claim_id, name, exc)
-        row = op.row
-        if row is not None and _STATUS_WRITES.get(name) == row[0] and \
-                _target(args, kwargs) == op.resource_id:
-            if not cas_status(args[0], row[0], op.resource_id, row[1],
-                              {'status': values['status']}):
+        confirmed = True
+        if final:
+            try:
+                claim.finish()
+            except exceptions.ClaimRecovered as exc:
+                if row is None:
+                    LOG.error('hacluster: %s not made: %s', name, exc)
+                    return None
+                confirmed = False    # the row's own comparison decides
+            except exceptions.HAClusterError as exc:
+                if row is None:
+                    # Nothing else could stop this write from landing over
+                    # a recovery: do not make it; give the claim up to
+                    # recovery instead (the resource stays transitional
+                    # until a survivor moves it).
+                    claim.hand_over(
+                        'etcd did not confirm the finish before %s '
+                        '(%s)' % (name, exc))
+                    raise exceptions.Fenced(
+                        'claim %s could not be finished (%s): %s not made'
+                        % (claim.claim_id, exc, name), cause=exc) from exc
+                confirmed = False
+        if row is not None:
+            if not cas_status(args[0], op.kind, row, sorted(op.expected),
+                              {'status': status}):
                 late = claim.record_late()
                 LOG.error('hacluster: %s %s is no longer %s: %s (status %s) '
-                          'not made: %s', row[0], op.resource_id,
-                          '/'.join(row[1]), name, values['status'],
+                          'not made: %s', op.kind, row,
+                          '/'.join(sorted(op.expected)), name, status,
                           late['message'])
                 return None
+            op.expected.add(status)
+            if not confirmed:
+                LOG.warning('hacluster: %s %s moved to %s although its claim '
+                            'could not be finished: the recovery had not '
+                            'moved it (the database compared)', op.kind,
+                            row, status)
         return fn(*args, **kwargs)

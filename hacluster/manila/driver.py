@@ -266,6 +266,12 @@ class HAShareDriverMixin:
                 ctx, claim.resource_id, with_share_data=True)
         except exception.NotFound:
             return
+        if instance['status'] == 'deferred_deleting':
+            # a deferred delete cut short: manila's own deferred-deletion
+            # task (leader-only here) retries instances in this status
+            self._ha_instance(ctx, claim, ('deferred_deleting',),
+                              {'status': 'error_deferred_deleting'})
+            return
         if instance['status'] != 'deleting':
             return
         rpcapi = self._ha_rpcapi

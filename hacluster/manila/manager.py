@@ -228,6 +228,11 @@ class HAShareManager(share_manager.ShareManager):
             # A claimed operation's final writes are fenced by its claim: a
             # node thought dead never writes over a recovery.
             self.db = _claims.FencedDB(self.db)
+            # manila built its access helpers with the raw API already
+            for helper in ('access_helper', 'snapshot_access_helper'):
+                helper = getattr(self, helper, None)
+                if helper is not None and hasattr(helper, 'db'):
+                    helper.db = self.db
             # manila's own periodic loop (Service.periodic_tasks) runs
             # nothing: every task runs on hacluster's runner, in its mode.
             self._periodic_tasks = []

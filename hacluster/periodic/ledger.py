@@ -18,7 +18,7 @@ import json
 import time
 import uuid
 
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 from hacluster import keys as _keys
 
 BATCH = 100
@@ -79,8 +79,8 @@ class Ledger:
         for chunk in _chunks(qids, BATCH):
             resp = self._client.txn(success=[
                 _etcd.range_op(prefix + q) for q in chunk])
-            for q, r in zip(chunk, resp['responses']):
-                kvs = _etcd.range_kvs(r)
+            for i, q in enumerate(chunk):
+                kvs = resp.kvs(i)
                 if kvs:
                     a = kvs[0].json()
                     if a.get('owner') == server and \

@@ -82,3 +82,45 @@ def workers():
     yield start
     for w in started:
         w.close()
+
+
+@pytest.fixture
+def obs(etcd, cluster_name):
+    """An observer coordinator in the test's cluster (ttl 3 s), started."""
+    import hacluster
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'test-observer',
+                                  lease_ttl=3, renew_deadline=2,
+                                  renew_interval=0.5)
+    with c:
+        yield c
+
+
+@pytest.fixture
+def manila_cluster(request, postgres, rabbitmq, etcd):
+    """A factory: ``manila_cluster(**kwargs)`` -> a ManilaCluster (not
+    started; periodic_interval 2 s, on the session's etcd), closed at
+    teardown (nodes left frozen are resumed first); the nodes' log tails
+    are printed when the test failed."""
+    import signal
+
+    from hacluster.testing import manila_rig
+    made = []
+
+    def make(**kwargs):
+        kwargs.setdefault('backend_url', etcd.url)
+        kwargs.setdefault('periodic_interval', 2)
+        cluster = manila_rig.ManilaCluster(postgres, rabbitmq.transport_url,
+                                           **kwargs)
+        made.append(cluster)
+        return cluster
+    yield make
+    report = getattr(request.node, 'rep_call', None)
+    for cluster in made:
+        if report is not None and report.failed:
+            for name in cluster.nodes:
+                print('---- %s log tail ----\n%s'
+                      % (name, cluster.log_tail(name, 120)))
+        for node in cluster.nodes.values():
+            if node.running:
+                node.child.signal(signal.SIGCONT)
+        cluster.close()

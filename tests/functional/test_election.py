@@ -180,14 +180,14 @@ def test_a_paused_leader_steps_down_on_its_own_and_is_fenced(
         time.sleep(0.3)
         assert obs.coord.get_data('leader-write')[0] == b'b'
         # etcd itself refuses a write guarded by the old term.
-        from hacluster import _etcd
+        from hacluster import etcd as _etcd
         old_key = [k for k in (obs.coord.client.get_prefix(
             obs.coord.layout.leader)[0])]
         resp = obs.coord.client.txn(
             compare=[_etcd.create_revision_is(
                 obs.coord.layout.leader + 'gone', old_term)],
             success=[_etcd.put_op(obs.coord.layout.data_key('x'), 'y')])
-        assert not resp['succeeded'] and old_key
+        assert not resp.succeeded and old_key
 
 
 def test_etcd_down_the_leader_steps_down_and_one_leader_returns(

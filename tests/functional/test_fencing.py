@@ -10,32 +10,11 @@ import time
 import pytest
 
 import hacluster
-from helpers import wait_for
+from helpers import handled, wait_for
+from helpers import start_recovery_worker as start
 from hacluster import fencing as _fencing
 
-SCRIPT = os.path.join(os.path.dirname(__file__), 'recoveryworker.py')
 TTL = 3
-
-
-def start(workers, etcd, cluster, node, store, *args):
-    return workers(etcd.url, cluster, node, store, *args, script=SCRIPT)
-
-
-def handled(store):
-    path = os.path.join(store, 'handled')
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [line.split() for line in f if line.strip()]
-
-
-@pytest.fixture
-def obs(etcd, cluster_name):
-    c = hacluster.get_coordinator(etcd.url, cluster_name, 'test-observer',
-                                  lease_ttl=3, renew_deadline=2,
-                                  renew_interval=0.5)
-    with c:
-        yield c
 
 
 def _late(obs, claim_id):

@@ -11,7 +11,6 @@ cast to the backend's shared queue). Lease TTL 3 s, manila
 import collections
 import time
 
-import pytest
 
 from hacluster.testing import manila_rig
 
@@ -19,29 +18,6 @@ from helpers import wait_for
 
 LEASE_TTL = 3
 INTERVAL = 2
-
-
-@pytest.fixture
-def manila_cluster(request, postgres, rabbitmq, etcd):
-    """A factory: ``manila_cluster(**kwargs)`` -> a ManilaCluster (not
-    started), closed at teardown."""
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault('backend_url', etcd.url)
-        kwargs.setdefault('periodic_interval', INTERVAL)
-        cluster = manila_rig.ManilaCluster(postgres, rabbitmq.transport_url,
-                                           **kwargs)
-        made.append(cluster)
-        return cluster
-    yield make
-    report = getattr(request.node, 'rep_call', None)
-    for cluster in made:
-        if report is not None and report.failed:
-            for name in cluster.nodes:
-                print('---- %s log tail ----\n%s'
-                      % (name, cluster.log_tail(name)))
-        cluster.close()
 
 
 def _leader(cluster):
@@ -186,7 +162,7 @@ def test_manilas_own_locks_are_cluster_locks(manila_cluster, etcd):
     'locked_access_rules_operation_by_share_instance_<id>', external=True)``
     deep in manila.share.access) is taken in etcd, by the node serving the
     request: every acquisition is one key under the cluster's locks/."""
-    from hacluster import _etcd
+    from hacluster import etcd as _etcd
     from hacluster import keys
 
     cluster = manila_cluster(nodes=('node1', 'node2')).start()

@@ -11,7 +11,6 @@ must settle once (``creating`` -> ``error``) and never flip.
 """
 
 import json
-import os
 import signal
 import threading
 import time
@@ -19,7 +18,6 @@ import time
 import pytest
 
 from hacluster import fencing as _fencing
-from hacluster.testing import manila_rig
 from hacluster.testing import proxy as _proxy
 
 from helpers import wait_for
@@ -28,31 +26,6 @@ LEASE_TTL = 3
 INTERVAL = 2
 # a recovery within lease_ttl + absence grace + a poll, on a loaded machine
 RECOVERY_BOUND = LEASE_TTL + 2 + INTERVAL + 10
-
-
-@pytest.fixture
-def manila_cluster(request, postgres, rabbitmq, etcd):
-    made = []
-
-    def make(**kwargs):
-        kwargs.setdefault('backend_url', etcd.url)
-        kwargs.setdefault('periodic_interval', INTERVAL)
-        kwargs.setdefault('nodes', ('node1', 'node2'))
-        cluster = manila_rig.ManilaCluster(postgres, rabbitmq.transport_url,
-                                           **kwargs)
-        made.append(cluster)
-        return cluster
-    yield make
-    report = getattr(request.node, 'rep_call', None)
-    for cluster in made:
-        if report is not None and report.failed:
-            for name in cluster.nodes:
-                print('---- %s log tail ----\n%s'
-                      % (name, cluster.log_tail(name, 120)))
-        for node in cluster.nodes.values():
-            if node.running:
-                node.child.signal(signal.SIGCONT)
-        cluster.close()
 
 
 class Sampler:
@@ -229,6 +202,7 @@ def test_a_node_cut_off_from_etcd_only_never_writes_over_the_recovery(
             assert sampler.stop() == ['creating', 'error'], sampler.changes
             # the node serves again once etcd is back (a new worker after a
             # fence): two members, no claim left open
+
             def settled():
                 members = cluster.hacluster('member', 'list', '-f', 'value',
                                             '-c', 'node')[1].split()

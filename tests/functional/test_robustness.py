@@ -4,7 +4,7 @@ import threading
 import time
 
 import hacluster
-from hacluster import _etcd
+from hacluster import etcd as _etcd
 
 FAST = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
 

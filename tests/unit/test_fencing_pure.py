@@ -166,7 +166,7 @@ def _wait(predicate, timeout=5.0):
         time.sleep(0.02)
 
 
-# -- manila's fenced database writes -------------------------------------------
+# -- manila's fenced database writes ----------------------------------------
 
 class _Claim:
     def __init__(self, recovered=False):
@@ -183,6 +183,9 @@ class _Claim:
     def record_late(self, current=None):
         self.late = {'message': 'late'}
         return self.late
+
+    def hand_over(self, reason):
+        self.handed_over = reason
 
 
 class _Coord:
@@ -203,6 +206,9 @@ class _DB:
     def share_instance_update(self, ctx, i, values):
         self.calls.append(('update', i, values))
         return values
+
+    def share_update(self, ctx, i, values):
+        self.calls.append(('share', i, values))
 
     def export_locations_update(self, ctx, i, locations):
         self.calls.append(('exports', i, locations))
@@ -236,21 +242,61 @@ def test_a_final_write_finishes_the_claim_and_is_conditional(monkeypatch):
         assert not claim.finished
         fdb.share_instance_update(None, 'a', {'status': 'available'})
     assert claim.finished
-    assert cas == [('share_instance', 'a', ('creating',),
+    assert cas == [('share_instance', 'a', ['creating'],
                     {'status': 'available'})]
     assert [c[0] for c in db.calls] == ['exports', 'update']
     assert coord.fences == 2
 
 
-def test_a_final_write_after_a_recovery_is_not_made(monkeypatch):
-    claims, fdb, db, cas = _fenced(monkeypatch)
+def test_a_final_write_after_a_recovery_that_moved_the_row_is_not_made(
+        monkeypatch):
+    claims, fdb, db, cas = _fenced(monkeypatch, cas_result=False)
     claim = _Claim(recovered=True)
     with claims.operation(_Coord(), claim, 'share_instance', 'a', 'create'):
-        assert fdb.share_instance_update(
-            None, 'a', {'status': 'available'}) is None
         with pytest.raises(exceptions.ClaimRecovered):
             fdb.export_locations_update(None, 'a', ['x'])
-    assert db.calls == [] and cas == []
+        assert fdb.share_instance_update(
+            None, 'a', {'status': 'available'}) is None
+    assert db.calls == [] and claim.late == {'message': 'late'}
+
+
+def test_a_recovery_that_had_not_moved_the_row_yet_loses_to_the_owner(
+        monkeypatch):
+    # the claim was taken, but its handler had not run: the database's
+    # comparison lets the owner's result stand (the handler then finds
+    # the row moved and does nothing)
+    claims, fdb, db, cas = _fenced(monkeypatch, cas_result=True)
+    claim = _Claim(recovered=True)
+    with claims.operation(_Coord(), claim, 'share_instance', 'a', 'create'):
+        fdb.share_instance_update(None, 'a', {'status': 'available'})
+    assert db.calls == [('update', 'a', {'status': 'available'})]
+
+
+def test_every_status_write_to_the_claimed_row_is_conditional(monkeypatch):
+    # a transitional status (creating_from_snapshot) after a recovery must
+    # not overwrite the recovery's error either
+    claims, fdb, db, cas = _fenced(monkeypatch, cas_result=False)
+    claim = _Claim()
+    with claims.operation(_Coord(), claim, 'share_instance', 'a', 'create'):
+        assert fdb.share_instance_update(
+            None, 'a', {'status': 'creating_from_snapshot'}) is None
+    assert db.calls == [] and not claim.finished
+
+
+def test_a_final_write_etcd_cannot_confirm_is_refused_and_handed_over(
+        monkeypatch):
+    claims, fdb, db, cas = _fenced(monkeypatch)
+
+    class Unconfirmed(_Claim):
+        def finish(self):
+            raise exceptions.BackendUnavailable('no etcd endpoint answered')
+    claim = Unconfirmed()
+    with claims.operation(_Coord(), claim, 'share', 's1', 'manage'):
+        # a row without a conditional write: nothing could stop it from
+        # landing over a recovery, so it is not made
+        with pytest.raises(exceptions.Fenced, match='share_update not made'):
+            fdb.share_update(None, 's1', {'status': 'available'})
+    assert db.calls == [] and 'did not confirm' in claim.handed_over
 
 
 def test_a_final_write_the_database_refuses_is_recorded_late(monkeypatch):

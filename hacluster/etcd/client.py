@@ -1,7 +1,6 @@
-"""The one place hacluster talks to etcd.
+"""etcd's gateway over ``requests``: endpoints, fail-over, auth, errors.
 
-etcd's gRPC gateway (the JSON API etcd3gw speaks) over ``requests``, with
-what hacluster needs and etcd3gw lacks:
+What hacluster needs and etcd3gw lacks:
 
 * several endpoints with fail-over: a request that fails for a transport
   reason (refused, timed out, 5xx such as "leader changed") is sent to the next
@@ -9,20 +8,15 @@ what hacluster needs and etcd3gw lacks:
 * etcd user/password authentication through an auth token on the session;
 * error translation: every requests/HTTP error leaves this module as a
   :class:`~hacluster.exceptions.HAClusterError` with the cause attached and
-  the URL scrubbed;
-* :class:`Watch`, a prefix watch that reconnects from the last revision it saw
-  (etcd3gw's watch silently dies when its stream breaks).
+  the URL scrubbed.
 
 Every call here may block for up to ``timeout`` seconds per endpoint tried;
 all of it is thread-safe (requests sessions are shared, the current endpoint
 is guarded by a lock) and works under eventlet (green sockets).
 """
 
-import base64
 import json
-import logging
 import os
-import socket
 import threading
 import time
 
@@ -30,8 +24,7 @@ import requests
 
 from hacluster import exceptions
 from hacluster import url as _url
-
-LOG = logging.getLogger(__name__)
+from hacluster.etcd.kv import KV, TxnResult, b64, range_op
 
 # gRPC status codes the gateway puts in error bodies.
 _GRPC_NOT_FOUND = 5
@@ -39,102 +32,17 @@ _GRPC_UNAUTHENTICATED = 16
 _GRPC_INVALID_ARGUMENT = 3
 
 
-def b64(value):
-    if isinstance(value, str):
-        value = value.encode('utf-8')
-    return base64.b64encode(value).decode('ascii')
-
-
-def unb64(value):
-    return base64.b64decode(value) if value else b''
-
-
 class LeaseNotFound(exceptions.SessionLost):
     """etcd does not know the lease (it expired or was revoked)."""
 
 
-class KV:
-    """One decoded etcd key-value: ``key`` (str), ``value`` (bytes),
-    ``create_revision``, ``mod_revision``, ``version``, ``lease`` (ints)."""
-
-    __slots__ = ('key', 'value', 'create_revision', 'mod_revision',
-                 'version', 'lease')
-
-    def __init__(self, raw):
-        self.key = unb64(raw.get('key')).decode('utf-8')
-        self.value = unb64(raw.get('value'))
-        self.create_revision = int(raw.get('create_revision', 0))
-        self.mod_revision = int(raw.get('mod_revision', 0))
-        self.version = int(raw.get('version', 0))
-        self.lease = int(raw.get('lease', 0))
-
-    def json(self):
-        """The value decoded as JSON (``{}`` when empty or not JSON)."""
-        try:
-            return json.loads(self.value.decode('utf-8')) if self.value \
-                else {}
-        except ValueError:
-            return {}
-
-    def __repr__(self):
-        return '<KV %s c=%d m=%d>' % (self.key, self.create_revision,
-                                      self.mod_revision)
-
-
-def put_op(key, value, lease=0):
-    op = {'key': b64(key), 'value': b64(value)}
-    if lease:
-        op['lease'] = lease
-    return {'request_put': op}
-
-
-def range_op(key, range_end=None, sort_create=False, keys_only=False,
-             limit=None, max_create_revision=None):
-    op = {'key': b64(key)}
-    if range_end is not None:
-        op['range_end'] = b64(range_end)
-    if sort_create:
-        op['sort_order'] = 1    # ASCEND
-        op['sort_target'] = 2   # CREATE
-    if keys_only:
-        op['keys_only'] = True
-    if limit:
-        op['limit'] = limit
-    if max_create_revision:
-        op['max_create_revision'] = max_create_revision
-    return {'request_range': op}
-
-
-def delete_op(key, range_end=None):
-    op = {'key': b64(key)}
-    if range_end is not None:
-        op['range_end'] = b64(range_end)
-    return {'request_delete_range': op}
-
-
-def create_revision_is(key, revision):
-    """Txn compare: ``key`` exists with this create revision (0 = absent)."""
-    return {'key': b64(key), 'target': 'CREATE', 'result': 'EQUAL',
-            'create_revision': revision}
-
-
-def mod_revision_is(key, revision):
-    return {'key': b64(key), 'target': 'MOD', 'result': 'EQUAL',
-            'mod_revision': revision}
-
-
-def range_kvs(response):
-    """The decoded KVs of a ``response_range`` inside a txn response."""
-    return [KV(kv) for kv in response.get('response_range', {}).get('kvs', [])]
-
-
-class _Transient(Exception):
+class Transient(Exception):
     """An answer that another endpoint (or a later try) may not give: 5xx,
     408, "leader changed", a broken stream."""
 
 
-def _is_transient(exc):
-    return isinstance(exc, (_Transient,
+def is_transient(exc):
+    return isinstance(exc, (Transient,
                             requests.exceptions.RequestException,
                             ValueError))   # a truncated JSON body
 
@@ -168,12 +76,12 @@ class _Endpoint:
         resp = self.session.get(self.base_url + '/version',
                                 timeout=self.timeout)
         if resp.status_code != 200:
-            raise _Transient('GET /version: HTTP %d' % resp.status_code)
+            raise Transient('GET /version: HTTP %d' % resp.status_code)
         try:
             version = tuple(int(p) for p in
                             resp.json()['etcdserver'].split('.')[:2])
         except (KeyError, ValueError) as exc:
-            raise _Transient('unreadable etcd version: %s' % exc) from exc
+            raise Transient('unreadable etcd version: %s' % exc) from exc
         if version >= (3, 4):
             return '/v3/'
         if version >= (3, 3):
@@ -237,6 +145,25 @@ class Client:
         with self._lock:
             return self._clients[self._current]
 
+    def index_of(self, endpoint):
+        """The position of ``endpoint`` (from :meth:`current`)."""
+        return self._clients.index(endpoint)
+
+    def advance(self, failed_index):
+        """Endpoint ``failed_index`` failed: make the next one current
+        (unless another caller already moved on)."""
+        self._advance(failed_index)
+
+    def ensure_token(self, endpoint):
+        """Log in on ``endpoint`` if the URL has credentials and it holds
+        no token yet (the watch's streaming request needs one)."""
+        if self.url.username and \
+                'Authorization' not in endpoint.session.headers:
+            self._authenticate(endpoint)
+
+    def count_request(self):
+        self.requests += 1
+
     def _advance(self, failed_index):
         with self._lock:
             if self._current == failed_index:
@@ -252,7 +179,7 @@ class Client:
             timeout=timeout or self.timeout)
         if resp.status_code >= 500 or resp.status_code == 408:
             # "leader changed", "request timed out": try the next endpoint
-            raise _Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
+            raise Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
         if resp.status_code != 200:
             raise exceptions.ConfigurationError(
                 'etcd refused the credentials of user %r in backend_url %s: '
@@ -323,7 +250,7 @@ class Client:
                     if resp.status_code == 200:
                         return resp.json()
                 if resp.status_code >= 500 or resp.status_code == 408:
-                    raise _Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
+                    raise Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
                 raise exceptions.HAClusterError(
                     'etcd at %s refused %s: %s'
                     % (self._endpoint_name(index), path,
@@ -331,7 +258,7 @@ class Client:
             except exceptions.HAClusterError:
                 raise
             except Exception as exc:
-                if not _is_transient(exc):
+                if not is_transient(exc):
                     raise exceptions.HAClusterError(
                         'unexpected error talking to etcd at %s: %s'
                         % (self._endpoint_name(index), _url.scrub(exc)),
@@ -352,14 +279,11 @@ class Client:
     # -- key-value -------------------------------------------------------
 
     def txn(self, compare=(), success=(), failure=()):
-        """Run a transaction; return the raw response (``succeeded`` is
-        True/False, ``responses`` the results of the branch taken)."""
-        resp = self.call('/kv/txn', {'compare': list(compare),
-                                     'success': list(success),
-                                     'failure': list(failure)})
-        resp['succeeded'] = bool(resp.get('succeeded', False))
-        resp.setdefault('responses', [])
-        return resp
+        """Run a transaction; return its :class:`TxnResult` (``succeeded``
+        tells which branch ran; ``kvs(i)`` the reads of that branch)."""
+        return TxnResult(self.call('/kv/txn', {'compare': list(compare),
+                                               'success': list(success),
+                                               'failure': list(failure)}))
 
     def get(self, key):
         """The :class:`KV` at ``key``, or None."""
@@ -439,178 +363,3 @@ class Client:
             pass
 
 
-class Watch:
-    """Watch every key under a prefix, reconnecting as needed.
-
-    One background thread holds a streaming ``/v3/watch`` request open. When
-    the stream breaks (member killed, restarted, network cut, or silence for
-    ``idle_timeout`` seconds), it reconnects -- to the next endpoint if the
-    current one fails -- and resumes from the revision after the last one it
-    delivered, so no event is lost. If etcd has compacted that history, it
-    resumes from now and calls ``on_resync()`` so subscribers re-read state.
-
-    :param client: :class:`Client`.
-    :param prefix: key prefix (ending in ``/``).
-    :param on_events: ``callable(list_of_(type, KV))`` with type ``'PUT'`` or
-        ``'DELETE'``, called in the watch thread in revision order; it must
-        be quick and must not raise (errors are logged).
-    :param on_resync: ``callable()`` called after events may have been
-        missed (compaction).
-    """
-
-    def __init__(self, client, prefix, on_events, on_resync=None,
-                 idle_timeout=30.0, name='hacluster-watch'):
-        self._client = client
-        self._prefix = prefix
-        self._on_events = on_events
-        self._on_resync = on_resync or (lambda: None)
-        self._idle_timeout = idle_timeout
-        self._name = name
-        self._stop = threading.Event()
-        self._thread = None
-        self._resp = None
-        self._resp_lock = threading.Lock()
-        self._next_revision = None
-        self.connected = threading.Event()
-        #: Number of times the stream was (re)established.
-        self.connects = 0
-
-    def start(self, start_revision):
-        """Start watching from ``start_revision`` (inclusive). Returns at
-        once; events arrive in the watch thread."""
-        self._next_revision = start_revision
-        self._thread = threading.Thread(target=self._run, name=self._name,
-                                        daemon=True)
-        self._thread.start()
-
-    def stop(self):
-        """Stop the watch; blocks until its thread ends (at most a few
-        seconds)."""
-        self._stop.set()
-        self._break_stream()
-        if self._thread is not None and \
-                self._thread is not threading.current_thread():
-            self._thread.join(5.0)
-
-    def _break_stream(self):
-        # Closing a streaming response does not wake a thread blocked in
-        # read(); shutting the socket down does. Under the lock: the watch
-        # thread closes the response only after clearing self._resp, so the
-        # descriptor cannot have been reused for another socket.
-        with self._resp_lock:
-            resp = self._resp
-            if resp is None:
-                return
-            try:
-                fd = resp.raw._fp.fileno()
-                sock = socket.socket(fileno=os.dup(fd))
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                finally:
-                    sock.close()
-            except Exception:   # already closed: nothing to wake
-                pass
-
-    def _run(self):
-        from hacluster.keys import prefix_end
-        backoff = 0.05
-        while not self._stop.is_set():
-            client = self._client.current()
-            index = self._client._clients.index(client)
-            request = {'create_request': {
-                'key': b64(self._prefix),
-                'range_end': b64(prefix_end(self._prefix)),
-                'start_revision': self._next_revision,
-                'progress_notify': True,
-            }}
-            resp = None
-            try:
-                if self._client.url.username and \
-                        'Authorization' not in client.session.headers:
-                    self._client._authenticate(client)
-                self._client.requests += 1
-                resp = client.session.post(
-                    client.get_url('/watch'), json=request, stream=True,
-                    timeout=(self._client.timeout, self._idle_timeout))
-                with self._resp_lock:
-                    self._resp = resp
-                if self._stop.is_set():
-                    break
-                if resp.status_code != 200:
-                    raise _Transient('HTTP %d: %s' % (resp.status_code,
-                                                      resp.text[:200]))
-                self._consume(resp)
-                backoff = 0.05
-            except Exception as exc:
-                if self._stop.is_set():
-                    break
-                idle = isinstance(exc, (requests.exceptions.ReadTimeout,
-                                        requests.exceptions.ConnectionError)) \
-                    and 'Read timed out' in str(exc)
-                if not idle:
-                    LOG.warning('hacluster: watch on %s broke (%s); '
-                                'reconnecting', self._prefix,
-                                _url.scrub(exc))
-                    self._client._advance(index)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 1.0)
-            finally:
-                self.connected.clear()
-                with self._resp_lock:
-                    self._resp = None
-                if resp is not None:
-                    try:
-                        resp.close()
-                    except Exception:
-                        pass
-
-    def _consume(self, resp):
-        buf = b''
-        for chunk in resp.iter_content(chunk_size=None):
-            if self._stop.is_set():
-                return
-            buf += chunk
-            while b'\n' in buf:
-                line, buf = buf.split(b'\n', 1)
-                if line.strip():
-                    self._handle(json.loads(line))
-        if buf.strip():
-            self._handle(json.loads(buf))
-        raise requests.exceptions.ConnectionError('watch stream ended')
-
-    def _handle(self, message):
-        if 'error' in message:
-            raise _Transient('watch error: %s' % json.dumps(message)[:200])
-        result = message.get('result', {})
-        if result.get('created'):
-            self.connects += 1
-            self.connected.set()
-            # Nothing is missed between our read and this point: the watch
-            # replays from start_revision.
-        if result.get('canceled'):
-            compact = int(result.get('compact_revision', 0) or 0)
-            if compact:
-                LOG.warning('hacluster: watch on %s fell behind compaction '
-                            '(revision %s); resynchronising', self._prefix,
-                            compact)
-                self._next_revision = compact
-                self._safe(self._on_resync)
-            raise requests.exceptions.ConnectionError('watch canceled')
-        events = result.get('events') or []
-        if events:
-            decoded = [('DELETE' if e.get('type') == 'DELETE' else 'PUT',
-                        KV(e['kv'])) for e in events]
-            self._next_revision = decoded[-1][1].mod_revision + 1
-            self._safe(self._on_events, decoded)
-        header_rev = int(result.get('header', {}).get('revision', 0) or 0)
-        if not events and header_rev and result.get('created') is None and \
-                self._next_revision is not None:
-            # A progress notification: nothing changed up to header_rev.
-            self._next_revision = max(self._next_revision, header_rev + 1)
-
-    @staticmethod
-    def _safe(fn, *args):
-        try:
-            fn(*args)
-        except Exception:
-            LOG.exception('hacluster: watch callback failed')

@@ -1,0 +1,17 @@
+"""The one place hacluster talks to etcd: its gRPC gateway's JSON API.
+
+* :mod:`hacluster.etcd.client` -- endpoints, fail-over inside a time budget,
+  the one authentication path, error translation;
+* :mod:`hacluster.etcd.kv` -- the wire format: operations, comparisons,
+  decoded key-values, typed transaction results;
+* :mod:`hacluster.etcd.watch` -- the resumable prefix watch.
+
+The names below are the package's interface; guarded writes
+(``Lock.guarded_txn``) take operations built with them.
+"""
+
+from hacluster.etcd.client import Client, LeaseNotFound  # noqa: F401
+from hacluster.etcd.kv import (KV, TxnResult, b64,  # noqa: F401
+                               create_revision_is,
+                               delete_op, mod_revision_is, put_op, range_op)
+from hacluster.etcd.watch import Watch  # noqa: F401

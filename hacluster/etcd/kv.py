@@ -1,0 +1,139 @@
+"""etcd's key-value wire format: one owner for it.
+
+The operations a transaction is built from (:func:`put_op`,
+:func:`range_op`, :func:`delete_op`; comparisons :func:`create_revision_is`,
+:func:`mod_revision_is`), the decoded key-value :class:`KV`, and
+:class:`TxnResult`, a transaction's answer with typed accessors. Nothing
+outside :mod:`hacluster.etcd` indexes a gateway response: it asks these.
+
+Pure functions and immutable-after-construction objects: thread-safe, no
+I/O.
+"""
+
+import base64
+import json
+
+
+def b64(value):
+    if isinstance(value, str):
+        value = value.encode('utf-8')
+    return base64.b64encode(value).decode('ascii')
+
+
+def unb64(value):
+    return base64.b64decode(value) if value else b''
+
+
+class KV:
+    """One decoded etcd key-value: ``key`` (str), ``value`` (bytes),
+    ``create_revision``, ``mod_revision``, ``version``, ``lease`` (ints)."""
+
+    __slots__ = ('key', 'value', 'create_revision', 'mod_revision',
+                 'version', 'lease')
+
+    def __init__(self, raw):
+        self.key = unb64(raw.get('key')).decode('utf-8')
+        self.value = unb64(raw.get('value'))
+        self.create_revision = int(raw.get('create_revision', 0))
+        self.mod_revision = int(raw.get('mod_revision', 0))
+        self.version = int(raw.get('version', 0))
+        self.lease = int(raw.get('lease', 0))
+
+    def json(self):
+        """The value decoded as JSON (``{}`` when empty or not JSON)."""
+        try:
+            return json.loads(self.value.decode('utf-8')) if self.value \
+                else {}
+        except ValueError:
+            return {}
+
+    def __repr__(self):
+        return '<KV %s c=%d m=%d>' % (self.key, self.create_revision,
+                                      self.mod_revision)
+
+
+def put_op(key, value, lease=0):
+    op = {'key': b64(key), 'value': b64(value)}
+    if lease:
+        op['lease'] = lease
+    return {'request_put': op}
+
+
+def range_op(key, range_end=None, sort_create=False, keys_only=False,
+             limit=None, max_create_revision=None):
+    op = {'key': b64(key)}
+    if range_end is not None:
+        op['range_end'] = b64(range_end)
+    if sort_create:
+        op['sort_order'] = 1    # ASCEND
+        op['sort_target'] = 2   # CREATE
+    if keys_only:
+        op['keys_only'] = True
+    if limit:
+        op['limit'] = limit
+    if max_create_revision:
+        op['max_create_revision'] = max_create_revision
+    return {'request_range': op}
+
+
+def delete_op(key, range_end=None):
+    op = {'key': b64(key)}
+    if range_end is not None:
+        op['range_end'] = b64(range_end)
+    return {'request_delete_range': op}
+
+
+def create_revision_is(key, revision):
+    """Txn compare: ``key`` exists with this create revision (0 = absent)."""
+    return {'key': b64(key), 'target': 'CREATE', 'result': 'EQUAL',
+            'create_revision': revision}
+
+
+def mod_revision_is(key, revision):
+    return {'key': b64(key), 'target': 'MOD', 'result': 'EQUAL',
+            'mod_revision': revision}
+
+
+def _range_kvs(response):
+    return [KV(kv) for kv in
+            (response or {}).get('response_range', {}).get('kvs', [])]
+
+
+class TxnResult:
+    """The answer to a transaction.
+
+    ``succeeded``: whether the comparisons held (the ``success`` branch
+    ran); ``revision``: the store revision after it (that of every write it
+    made); :meth:`kvs` the decoded result of its ``i``-th operation when
+    that was a range read. A ``TxnResult`` is also what a guarded write of
+    a lock or of the leader returns.
+    """
+
+    __slots__ = ('succeeded', 'revision', '_responses')
+
+    def __init__(self, raw):
+        self.succeeded = bool(raw.get('succeeded', False))
+        self.revision = int((raw.get('header') or {}).get('revision', 0))
+        self._responses = raw.get('responses') or []
+
+    def __len__(self):
+        return len(self._responses)
+
+    def kvs(self, i):
+        """The KVs read by operation ``i`` (a :func:`range_op`), [] when it
+        read nothing (or was not a read)."""
+        return _range_kvs(self._responses[i] if i < len(self._responses)
+                          else None)
+
+    def deleted(self, i):
+        """How many keys operation ``i`` (a :func:`delete_op`) deleted."""
+        resp = self._responses[i] if i < len(self._responses) else {}
+        return int((resp.get('response_delete_range') or {}).get(
+            'deleted', 0))
+
+    def __repr__(self):
+        return '<TxnResult %s rev=%d, %d responses>' % (
+            'succeeded' if self.succeeded else 'failed', self.revision,
+            len(self._responses))
+
+

@@ -1,0 +1,195 @@
+"""A prefix watch on etcd that survives broken streams.
+
+:class:`Watch` holds one streaming ``/watch`` request open in a thread and
+reconnects from the last revision it delivered (etcd3gw's watch silently
+dies when its stream breaks).
+"""
+
+import json
+import logging
+import os
+import socket
+import threading
+
+import requests
+
+from hacluster import url as _url
+from hacluster.etcd.client import Transient
+from hacluster.etcd.kv import KV, b64
+
+LOG = logging.getLogger(__name__)
+
+
+class Watch:
+    """Watch every key under a prefix, reconnecting as needed.
+
+    One background thread holds a streaming ``/v3/watch`` request open. When
+    the stream breaks (member killed, restarted, network cut, or silence for
+    ``idle_timeout`` seconds), it reconnects -- to the next endpoint if the
+    current one fails -- and resumes from the revision after the last one it
+    delivered, so no event is lost. If etcd has compacted that history, it
+    resumes from now and calls ``on_resync()`` so subscribers re-read state.
+
+    :param client: :class:`Client`.
+    :param prefix: key prefix (ending in ``/``).
+    :param on_events: ``callable(list_of_(type, KV))`` with type ``'PUT'`` or
+        ``'DELETE'``, called in the watch thread in revision order; it must
+        be quick and must not raise (errors are logged).
+    :param on_resync: ``callable()`` called after events may have been
+        missed (compaction).
+    """
+
+    def __init__(self, client, prefix, on_events, on_resync=None,
+                 idle_timeout=30.0, name='hacluster-watch'):
+        self._client = client
+        self._prefix = prefix
+        self._on_events = on_events
+        self._on_resync = on_resync or (lambda: None)
+        self._idle_timeout = idle_timeout
+        self._name = name
+        self._stop = threading.Event()
+        self._thread = None
+        self._resp = None
+        self._resp_lock = threading.Lock()
+        self._next_revision = None
+        self.connected = threading.Event()
+        #: Number of times the stream was (re)established.
+        self.connects = 0
+
+    def start(self, start_revision):
+        """Start watching from ``start_revision`` (inclusive). Returns at
+        once; events arrive in the watch thread."""
+        self._next_revision = start_revision
+        self._thread = threading.Thread(target=self._run, name=self._name,
+                                        daemon=True)
+        self._thread.start()
+
+    def stop(self):
+        """Stop the watch; blocks until its thread ends (at most a few
+        seconds)."""
+        self._stop.set()
+        self._break_stream()
+        if self._thread is not None and \
+                self._thread is not threading.current_thread():
+            self._thread.join(5.0)
+
+    def _break_stream(self):
+        # Closing a streaming response does not wake a thread blocked in
+        # read(); shutting the socket down does. Under the lock: the watch
+        # thread closes the response only after clearing self._resp, so the
+        # descriptor cannot have been reused for another socket.
+        with self._resp_lock:
+            resp = self._resp
+            if resp is None:
+                return
+            try:
+                fd = resp.raw._fp.fileno()
+                sock = socket.socket(fileno=os.dup(fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+            except Exception:   # already closed: nothing to wake
+                pass
+
+    def _run(self):
+        from hacluster.keys import prefix_end
+        backoff = 0.05
+        while not self._stop.is_set():
+            client = self._client.current()
+            index = self._client.index_of(client)
+            request = {'create_request': {
+                'key': b64(self._prefix),
+                'range_end': b64(prefix_end(self._prefix)),
+                'start_revision': self._next_revision,
+                'progress_notify': True,
+            }}
+            resp = None
+            try:
+                self._client.ensure_token(client)
+                self._client.count_request()
+                resp = client.session.post(
+                    client.get_url('/watch'), json=request, stream=True,
+                    timeout=(self._client.timeout, self._idle_timeout))
+                with self._resp_lock:
+                    self._resp = resp
+                if self._stop.is_set():
+                    break
+                if resp.status_code != 200:
+                    raise Transient('HTTP %d: %s' % (resp.status_code,
+                                                      resp.text[:200]))
+                self._consume(resp)
+                backoff = 0.05
+            except Exception as exc:
+                if self._stop.is_set():
+                    break
+                idle = isinstance(exc, (requests.exceptions.ReadTimeout,
+                                        requests.exceptions.ConnectionError)) \
+                    and 'Read timed out' in str(exc)
+                if not idle:
+                    LOG.warning('hacluster: watch on %s broke (%s); '
+                                'reconnecting', self._prefix,
+                                _url.scrub(exc))
+                    self._client.advance(index)
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 1.0)
+            finally:
+                self.connected.clear()
+                with self._resp_lock:
+                    self._resp = None
+                if resp is not None:
+                    try:
+                        resp.close()
+                    except Exception:
+                        pass
+
+    def _consume(self, resp):
+        buf = b''
+        for chunk in resp.iter_content(chunk_size=None):
+            if self._stop.is_set():
+                return
+            buf += chunk
+            while b'\n' in buf:
+                line, buf = buf.split(b'\n', 1)
+                if line.strip():
+                    self._handle(json.loads(line))
+        if buf.strip():
+            self._handle(json.loads(buf))
+        raise requests.exceptions.ConnectionError('watch stream ended')
+
+    def _handle(self, message):
+        if 'error' in message:
+            raise Transient('watch error: %s' % json.dumps(message)[:200])
+        result = message.get('result', {})
+        if result.get('created'):
+            self.connects += 1
+            self.connected.set()
+            # Nothing is missed between our read and this point: the watch
+            # replays from start_revision.
+        if result.get('canceled'):
+            compact = int(result.get('compact_revision', 0) or 0)
+            if compact:
+                LOG.warning('hacluster: watch on %s fell behind compaction '
+                            '(revision %s); resynchronising', self._prefix,
+                            compact)
+                self._next_revision = compact
+                self._safe(self._on_resync)
+            raise requests.exceptions.ConnectionError('watch canceled')
+        events = result.get('events') or []
+        if events:
+            decoded = [('DELETE' if e.get('type') == 'DELETE' else 'PUT',
+                        KV(e['kv'])) for e in events]
+            self._next_revision = decoded[-1][1].mod_revision + 1
+            self._safe(self._on_events, decoded)
+        header_rev = int(result.get('header', {}).get('revision', 0) or 0)
+        if not events and header_rev and result.get('created') is None and \
+                self._next_revision is not None:
+            # A progress notification: nothing changed up to header_rev.
+            self._next_revision = max(self._next_revision, header_rev + 1)
+
+    @staticmethod
+    def _safe(fn, *args):
+        try:
+            fn(*args)
+        except Exception:
+            LOG.exception('hacluster: watch callback failed')
