@@ -22,6 +22,7 @@ import time
 import uuid
 
 from hacluster import etcd as _etcd
+from hacluster import api as _api
 from hacluster import election as _election
 from hacluster import exceptions
 from hacluster import fencing as _fencing
@@ -108,7 +109,7 @@ def get_coordinator(backend_url, cluster, node=None,
                        watchdog_device=watchdog_device)
 
 
-class Coordinator:
+class Coordinator(_api.CoordinatorAPI):
     """A cluster member on etcd. Build it with :func:`get_coordinator`.
 
     Thread-safe throughout. Callbacks registered here run in hacluster's
@@ -190,9 +191,9 @@ class Coordinator:
             if self._running:
                 return self
             revision = self._first_view(timeout)
-            self._subscribe(self.layout.members, self._membership)
-            self._subscribe(self.layout.leader, self._leader_view)
-            self._subscribe(self.layout.root + 'recovery/', self._recovery)
+            self.subscribe(self.layout.members, self._membership)
+            self.subscribe(self.layout.leader, self._leader_view)
+            self.subscribe(self.layout.recovery_requests, self._recovery)
             self._watch = _etcd.Watch(
                 self.client, self.layout.root, self._on_events,
                 on_resync=self._on_resync,
@@ -600,13 +601,15 @@ class Coordinator:
 
     # -- watch dispatch -----------------------------------------------------------
 
-    def _subscribe(self, parent_prefix, subscriber):
-        """Deliver events for keys directly under ``parent_prefix`` to
-        ``subscriber.notify(type, kv)``."""
+    def subscribe(self, parent_prefix, subscriber):
+        """Deliver the cluster watch's events for keys directly under
+        ``parent_prefix`` (ending in ``/``) to ``subscriber``, a
+        :class:`hacluster.api.Subscriber`. Thread-safe, no request."""
         with self._subs_lock:
             self._subs.setdefault(parent_prefix, set()).add(subscriber)
 
-    def _unsubscribe(self, parent_prefix, subscriber):
+    def unsubscribe(self, parent_prefix, subscriber):
+        """Stop delivering to ``subscriber`` (idempotent)."""
         with self._subs_lock:
             subs = self._subs.get(parent_prefix)
             if subs is not None:

@@ -123,6 +123,8 @@ class Layout:
         self.claims = self.root + 'claims/'
         self.late = self.root + 'late/'
         self.tombstones = self.root + 'tombstones/'
+        #: operators' recovery requests (a write here wakes the leader)
+        self.recovery_requests = self.root + 'recovery/'
 
     def member(self, node):
         return self.members + node
@@ -142,6 +144,48 @@ class Layout:
         """Prefix of one periodic task's keys (cycle ledger, stats...)."""
         return self.tasks + quote_segment(name) + '/'
 
+    def task_control(self, name):
+        """A task's cluster-wide control record (paused or not)."""
+        return self.task(name) + 'control'
+
+    def task_stats_prefix(self, name):
+        """Prefix of a task's per-node run statistics."""
+        return self.task(name) + 'stats/'
+
+    def task_stats(self, name, node):
+        return self.task_stats_prefix(name) + quote_segment(node)
+
+    def task_cycle(self, name):
+        """The record of a fan-out task's current cycle."""
+        return self.task(name) + 'cycle'
+
+    def task_cycles(self, name):
+        """Prefix of a fan-out task's cycles (items, done markers)."""
+        return self.task(name) + 'cycles/'
+
+    def parse_task_key(self, key):
+        """``(task name, what, node)`` of a key under ``tasks/``: what is
+        ``'control'``, ``'cycle'``, ``'stats'`` (with the node),
+        ``'cycles'`` (the ledger) or None for a key this version does not
+        know; None for a key outside ``tasks/``."""
+        if not key.startswith(self.tasks):
+            return None
+        segment, _, sub = key[len(self.tasks):].partition('/')
+        name = unquote_segment(segment)
+        if sub in ('control', 'cycle'):
+            return name, sub, None
+        if sub.startswith('stats/'):
+            return name, 'stats', unquote_segment(sub[len('stats/'):])
+        if sub.startswith('cycles/'):
+            return name, 'cycles', None
+        return name, None, None
+
+    def cycle_items(self, name, cycle_id):
+        return '%s%s/items/' % (self.task_cycles(name), cycle_id)
+
+    def cycle_done(self, name, cycle_id):
+        return '%s%s/done/' % (self.task_cycles(name), cycle_id)
+
     def claims_of(self, node):
         """Prefix of the claims opened by ``node`` (any incarnation)."""
         return self.claims + quote_segment(node) + '/'
@@ -151,6 +195,9 @@ class Layout:
         return '%s%s/%s/%s.%s' % (
             self.claims_of(node), quote_segment(resource_type),
             quote_segment(resource_id), quote_segment(operation), claim_id)
+
+    def recovery_request(self):
+        return self.recovery_requests + 'request'
 
     def tombstone(self, claim_id):
         """Key of the note a recoverer leaves when it removes a claim (who

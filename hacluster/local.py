@@ -19,6 +19,7 @@ import uuid
 
 import fasteners
 
+from hacluster import api as _api
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import locks as _locks
@@ -238,7 +239,7 @@ class LocalLock:
                 return
             self.lost = True
             self.lost_reason = reason
-        for cb in list(self._on_lost):
+        for cb in list(self._on_lost) + self._coord.lock_lost_callbacks():
             try:
                 cb(self, reason)
             except Exception:
@@ -317,7 +318,7 @@ class _LocalClaim:
             pass
 
 
-class LocalCoordinator:
+class LocalCoordinator(_api.CoordinatorAPI):
     """Single-node coordinator: local file locks in ``lock_path``.
 
     :param lock_path: directory for lock, counter and data files (created
@@ -349,6 +350,7 @@ class LocalCoordinator:
             joined_at=None, state='active', mode='single-node')
         self._leading = None        # (term, [on_stopped]) while leading
         self._leader_callbacks = []
+        self._lock_lost = []
         self._handlers = {}
 
     def __repr__(self):
@@ -410,14 +412,18 @@ class LocalCoordinator:
         return [lock for lock in list(self._held) if lock.held]
 
     def on_lock_lost(self, callback):
-        """Accepted for interface parity; single-node locks are only lost
-        when the coordinator stops."""
+        """``callback(lock, reason)``: single-node locks are only lost when
+        the coordinator stops while they are held."""
+        self._lock_lost.append(callback)
+
+    def lock_lost_callbacks(self):
+        return list(self._lock_lost)
 
     def on_session_lost(self, callback):
-        """Accepted for interface parity; there is no session to lose."""
+        """Never called: single-node mode has no session to lose."""
 
     def on_session_started(self, callback):
-        """Accepted for interface parity."""
+        """Never called: single-node mode has no session."""
 
     # -- membership and leadership: one node, always the leader -------------
 
@@ -432,10 +438,10 @@ class LocalCoordinator:
         return self.get_members()
 
     def on_member_join(self, callback):
-        """Accepted for interface parity: no other member can join."""
+        """Never called: no other member can join a single node."""
 
     def on_member_leave(self, callback):
-        """Accepted for interface parity: no other member can leave."""
+        """Never called: no other member can leave a single node."""
 
     def run_for_leader(self, on_started_leading, on_stopped_leading,
                        on_new_leader=None):

@@ -309,7 +309,7 @@ class Lock:
             'mode': 'shared' if self.shared else 'exclusive',
             'queued_at': time.time()})
         waiter = self._waiter = _Waiter()
-        coord._subscribe(self._prefix, waiter)
+        coord.subscribe(self._prefix, waiter)
         # Set before the request: a put whose answer was lost may still
         # have landed, and an entry left behind would block the queue for
         # as long as our session lives.
@@ -355,7 +355,7 @@ class Lock:
                     return None
         finally:
             self._waiter = None
-            coord._unsubscribe(self._prefix, waiter)
+            coord.unsubscribe(self._prefix, waiter)
             if enqueued:
                 coord._discard_key(key, lease)
 

@@ -160,18 +160,17 @@ def collect(client, cluster, now=None):
 
     tasks = {}
     for kv in tasks_kv:
-        rest = _rel(kv.key, layout.tasks)
-        name_seg, _, sub = rest.partition('/')
-        task = tasks.setdefault(unquote(name_seg), {
-            'name': unquote(name_seg), 'mode': None, 'spacing': None,
+        name, what, node = layout.parse_task_key(kv.key)
+        task = tasks.setdefault(name, {
+            'name': name, 'mode': None, 'spacing': None,
             'paused': False, 'nodes': {}, 'last_cycle': None})
-        if sub == 'control':
+        if what == 'control':
             task['paused'] = bool(kv.json().get('paused'))
-        elif sub == 'cycle':
+        elif what == 'cycle':
             task['last_cycle'] = kv.json()
-        elif sub.startswith('stats/'):
+        elif what == 'stats':
             st = kv.json()
-            task['nodes'][unquote(sub[len('stats/'):])] = st
+            task['nodes'][node] = st
             task['mode'] = st.get('mode') or task['mode']
             task['spacing'] = st.get('spacing') or task['spacing']
     task_rows = []
@@ -275,7 +274,7 @@ def set_task_paused(client, cluster, task, paused, by='operator'):
     the key). Blocks for one etcd request."""
     layout = _keys.Layout(cluster)
     _keys.validate_lock_name(task)
-    client.put(layout.task(task) + 'control', json.dumps(
+    client.put(layout.task_control(task), json.dumps(
         {'paused': bool(paused), 'by': by, 'at': time.time()}))
 
 
@@ -303,7 +302,7 @@ def request_recovery(client, cluster, node):
                                                       kv.mod_revision)],
                        success=[_etcd.put_op(kv.key, json.dumps(rec))])
     # Wakes the leader's recovery loop through its watch.
-    client.put(layout.root + 'recovery/request', json.dumps(
+    client.put(layout.recovery_request(), json.dumps(
         {'node': node, 'at': time.time()}))
     return len(kvs)
 

@@ -36,15 +36,16 @@ class Ledger:
     def __init__(self, coord, task):
         self._coord = coord
         self._client = coord.client
-        prefix = coord.layout.task(task)
-        self.cycle_key = prefix + 'cycle'
-        self._cycles = prefix + 'cycles/'
+        self._layout = coord.layout
+        self._task = task
+        self.cycle_key = coord.layout.task_cycle(task)
+        self._cycles = coord.layout.task_cycles(task)
 
     def _items_prefix(self, cycle_id):
-        return '%s%s/items/' % (self._cycles, cycle_id)
+        return self._layout.cycle_items(self._task, cycle_id)
 
     def done_prefix(self, cycle_id):
-        return '%s%s/done/' % (self._cycles, cycle_id)
+        return self._layout.cycle_done(self._task, cycle_id)
 
     @staticmethod
     def new_cycle_id():

@@ -374,7 +374,7 @@ class PeriodicRunner:
             timers = [(self._take_timer(state), state.name)
                       for state in self._tasks.values()]
             for prefix, sub in self._control_subs:
-                self._coord._unsubscribe(prefix, sub)
+                self._coord.unsubscribe(prefix, sub)
             self._control_subs = []
         # No new items for us from the next cycle on.
         if self._server_name is not None:
@@ -480,7 +480,7 @@ class PeriodicRunner:
                                            'at': time.time()}))
 
     def _control_key(self, name):
-        return self._coord.layout.task(name) + 'control'
+        return self._coord.layout.task_control(name)
 
     def _watch_controls(self):
         if self._coord.single_node:
@@ -505,9 +505,10 @@ class PeriodicRunner:
                         return
                     self._apply_control(sub.state, kv)
             sub = Sub(state)
-            self._coord._subscribe(prefix, sub)
+            self._coord.subscribe(prefix, sub)
             self._control_subs.append((prefix, sub))
-            kv = self._coord.client.get(prefix + 'control')
+            kv = self._coord.client.get(
+                self._coord.layout.task_control(state.name))
             state.paused = bool(kv and kv.json().get('paused'))
 
     def _apply_control(self, state, kv):
@@ -636,8 +637,8 @@ class PeriodicRunner:
                           stopped=state.stopped)
         try:
             self._coord.client.put(
-                self._coord.layout.task(state.name) + 'stats/' +
-                _keys.quote_segment(self._coord.node), json.dumps(record))
+                self._coord.layout.task_stats(state.name, self._coord.node),
+                json.dumps(record))
         except exceptions.HAClusterError as exc:
             LOG.warning('hacluster: cannot publish stats of %s: %s',
                         state.name, _url.scrub(exc))
@@ -722,12 +723,12 @@ class PeriodicRunner:
             else set()
         wake = _Wake()
         done_prefix = ledger.done_prefix(cycle_id)
-        coord._subscribe(done_prefix, wake)
+        coord.subscribe(done_prefix, wake)
         try:
             result = self._monitor(state, ledger, lock, cycle_id, items,
                                    wake, unsent)
         finally:
-            coord._unsubscribe(done_prefix, wake)
+            coord.unsubscribe(done_prefix, wake)
         if result is None:
             return          # aborted: the next leader adopts the cycle
         done, failed, redispatched = result

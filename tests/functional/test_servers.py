@@ -169,9 +169,10 @@ def test_etcd_retries_on_port_clash(monkeypatch):
         blocker.bind(('127.0.0.1', 0))
         blocker.listen()
         taken = blocker.getsockname()[1]
-        real_free_port = servers.free_port
+        from hacluster.testing import process
+        real_free_port = process.free_port
         handed = iter([taken])
-        monkeypatch.setattr(servers, 'free_port',
+        monkeypatch.setattr(process, 'free_port',
                             lambda: next(handed, None) or real_free_port())
         with servers.EtcdServer(name='etcd-clash') as server:
             assert server.client_port != taken
