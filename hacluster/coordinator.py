@@ -23,6 +23,8 @@ import uuid
 
 from hacluster import etcd as _etcd
 from hacluster import api as _api
+from hacluster import claims as _claims
+from hacluster import context as _context
 from hacluster import election as _election
 from hacluster import exceptions
 from hacluster import fencing as _fencing
@@ -109,6 +111,26 @@ def get_coordinator(backend_url, cluster, node=None,
                        watchdog_device=watchdog_device)
 
 
+class _Leadership:
+    """What recovery needs of the coordinator's election: whether this node
+    leads, in which term, and a write guarded by that term."""
+
+    def __init__(self, coord):
+        self._coord = coord
+
+    @property
+    def is_leader(self):
+        return self._coord.is_leader
+
+    @property
+    def term(self):
+        return self._coord.term
+
+    def guarded_txn(self, term, ops, compare=()):
+        """:raises NotLeader: not leading in ``term``."""
+        return self._coord.guarded_txn_as_leader(term, ops, compare)
+
+
 class Coordinator(_api.CoordinatorAPI):
     """A cluster member on etcd. Build it with :func:`get_coordinator`.
 
@@ -160,7 +182,13 @@ class Coordinator(_api.CoordinatorAPI):
             self, self.member_id, config=config, rpc_version=rpc_version)
         self._leader_view = _election.LeaderView(self)
         self._election = None
-        self._recovery = _recovery.RecoveryManager(self)
+        self.ctx = _context.Context(
+            self.client, self.session, self.layout, cluster, node,
+            self.member_id, clock, self.subscribe, self.unsubscribe,
+            self.fence_point, self._check_running)
+        self._claims = _claims.ClaimBook(self.ctx)
+        self._recovery = _recovery.RecoveryManager(self.ctx,
+                                                   _Leadership(self))
         self._membership.add_callback('leave', self._recovery.kick)
 
     def __repr__(self):
@@ -213,7 +241,7 @@ class Coordinator(_api.CoordinatorAPI):
                 self.session.stop(revoke=True)
                 self._watch.stop()
                 raise
-        if self._recovery._handlers:
+        if self._recovery.has_handlers:
             self._campaign_for_recovery()
         LOG.info('hacluster: %s/%s started as member %s on %s',
                  self.cluster, self.node, self.member_id, self.url.safe)
@@ -263,13 +291,14 @@ class Coordinator(_api.CoordinatorAPI):
         with self._state_lock:
             if not self._running:
                 return
-        left = self._recovery.wait_open_claims(self._recovery.claim_grace)
+        left = self._claims.wait_open_claims(self._recovery.claim_grace)
         if left:
             LOG.warning('hacluster: %s/%s stopping with %d claims still open '
                         'after %ss: they will be recovered by another node',
                         self.cluster, self.node, left,
                         self._recovery.claim_grace)
         self._recovery.stop()
+        self._claims.close()
         with self._state_lock:
             election, self._election = self._election, None
         if election is not None:
@@ -299,7 +328,7 @@ class Coordinator(_api.CoordinatorAPI):
         text ('' when nothing): open claims, recoveries running, cluster
         locks. Cheap and thread-safe (no request)."""
         parts = []
-        claims = self._recovery.open_count
+        claims = self._claims.open_count
         if claims:
             parts.append('open claims: %d' % claims)
         recovering = self._recovery.recovering_count
@@ -454,6 +483,18 @@ class Coordinator(_api.CoordinatorAPI):
         observed leader changes (watch thread)."""
         self._leader_view.add_callback(callback)
 
+    def guarded_txn_as_leader(self, term, ops, compare=()):
+        """Run etcd operations (:mod:`hacluster.etcd` ops) only while this
+        node leads in ``term``, atomically. Blocks for one request.
+
+        :raises NotLeader: not leading in ``term``.
+        :raises StaleFencingToken: etcd refused: the term is over.
+        """
+        election = self._election
+        if election is None:
+            raise exceptions.NotLeader('%s is not campaigning' % self.node)
+        return election.guarded_txn(term, ops, compare=compare)
+
     def guarded_put_as_leader(self, term, key, value):
         """Write data ``key`` only if this node still leads in ``term``.
 
@@ -481,8 +522,8 @@ class Coordinator(_api.CoordinatorAPI):
         :raises ConfigurationError: bad arguments or data that is not JSON.
         :raises NotStarted: entered on a stopped coordinator.
         """
-        return self._recovery.claim(resource_type, resource_id, operation,
-                                    data)
+        return self._claims.claim(resource_type, resource_id, operation,
+                                  data)
 
     def register_recovery(self, resource_type, handler):
         """Register ``handler(claim_record)`` to finish or undo the
@@ -556,7 +597,7 @@ class Coordinator(_api.CoordinatorAPI):
             # claims still open here onto the new lease, so that they are
             # not mistaken for a dead node's.
             self._membership.rejoin(epoch)
-            threading.Thread(target=self._recovery.rebind, args=(lease_id,),
+            threading.Thread(target=self._claims.rebind, args=(lease_id,),
                              daemon=True, name='hacluster-rebind').start()
         self._fire('session_started', self.member_id)
 

@@ -9,7 +9,7 @@ can happen. What it does then is its fencing mode:
 ``none``
     The node steps down (locks reported lost, leadership over, guarded
     writes refused) and rejoins. Its claimed operations go on; their final
-    writes are fenced (:meth:`hacluster.recovery.Claim.finish` is refused
+    writes are fenced (:meth:`hacluster.claims.Claim.finish` is refused
     once a survivor took the claim, and the late result is recorded), but
     backend work done meanwhile may duplicate or undo a recovery.
 

@@ -296,7 +296,7 @@ class _LocalClaim:
         return self
 
     def finish(self):
-        """As :meth:`hacluster.recovery.Claim.finish`. Single-node mode has
+        """As :meth:`hacluster.claims.Claim.finish`. Single-node mode has
         no survivor that could recover the claim while this process lives:
         always granted."""
         return self
@@ -507,10 +507,10 @@ class LocalCoordinator(_api.CoordinatorAPI):
         """As :meth:`hacluster.coordinator.Coordinator.claim`; the record
         is a file in the lock directory, recovered by this node's next
         incarnation (single-node mode has no survivor)."""
-        from hacluster import recovery as _recovery
-        record = _recovery.new_claim_record(self.node, self.member_id,
-                                            resource_type, resource_id,
-                                            operation, data)
+        from hacluster import claims as _claims
+        record = _claims.new_claim_record(self.node, self.member_id,
+                                          resource_type, resource_id,
+                                          operation, data)
         return _LocalClaim(self, record)
 
     def register_recovery(self, resource_type, handler):
@@ -524,7 +524,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
     def list_claims(self, node=None):
         import json as _json
 
-        from hacluster import recovery as _recovery
+        from hacluster import claims as _claims
         out = []
         directory = os.path.join(self._dir, 'claims')
         for name in sorted(os.listdir(directory)) if os.path.isdir(
@@ -533,7 +533,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
                 continue        # e.g. a .tmp left by a crash mid-write
             try:
                 with open(os.path.join(directory, name)) as f:
-                    out.append(_recovery.ClaimRecord(_json.load(f)))
+                    out.append(_claims.ClaimRecord(_json.load(f)))
             except (OSError, ValueError):
                 continue
         return out
@@ -549,7 +549,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
     def _recover_previous(self):
         import json as _json
 
-        from hacluster import recovery as _recovery
+        from hacluster import claims as _claims
         for record in self.list_claims():
             if record.get('member_id') == self.member_id:
                 continue
@@ -557,15 +557,15 @@ class LocalCoordinator(_api.CoordinatorAPI):
             if handler is None:
                 continue
             path = self._claim_path(record['claim_id'])
-            taken = dict(record, state=_recovery.RECOVERING,
+            taken = dict(record, state=_claims.RECOVERING,
                          recoverer=self.member_id,
                          attempt=int(record.get('attempt') or 0) + 1)
             try:
-                handler(_recovery.ClaimRecord(taken))
+                handler(_claims.ClaimRecord(taken))
             except Exception as exc:
                 LOG.warning('hacluster: recovery of claim %s failed: %s',
                             record['claim_id'], exc)
-                taken.update(state=_recovery.FAILED, last_error='%s: %s' % (
+                taken.update(state=_claims.FAILED, last_error='%s: %s' % (
                     type(exc).__name__, exc))
                 with open(path, 'w') as f:
                     _json.dump(taken, f)

@@ -1,50 +1,22 @@
-"""Recovery: durable claims for in-flight work, cleaned up when a node dies.
+"""Recovery: a dead node's claims (:mod:`hacluster.claims`) are repaired
+by a survivor, exactly once in the normal case.
 
-A node records a **claim** in etcd when it starts an operation that must not
-be left half-done::
-
-    with coord.claim('share', share_id, 'create', data={'size': 10}):
-        driver.create_share(...)
-
-The claim key is durable (not bound to the session lease) and removed when
-the block exits, normally or by exception (the operation's own error path
-owns that case). If the process dies, the claim stays::
-
-    /hacluster/v1/<cluster>/claims/<node>/<type>/<id>/<operation>.<claim id>
-
-**Provable death only.** Every claim records the session lease of the
-process that opened it (and rebinds itself to the new lease when that
-process's session is replaced). The leader takes a claim only once etcd says
-that lease is gone -- a lease never comes back, so its holder can no longer
-renew it, and a process that has lost it knows (its renew deadline passed
-first; see :mod:`hacluster.fencing` for what it does then). A missing member
-record proves nothing (an operator's ``etcdctl del``; the member puts it
-back). The take is a compare-and-swap on the claim's revision into
-``recovering`` by itself (``recoverer``, ``recoverer_lease``): two survivors
-never take the same claim, and a rebind or a finish by the owner in between
-makes the take fail. A claim whose recoverer died or lost its session is
-taken again by the next leader. A node restarting under the same name
-recovers its previous incarnation's claims itself at start, race-free with
-the leader (the same compare-and-swap).
-
-**Fenced completion.** An owner that was thought dead may still be running
-(a frozen VM resumed, a node cut off from etcd only). Before the final write
-of its operation it calls :meth:`Claim.finish`: a compare-and-swap of its own
-claim from ``active`` to ``finishing``. It fails if a recoverer took the
-claim first; then the final write must not be made (the recovery's outcome
-stands) and the late result is recorded under ``late/<claim id>`` for an
-operator (``hacluster status`` warns about it). A recoverer never takes a
-``finishing`` claim while its owner's lease lives. What this does not fence:
-writes between :meth:`Claim.finish` and the end of the block by a process
-frozen exactly there past its lease. A store that can compare (manila's
-database row status, an etcd transaction) closes that window: the HA share
-manager makes its final status write conditional on the transitional status,
-as the recovery handlers do.
-
-**Unknown kinds.** A claim no handler here can recover (no handler for its
-type, or a handler raising :class:`~hacluster.exceptions.NoRecoveryHandler`)
-is kept, marked ``failed`` with the reason, and retried -- at once when
-another node leads -- never deleted.
+**Provable death only.** The leader takes a claim only once etcd says the
+session lease it records is gone -- a lease never comes back, so its holder
+can no longer renew it, and a process that has lost it knows (its renew
+deadline passed first; see :mod:`hacluster.fencing` for what it does then).
+A missing member record proves nothing (an operator's ``etcdctl del``; the
+member puts it back). A lease seen gone is waited on for ``absence_grace``
+first (a holder whose lease was cut short while it runs rebinds its claims
+at once). The take is a compare-and-swap on the claim's revision into
+``recovering`` by itself (``recoverer``, ``recoverer_lease``), guarded by
+the leader's term: two survivors never take the same claim, and a rebind or
+a finish by the owner in between makes the take fail. A claim whose
+recoverer died or lost its session is taken again by the next leader. A
+node restarting under the same name recovers its previous incarnation's
+claims itself at start, race-free with the leader (the same
+compare-and-swap). A claim handed over by its owner (lease 0) is taken at
+once.
 
 **The promise.** A claim is handled by one recoverer at a time, and its
 handler runs once, unless the recoverer dies (or loses its session) after
@@ -54,6 +26,13 @@ at-least-once across recoverer failures. Every claim carries a stable
 ``claim_id`` and an ``attempt`` number: a handler that records ``claim_id``
 with its effect (or checks the resource's state, as a manila handler checks
 the share's status) is idempotent, and then the effect happens exactly once.
+A removed claim leaves a tombstone naming its recoverer (for a late owner's
+late result), bound to a lease of :data:`TOMBSTONE_TTL` seconds.
+
+**Unknown kinds.** A claim no handler here can recover (no handler for its
+type, or a handler raising :class:`~hacluster.exceptions.NoRecoveryHandler`)
+is kept, marked ``failed`` with the reason, and retried -- at once when
+another node leads -- never deleted.
 
 **Failures.** A handler that raises leaves the claim ``failed`` with its
 attempt count and last error (visible to the status command); it is retried
@@ -67,160 +46,38 @@ import json
 import logging
 import threading
 import time
-import uuid
 
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
+from hacluster.claims import (ACTIVE, CLAIM_FORMAT, FAILED, FINISHING,
+                              RECOVERING, ClaimRecord)
 from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
-
-ACTIVE = 'active'
-FINISHING = 'finishing'
-RECOVERING = 'recovering'
-FAILED = 'failed'
-
-#: Format of the claim record this version writes (``format`` field).
-CLAIM_FORMAT = 1
 
 #: Seconds a recovered claim's tombstone (who recovered it) is kept.
 TOMBSTONE_TTL = 3600
 
 
-def new_claim_record(node, member_id, resource_type, resource_id, operation,
-                     data=None):
-    """Validate a claim's arguments and build its record (a dict).
-
-    :raises ConfigurationError: an empty or non-string type, id or
-        operation, a control character in one, or data that is not JSON.
-    """
-    for what, value in (('resource_type', resource_type),
-                        ('resource_id', resource_id),
-                        ('operation', operation)):
-        if not isinstance(value, str) or not value:
-            raise exceptions.ConfigurationError(
-                'claim %s must be a non-empty string, got %r' % (what, value))
-        _keys.validate_lock_name(value)
-    try:
-        json.dumps(data)
-    except (TypeError, ValueError) as exc:
-        raise exceptions.ConfigurationError(
-            'claim data must be JSON-serialisable: %s' % exc) from exc
-    return {'claim_id': uuid.uuid4().hex, 'resource_type': resource_type,
-            'resource_id': resource_id, 'operation': operation, 'data': data,
-            'node': node, 'member_id': member_id, 'started_at': time.time(),
-            'state': ACTIVE, 'attempt': 0, 'format': CLAIM_FORMAT}
-
-
-class ClaimRecord(dict):
-    """A claim as stored: ``claim_id``, ``resource_type``, ``resource_id``,
-    ``operation``, ``data``, ``node``, ``member_id``, ``started_at``,
-    ``state``, ``attempt`` (recoveries started), ``recoverer``,
-    ``last_error``, ``next_retry_at``; the keys are also attributes."""
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
-class Claim:
-    """An open claim (the object ``coordinator.claim()`` yields).
-
-    ``recovered_elsewhere`` becomes True once this process learns that a
-    recoverer took the claim (it was thought dead: its session was lost
-    while the operation ran): at :meth:`finish`, when the claim is rebound
-    to a new session, or when the block ends.
-
-    Thread-safe: :meth:`finish`, the rebind after a new session and the
-    block's end are serialized on the claim.
-    """
-
-    def __init__(self, manager, key, record):
-        self._manager = manager
-        self._lock = threading.Lock()
-        self.key = key
-        self.record = record
-        self.claim_id = record['claim_id']
-        self.revision = None
-        self.recovered_elsewhere = False
-        self.finished = False
-        self.late = None
-        #: why this process gave the claim up for recovery, or None
-        self.handed_over = None
-
-    def __repr__(self):
-        return '<Claim %s %s/%s>' % (self.record['operation'],
-                                     self.record['resource_type'],
-                                     self.record['resource_id'])
-
-    def __enter__(self):
-        self._manager._open(self)
-        return self
-
-    def __exit__(self, *exc):
-        self._manager._close(
-            self, failed=exc[0] is not None,
-            fenced=exc[0] is not None and issubclass(exc[0],
-                                                     exceptions.Fenced))
-
-    def finish(self):
-        """Fence the operation's completion: mark the claim ``finishing`` in
-        etcd (a compare-and-swap on our own revision) so that no recoverer
-        can take it while this process's lease lives. Call it right before
-        the final write of the resource; idempotent. Blocks for one etcd
-        request (none when already finished).
-
-        :returns: self.
-        :raises ClaimRecovered: a recoverer took the claim first: do not
-            make the final write (the recovery's outcome stands); the late
-            result has been recorded (``late``, and ``hacluster status``).
-        :raises BackendUnavailable: etcd did not answer; the claim is left
-            as it was (finish again, or let the block end: the claim stays
-            and is recovered if this node's lease goes).
-        """
-        return self._manager._finish(self)
-
-    def hand_over(self, reason):
-        """Give this claim up to recovery: when the block ends it is left
-        in etcd, bound to no lease, for the leader to recover (instead of
-        being removed). For an operation that found it cannot finish safely.
-        Thread-safe; no request."""
-        self._manager.hand_over(self, reason)
-
-    def record_late(self, current=None):
-        """Record that this operation's result came too late (its claim was
-        recovered elsewhere, or a store refused the final write): once per
-        claim; returns the late record (``message`` says what happened).
-        Blocks for one etcd request the first time."""
-        with self._lock:
-            if self.late is None:
-                self.late = self._manager._record_late(self, current)
-            return self.late
-
-    def still_owned(self):
-        """False once this process knows the claim was recovered elsewhere
-        or its session is past the renew deadline. Cheap (no request); a
-        True is no promise for the future -- use :meth:`finish`."""
-        return not self.recovered_elsewhere and \
-            self._manager._session_valid()
-
-
 class RecoveryManager:
-    """Claims and their recovery for one coordinator. Internal: its public
-    face is ``coordinator.claim()``, ``register_recovery()``,
-    ``list_claims()`` and ``recover_node()``."""
+    """The recovery of orphaned claims for one coordinator. Internal: its
+    public face is ``coordinator.register_recovery()``, ``list_claims()``
+    and ``recover_node()``.
 
-    def __init__(self, coord, scan_interval=30.0, max_backoff=60.0,
-                 claim_grace=30.0, absence_grace=1.0):
-        self._coord = coord
-        self._prefix = coord.layout.claims
+    :param ctx: the coordinator's :class:`hacluster.context.Context`.
+    :param leadership: what recovery needs of the election: ``is_leader``,
+        ``term`` (properties) and ``guarded_txn(term, ops, compare)``.
+
+    Thread-safe; its loop runs in a thread of its own.
+    """
+
+    def __init__(self, ctx, leadership, scan_interval=30.0,
+                 max_backoff=60.0, claim_grace=30.0, absence_grace=1.0):
+        self._ctx = ctx
+        self._leadership = leadership
+        self._prefix = ctx.layout.claims
         self._handlers = {}
-        self._open_claims = 0
-        self._claims = {}            # claim_id -> open Claim of ours
-        self._open_cond = threading.Condition()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = None
@@ -241,27 +98,10 @@ class RecoveryManager:
         #: recoveries this node completed / failed (for status and tests)
         self.recovered = 0
         self.failures = 0
-        #: late results this process recorded (its claim had been recovered)
-        self.late_results = 0
         self._tomb = None            # (lease, monotonic granted at)
 
-    # -- keys ------------------------------------------------------------------
-
     def node_prefix(self, node):
-        return self._coord.layout.claims_of(node)
-
-    def _session_valid(self):
-        return self._coord.session.valid()
-
-    # -- claims ----------------------------------------------------------------
-
-    def claim(self, resource_type, resource_id, operation, data=None):
-        coord = self._coord
-        record = new_claim_record(coord.node, coord.member_id, resource_type,
-                                  resource_id, operation, data)
-        key = coord.layout.claim(coord.node, resource_type, resource_id,
-                                 operation, record['claim_id'])
-        return Claim(self, key, record)
+        return self._ctx.layout.claims_of(node)
 
     @property
     def recovering_count(self):
@@ -269,258 +109,11 @@ class RecoveryManager:
         with self._inflight_lock:
             return len(self._inflight)
 
-    @property
-    def open_count(self):
-        """Claims of this process open now (thread-safe, no request)."""
-        with self._open_cond:
-            return self._open_claims
-
-    def _open(self, claim):
-        coord = self._coord
-        coord._check_running()
-        _epoch, lease = coord.session.current()
-        if lease is None:
-            raise exceptions.SessionLost(
-                'cannot open a claim for %s of %s %s: %s/%s has no live '
-                'session' % (claim.record['operation'],
-                             claim.record['resource_type'],
-                             claim.record['resource_id'], coord.cluster,
-                             coord.node))
-        with claim._lock:
-            claim.record['lease'] = lease
-            claim.revision = coord.client.put(claim.key,
-                                              json.dumps(claim.record))
-        with self._open_cond:
-            self._open_claims += 1
-            self._claims[claim.claim_id] = claim
-        _epoch, now = coord.session.current()
-        if now is not None and now != lease:
-            # The session was replaced while we wrote (the rebind of the
-            # open claims may have missed this one): rebind it now.
-            self.rebind(now, [claim])
-
-    def _finish(self, claim):
-        self._coord.fence_point()
-        with claim._lock:
-            if claim.finished:
-                return claim
-            if claim.recovered_elsewhere:
-                raise self._refused(claim, 'finish')
-            record = dict(claim.record, state=FINISHING,
-                          finishing_at=time.time())
-            resp = self._coord.client.txn(
-                compare=[_etcd.mod_revision_is(claim.key, claim.revision)],
-                success=[_etcd.put_op(claim.key, json.dumps(record))],
-                failure=[_etcd.range_op(claim.key)])
-            if resp.succeeded:
-                claim.revision = resp.revision
-                claim.record = record
-                claim.finished = True
-                return claim
-            kvs = resp.kvs(0)
-            current = kvs[0].json() if kvs else None
-            if current is None and self._tombstone_of(claim) is None:
-                # Gone without a recovery (an operator's delete): nobody
-                # acted on the resource; put the claim back, finishing.
-                resp = self._coord.client.txn(
-                    compare=[_etcd.create_revision_is(claim.key, 0)],
-                    success=[_etcd.put_op(claim.key, json.dumps(record))])
-                if resp.succeeded:
-                    LOG.warning('hacluster: claim %s was deleted from etcd '
-                                'by someone else (not recovered); put it '
-                                'back', claim.claim_id)
-                    claim.revision = resp.revision
-                    claim.record = record
-                    claim.finished = True
-                    return claim
-            claim.recovered_elsewhere = True
-            raise self._refused(claim, 'finish', current)
-
-    def _tombstone_of(self, claim):
-        kv = self._coord.client.get(self._coord.layout.tombstone(
-            claim.claim_id))
-        return kv.json() if kv else None
-
-    def hand_over(self, claim, reason):
-        """This process gives up ``claim`` (it cannot finish it safely, e.g.
-        etcd did not confirm its finish): at the block's end the claim is
-        left for recovery, bound to no lease, instead of being removed."""
-        with claim._lock:
-            if claim.handed_over is None:
-                claim.handed_over = reason
-                LOG.error('hacluster: claim %s (%s %s/%s) handed over to '
-                          'recovery: %s', claim.claim_id,
-                          claim.record['operation'],
-                          claim.record['resource_type'],
-                          claim.record['resource_id'], reason)
-
-    def _refused(self, claim, when, current=None):
-        """Record the late result of ``claim`` (taken by a recoverer) and
-        return the ClaimRecovered to raise."""
-        if claim.late is None:
-            claim.late = self._record_late(claim, current)
-        return exceptions.ClaimRecovered(claim.late['message'],
-                                         late=claim.late)
-
-    def _record_late(self, claim, current):
-        rec = claim.record
-        if current is None:
-            try:
-                kv = self._coord.client.get(self._coord.layout.tombstone(
-                    claim.claim_id))
-                current = kv.json() if kv else None
-            except exceptions.HAClusterError:
-                current = None
-        by = (current or {}).get('recoverer_node') or 'another node'
-        message = ('node %s finished %s of %s %s after it was recovered by '
-                   '%s: its result was not written; the recovery\'s outcome '
-                   'stands and what the operation made (a backend object) '
-                   'may exist' % (rec['node'], rec['operation'],
-                                  rec['resource_type'], rec['resource_id'],
-                                  by))
-        late = {'claim_id': claim.claim_id, 'node': rec['node'],
-                'member_id': rec['member_id'],
-                'resource_type': rec['resource_type'],
-                'resource_id': rec['resource_id'],
-                'operation': rec['operation'], 'data': rec.get('data'),
-                'recovered_by': by, 'at': time.time(), 'message': message,
-                'format': CLAIM_FORMAT}
-        LOG.error('hacluster: %s (claim %s)', message, claim.claim_id)
-        self.late_results += 1
-        try:
-            self._coord.client.put(self._coord.layout.late_result(
-                claim.claim_id), json.dumps(late))
-        except exceptions.HAClusterError as exc:
-            LOG.warning('hacluster: could not record the late result of '
-                        'claim %s: %s', claim.claim_id, _url.scrub(exc))
-        return late
-
-    def _close(self, claim, failed=False, fenced=False):
-        """End the claim's block: remove the claim (a compare-and-swap on
-        our revision), or -- handed over, or the block died fenced -- leave
-        it for recovery, bound to no lease. A claim a recoverer took is
-        reported. etcd unreachable: retried in the background."""
-        if fenced and claim.handed_over is None:
-            self.hand_over(claim, 'the operation was fenced midway')
-        try:
-            self._end(claim, failed)
-        except exceptions.HAClusterError as exc:
-            LOG.warning('hacluster: could not end claim %s (%s); retrying in '
-                        'the background', claim.claim_id, _url.scrub(exc))
-            threading.Thread(target=self._end_later, args=(claim, failed),
-                             daemon=True, name='hacluster-claim-end').start()
-        finally:
-            with self._open_cond:
-                self._open_claims -= 1
-                self._claims.pop(claim.claim_id, None)
-                self._open_cond.notify_all()
-
-    def _end_later(self, claim, failed):
-        delay = 0.2
-        while not self._stop.is_set():
-            time.sleep(delay)
-            try:
-                self._end(claim, failed)
-                return
-            except exceptions.HAClusterError:
-                delay = min(delay * 2, 5.0)
-
-    def _end(self, claim, failed):
-        current = None
-        with claim._lock:
-            if claim.recovered_elsewhere:
-                taken = True
-            else:
-                if claim.handed_over is not None:
-                    record = dict(claim.record, state=ACTIVE, lease=0,
-                                  handed_over=claim.handed_over)
-                    success = [_etcd.put_op(claim.key, json.dumps(record))]
-                else:
-                    success = [_etcd.delete_op(claim.key)]
-                resp = self._coord.client.txn(
-                    compare=[_etcd.mod_revision_is(claim.key,
-                                                   claim.revision)],
-                    success=success, failure=[_etcd.range_op(claim.key)])
-                taken = not resp.succeeded
-                if taken:
-                    kvs = resp.kvs(0)
-                    current = kvs[0].json() if kvs else None
-                else:
-                    claim.revision = resp.revision
-        if not taken:
-            return
-        claim.recovered_elsewhere = True
-        if claim.late is None and not failed:
-            # The block ran to its end without finish(): record it all
-            # the same, the recovery may have undone its work.
-            claim.late = self._record_late(claim, current)
-        elif claim.late is None:
-            LOG.error('hacluster: claim %s (%s %s/%s) was taken for recovery '
-                      'while its operation ran here (this node was thought '
-                      'dead); the operation failed here too', claim.claim_id,
-                      claim.record['operation'],
-                      claim.record['resource_type'],
-                      claim.record['resource_id'])
-
-    def rebind(self, lease, claims=None):
-        """Move every open claim of ours onto ``lease`` (our new session):
-        a claim stays bound to a live lease while its operation runs. A
-        claim a recoverer took meanwhile is marked recovered_elsewhere.
-        Blocks for one etcd request per open claim; errors are logged (the
-        claim stays on the old lease and may be recovered: its finish will
-        then be refused)."""
-        if claims is None:
-            with self._open_cond:
-                claims = list(self._claims.values())
-        for claim in claims:
-            with claim._lock:
-                # (under the claim's lock: of two rebinds racing, an older
-                # one never lands after a newer one)
-                if claim.recovered_elsewhere or claim.revision is None or \
-                        claim.handed_over is not None or \
-                        claim.record.get('lease') == lease or \
-                        self._coord.session.current()[1] != lease:
-                    continue
-                record = dict(claim.record, lease=lease)
-                try:
-                    resp = self._coord.client.txn(
-                        compare=[_etcd.mod_revision_is(claim.key,
-                                                       claim.revision)],
-                        success=[_etcd.put_op(claim.key, json.dumps(record))])
-                except exceptions.HAClusterError as exc:
-                    LOG.warning('hacluster: could not rebind claim %s to the '
-                                'new session: %s', claim.claim_id,
-                                _url.scrub(exc))
-                    continue
-                if resp.succeeded:
-                    claim.revision = resp.revision
-                    claim.record = record
-                else:
-                    claim.recovered_elsewhere = True
-                    LOG.error('hacluster: claim %s (%s %s/%s) was recovered '
-                              'by another node while this one had no '
-                              'session; its result will not be written',
-                              claim.claim_id, claim.record['operation'],
-                              claim.record['resource_type'],
-                              claim.record['resource_id'])
-
-    def wait_open_claims(self, timeout):
-        """Block until no claim of this process is open, or ``timeout``;
-        returns the number still open."""
-        deadline = time.monotonic() + timeout
-        with self._open_cond:
-            while self._open_claims > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._open_cond.wait(left)
-            return self._open_claims
-
     def list_claims(self, node=None):
         """Every claim (of ``node``, if given) as ClaimRecords, with the
         etcd ``key`` and ``mod_revision`` added."""
         prefix = self.node_prefix(node) if node else self._prefix
-        kvs, _ = self._coord.client.get_prefix(prefix)
+        kvs, _ = self._ctx.client.get_prefix(prefix)
         out = []
         for kv in kvs:
             rec = ClaimRecord(kv.json())
@@ -530,6 +123,10 @@ class RecoveryManager:
         return out
 
     # -- handlers and the recovery loop ------------------------------------------
+
+    @property
+    def has_handlers(self):
+        return bool(self._handlers)
 
     def register(self, resource_type, handler):
         if not callable(handler):
@@ -572,9 +169,9 @@ class RecoveryManager:
                 if not own_done and self._handlers:
                     # A restart under our node name: finish what our
                     # previous incarnation left, whoever leads.
-                    self.recover_node(self._coord.node, own=True)
+                    self.recover_node(self._ctx.node, own=True)
                     own_done = True
-                if self._coord.is_leader and self._handlers:
+                if self._leadership.is_leader and self._handlers:
                     self.scan()
             except exceptions.HAClusterError as exc:
                 LOG.warning('hacluster: recovery scan failed: %s',
@@ -597,8 +194,8 @@ class RecoveryManager:
     def _snapshot(self, prefix):
         """Members and claims at one revision: ``(live, claim KVs)`` where
         live maps member_id -> node."""
-        layout = self._coord.layout
-        resp = self._coord.client.txn(success=[
+        layout = self._ctx.layout
+        resp = self._ctx.client.txn(success=[
             _etcd.range_op(layout.members, _keys.prefix_end(layout.members)),
             _etcd.range_op(prefix, _keys.prefix_end(prefix))])
         live = {}
@@ -610,7 +207,7 @@ class RecoveryManager:
     def _lease_gone(self, lease, cache):
         """True if etcd no longer has ``lease`` (cached for one scan)."""
         if lease not in cache:
-            ttl = self._coord.client.lease_time_to_live(lease)
+            ttl = self._ctx.client.lease_time_to_live(lease)
             cache[lease] = ttl
             if ttl >= 0:
                 # Alive: look again when it could have expired (its holder
@@ -656,7 +253,7 @@ class RecoveryManager:
             return self._holder_gone(record, 'member_id', 'lease', live,
                                      leases)
         if state == RECOVERING:
-            if record.get('recoverer') == self._coord.member_id:
+            if record.get('recoverer') == self._ctx.member_id:
                 # Ours: orphaned only if no handler of ours runs it (an
                 # etcd error left it marked after we gave up on it).
                 with self._inflight_lock:
@@ -664,7 +261,7 @@ class RecoveryManager:
             return self._holder_gone(record, 'recoverer', 'recoverer_lease',
                                      live, leases)
         if state == FAILED:
-            if record.get('failed_by') not in (None, self._coord.member_id):
+            if record.get('failed_by') not in (None, self._ctx.member_id):
                 # Failed on another node (which may have had no handler for
                 # it): this node may have one; try at once.
                 return True
@@ -678,7 +275,7 @@ class RecoveryManager:
     def scan(self):
         """Recover every orphaned claim (leader only: each take also
         requires still leading in the term). Returns the number recovered."""
-        term = self._coord.term
+        term = self._leadership.term
         if term is None:
             return 0
         live, kvs = self._snapshot(self._prefix)
@@ -701,7 +298,7 @@ class RecoveryManager:
                         self._absent_since[('lease', int(lease))] = \
                             -float('inf')
         if own:
-            live.pop(self._coord.member_id, None)
+            live.pop(self._ctx.member_id, None)
         return self._recover(kvs, live)
 
     def _recover(self, kvs, live, term=None):
@@ -716,10 +313,10 @@ class RecoveryManager:
         for kv in kvs:
             if self._stop.is_set():
                 break
-            if term is not None and self._coord.term != term:
+            if term is not None and self._leadership.term != term:
                 break               # deposed meanwhile: stop taking claims
             record = ClaimRecord(kv.json())
-            if record.get('member_id') == self._coord.member_id and \
+            if record.get('member_id') == self._ctx.member_id and \
                     record.get('state') in (ACTIVE, FINISHING):
                 continue            # our own, running here
             if not self._orphaned(record, live, now, leases):
@@ -733,7 +330,7 @@ class RecoveryManager:
                     LOG.warning('hacluster: claims of type %r cannot be '
                                 'recovered here (no handler registered on '
                                 '%s); they are kept and retried',
-                                rtype, self._coord.node)
+                                rtype, self._ctx.node)
             if self._take_and_handle(kv, record, handler, term):
                 count += 1
         return count
@@ -743,17 +340,17 @@ class RecoveryManager:
         stretch of recoveries (renewed after a while, never kept alive)."""
         now = time.monotonic()
         if self._tomb is None or now - self._tomb[1] > TOMBSTONE_TTL / 2:
-            lease, _ttl = self._coord.client.lease_grant(TOMBSTONE_TTL)
+            lease, _ttl = self._ctx.client.lease_grant(TOMBSTONE_TTL)
             self._tomb = (lease, now)
         return self._tomb[0]
 
     def _no_handler(self, claim):
         raise exceptions.NoRecoveryHandler(
             'no recovery handler for claims of type %r on node %s'
-            % (claim.resource_type, self._coord.node))
+            % (claim.resource_type, self._ctx.node))
 
     def _take_and_handle(self, kv, record, handler, term=None):
-        coord = self._coord
+        coord = self._ctx
         _epoch, lease = coord.session.current()
         if lease is None:
             return False            # no session: we could not finish it
@@ -775,16 +372,16 @@ class RecoveryManager:
                 self._inflight.discard(claim_id)
 
     def _take(self, kv, record, handler, term, taken, lease):
-        coord = self._coord
+        coord = self._ctx
         # The holder's lease was seen gone (for good: leases never come
         # back); the claim must still be as we saw it -- a rebind or a
         # finish by its owner, or another recoverer, changed its revision.
         compare = [_etcd.mod_revision_is(kv.key, kv.mod_revision)]
         put = [_etcd.put_op(kv.key, json.dumps(taken))]
         try:
-            if term is not None and coord._election is not None:
-                resp = coord._election.guarded_txn(term, put,
-                                                   compare=compare)
+            if term is not None:
+                resp = self._leadership.guarded_txn(term, put,
+                                                    compare=compare)
             else:
                 resp = coord.client.txn(compare=compare, success=put)
         except exceptions.NotLeader:
@@ -804,7 +401,7 @@ class RecoveryManager:
         return self._handle(kv, record, taken, handler, current.mod_revision)
 
     def _handle(self, kv, record, taken, handler, revision):
-        coord = self._coord
+        coord = self._ctx
         LOG.info('hacluster: recovering claim %s: %s %s/%s of %s (member '
                  '%s), attempt %d', record.get('claim_id'),
                  record.get('operation'), record.get('resource_type'),

@@ -10,7 +10,7 @@ operation runs in a thread:
 
 * a **final write** of the operation (a status leaving the transitional
   ones, or the deletion of the row) first finishes the claim in etcd
-  (:meth:`hacluster.recovery.Claim.finish`); if a recoverer took the claim,
+  (:meth:`hacluster.claims.Claim.finish`); if a recoverer took the claim,
   the write is not made, the recovery's status stands, and the late result
   is recorded (log, ``late/`` record, a warning in ``hacluster status``);
 * the final status write of the claimed row itself is made **conditional**

@@ -1,0 +1,45 @@
+"""What a part of a coordinator needs of it, and nothing more.
+
+etcd's own ``concurrency`` package has ``Mutex`` and ``Election`` take a
+``Session``, not a hub. hacluster's parts (claims, recovery, membership,
+locks, the periodic runner) take a :class:`Context`: the etcd client, the
+session, the key layout, this member's identity, the watch dispatcher
+(:meth:`subscribe`) and the fence point -- built once by the coordinator.
+"""
+
+
+class Context:
+    """The coordinator's shared parts, as its parts see them.
+
+    :param client: :class:`hacluster.etcd.Client`.
+    :param session: :class:`hacluster.session.Session`.
+    :param layout: :class:`hacluster.keys.Layout`.
+    :param cluster, node, member_id: this member's identity.
+    :param clock: the monotonic clock deadlines are measured on.
+    :param subscribe, unsubscribe: the watch dispatcher
+        (``subscribe(prefix, subscriber)``; see
+        :class:`hacluster.api.Subscriber`).
+    :param fence_point: callable, see
+        :meth:`hacluster.coordinator.Coordinator.fence_point`.
+    :param check_running: callable raising NotStarted when stopped.
+
+    Immutable after construction; thread-safe.
+    """
+
+    __slots__ = ('client', 'session', 'layout', 'cluster', 'node',
+                 'member_id', 'clock', 'subscribe', 'unsubscribe',
+                 'fence_point', 'check_running')
+
+    def __init__(self, client, session, layout, cluster, node, member_id,
+                 clock, subscribe, unsubscribe, fence_point, check_running):
+        self.client = client
+        self.session = session
+        self.layout = layout
+        self.cluster = cluster
+        self.node = node
+        self.member_id = member_id
+        self.clock = clock
+        self.subscribe = subscribe
+        self.unsubscribe = unsubscribe
+        self.fence_point = fence_point
+        self.check_running = check_running
