@@ -10,7 +10,7 @@ Importing hacluster starts nothing and never imports oslo.service (that would
 pin the process to the eventlet backend).
 """
 
-from hacluster.coordinator import get_coordinator, get_default, set_default
+from hacluster.factory import get_coordinator, get_default, set_default
 from hacluster.decorators import synchronized
 from hacluster.exceptions import (AcquireTimeout, BackendUnavailable,
                                   ConfigurationError, HAClusterError,

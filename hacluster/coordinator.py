@@ -1,14 +1,10 @@
-"""The coordinator: one process's membership in one cluster.
+"""The etcd coordinator: one process's membership in one cluster.
 
-:func:`get_coordinator` picks the backend from the URL: etcd (``etcd3+http``,
-``etcd3+https``) or single-node (``file://`` or no URL, see
-:mod:`hacluster.local`). Both offer the same interface:
-
-    coord = hacluster.get_coordinator('etcd3+http://10.0.0.1:2379',
-                                      cluster='manila@dummy', node='node-1')
-    with coord:                       # start() ... stop()
-        with coord.get_lock('share-42'):
-            ...
+Built by :func:`hacluster.factory.get_coordinator` (also
+``hacluster.get_coordinator``); the contract is
+:class:`hacluster.api.CoordinatorAPI`. It owns the session, the cluster
+watch and the parts that take its :class:`~hacluster.context.Context`
+(membership, claims, recovery, the lock registry, the election).
 
 One process serving several backends runs one coordinator per backend
 (cluster). A coordinator is started in the process that uses it: in
@@ -16,16 +12,16 @@ manila-share, in the worker after the fork, never before.
 """
 
 import logging
-import socket
 import threading
 import time
 import uuid
 
-from hacluster import etcd as _etcd
 from hacluster import api as _api
 from hacluster import claims as _claims
 from hacluster import context as _context
+from hacluster import dispatch as _dispatch
 from hacluster import election as _election
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import fencing as _fencing
 from hacluster import keys as _keys
@@ -33,82 +29,15 @@ from hacluster import locks as _locks
 from hacluster import membership as _membership
 from hacluster import recovery as _recovery
 from hacluster import session as _session
-from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 
-_default = None
-_default_lock = threading.Lock()
 
-
-def set_default(coordinator):
-    """Make ``coordinator`` the one :func:`hacluster.synchronized` uses when
-    it is given none (None clears it). Thread-safe."""
-    global _default
-    with _default_lock:
-        _default = coordinator
-
-
-def get_default():
-    """The coordinator set with :func:`set_default`, or None."""
-    return _default
-
-
-def get_coordinator(backend_url, cluster, node=None,
-                    lease_ttl=_session.DEFAULT_LEASE_TTL,
-                    renew_deadline=_session.DEFAULT_RENEW_DEADLINE,
-                    renew_interval=_session.DEFAULT_RENEW_INTERVAL,
-                    lock_path=None, request_timeout=None, config=None,
-                    rpc_version=None, clock=_session.boottime,
-                    fencing=_fencing.NONE, watchdog_timeout=None,
-                    watchdog_device=_fencing.DEFAULT_WATCHDOG_DEVICE):
-    """Build (not start) the coordinator for ``cluster``.
-
-    :param backend_url: ``etcd3+http://host:port[,host:port...]``,
-        ``etcd3+https://...?ca_cert=&cert_key=&cert_cert=``, ``file:///dir``
-        or None (single-node mode, locks in ``lock_path``).
-    :param cluster: the cluster name (one per storage backend), e.g. the
-        manila host ``hostgroup@backend``.
-    :param node: this node's stable, unique name (default: the hostname).
-    :param lease_ttl, renew_deadline, renew_interval: session timings in
-        seconds; ``lease_ttl > renew_deadline > renew_interval``.
-    :param lock_path: directory for single-node locks when ``backend_url``
-        is None.
-    :param request_timeout: seconds one etcd request may take on one
-        endpoint (default: ``renew_interval``, at least 1 s).
-    :param config: a dict of this node's relevant configuration; its
-        fingerprint (secrets excluded) goes in the member record so drift
-        between nodes is visible.
-    :param rpc_version: the RPC API version this node speaks (member
-        record).
-    :param fencing: ``none`` (default), ``exit`` or ``watchdog``: what the
-        process does when its renew deadline passes while it holds work
-        (see :mod:`hacluster.fencing`).
-    :param watchdog_timeout, watchdog_device: for ``watchdog`` fencing
-        (default ``lease_ttl - renew_deadline`` seconds, /dev/watchdog).
-    :raises ConfigurationError: an argument is invalid; the message names it.
-
-    Does not block and touches no network.
-    """
-    parsed = _url.parse(backend_url)
-    _keys.validate_ident(cluster, 'cluster')
-    if node is None:
-        node = socket.gethostname()
-    _keys.validate_ident(node, 'node')
-    timings = _session.validate_timings(lease_ttl, renew_deadline,
-                                        renew_interval)
-    _fencing.validate(fencing, timings[0], timings[1], watchdog_timeout)
-    if parsed.kind == 'file':
-        from hacluster import local
-        return local.LocalCoordinator(cluster, node,
-                                      lock_path=parsed.path or lock_path,
-                                      timings=timings, config=config,
-                                      rpc_version=rpc_version)
-    return Coordinator(parsed, cluster, node, timings,
-                       request_timeout=request_timeout, clock=clock,
-                       config=config, rpc_version=rpc_version,
-                       fencing=fencing, watchdog_timeout=watchdog_timeout,
-                       watchdog_device=watchdog_device)
+def get_coordinator(*args, **kwargs):
+    """Build (not start) a coordinator: see
+    :func:`hacluster.factory.get_coordinator`."""
+    from hacluster import factory
+    return factory.get_coordinator(*args, **kwargs)
 
 
 class _Leadership:
@@ -170,10 +99,8 @@ class Coordinator(_api.CoordinatorAPI):
         self._state_lock = threading.Lock()
         self._running = False
         self._watch = None
-        self._subs_lock = threading.Lock()
-        self._subs = {}
-        self._held = {}
-        self._callbacks = {'lock_lost': [], 'session_lost': [],
+        self._dispatch = _dispatch.Dispatcher()
+        self._callbacks = {'session_lost': [],
                            'session_started': []}
         #: This process incarnation's id: stable across a lost and renewed
         #: session, new at every process start.
@@ -187,6 +114,8 @@ class Coordinator(_api.CoordinatorAPI):
             self.member_id, clock, self.subscribe, self.unsubscribe,
             self.fence_point, self._check_running)
         self._claims = _claims.ClaimBook(self.ctx)
+        self.lock_registry = _locks.LockRegistry(self.ctx,
+                                                 lambda: self._running)
         self._recovery = _recovery.RecoveryManager(self.ctx,
                                                    _Leadership(self))
         self._membership.add_callback('leave', self._recovery.kick)
@@ -306,8 +235,8 @@ class Coordinator(_api.CoordinatorAPI):
         self._membership.mark_leaving()
         with self._state_lock:
             self._running = False
-        for lock in list(self._held.values()):
-            lock._mark_lost('coordinator stopped')
+        for _key, lock in self.lock_registry.items():
+            lock.mark_lost('coordinator stopped')
         # Disarm first: stopping the session ends its validity, and a
         # watchdog that stopped being petted would reset the machine while
         # the lease is revoked.
@@ -336,7 +265,7 @@ class Coordinator(_api.CoordinatorAPI):
             parts.append('recoveries running: %d' % recovering)
         # Cluster locks (not the leadership entry: a leader that loses its
         # session steps down, and its leader-only writes are refused).
-        locks = sum(1 for key, lock in list(self._held.items())
+        locks = sum(1 for key, lock in self.lock_registry.items()
                     if key.startswith(self.layout.locks) and lock.taken)
         if locks:
             parts.append('cluster locks: %d' % locks)
@@ -563,7 +492,7 @@ class Coordinator(_api.CoordinatorAPI):
     def on_lock_lost(self, callback):
         """Register ``callback(lock, reason)`` for every lock of this
         coordinator that is lost while held."""
-        self._callbacks['lock_lost'].append(callback)
+        self.lock_registry.on_lost(callback)
 
     def on_session_lost(self, callback):
         """Register ``callback(reason)``: the session is gone and everything
@@ -585,9 +514,9 @@ class Coordinator(_api.CoordinatorAPI):
     # Session listener interface.
     def session_lost(self, epoch, lease_id, reason):
         self._membership.session_lost()
-        for key, lock in list(self._held.items()):
-            if lock._epoch == epoch:
-                lock._mark_lost('session lost: %s' % reason, key=key)
+        for key, lock in self.lock_registry.items():
+            if lock.epoch == epoch:
+                lock.mark_lost('session lost: %s' % reason, key=key)
         self._fire('session_lost', reason)
 
     def session_started(self, epoch, lease_id):
@@ -601,44 +530,9 @@ class Coordinator(_api.CoordinatorAPI):
                              daemon=True, name='hacluster-rebind').start()
         self._fire('session_started', self.member_id)
 
-    def _lock_lost(self, lock, reason):
-        self._fire('lock_lost', lock, reason)
-
-    # -- held-lock bookkeeping --------------------------------------------------
-
-    def _track(self, lock):
-        self._held[lock._key] = lock
-
-    def _untrack(self, key):
-        if key is not None:
-            self._held.pop(key, None)
-
     def held_locks(self):
         """The locks this coordinator holds now (a snapshot list)."""
-        return [lock for lock in list(self._held.values()) if lock.held]
-
-    def _discard_key(self, key, lease):
-        """Delete a lock queue entry, retrying in the background if etcd is
-        unreachable (an entry left behind would block the queue for as long
-        as our session lives)."""
-        try:
-            self.client.delete(key)
-            return
-        except exceptions.HAClusterError as exc:
-            LOG.warning('hacluster: could not delete %s now (%s); retrying '
-                        'in the background', key, _url.scrub(exc))
-
-        def retry():
-            delay = 0.1
-            while self._running and self.session.lease_id == lease:
-                try:
-                    self.client.delete(key)
-                    return
-                except exceptions.HAClusterError:
-                    time.sleep(delay)
-                    delay = min(delay * 2, self.session.renew_interval)
-        threading.Thread(target=retry, daemon=True,
-                         name='hacluster-discard').start()
+        return self.lock_registry.held()
 
     # -- watch dispatch -----------------------------------------------------------
 
@@ -646,44 +540,31 @@ class Coordinator(_api.CoordinatorAPI):
         """Deliver the cluster watch's events for keys directly under
         ``parent_prefix`` (ending in ``/``) to ``subscriber``, a
         :class:`hacluster.api.Subscriber`. Thread-safe, no request."""
-        with self._subs_lock:
-            self._subs.setdefault(parent_prefix, set()).add(subscriber)
+        self._dispatch.subscribe(parent_prefix, subscriber)
 
     def unsubscribe(self, parent_prefix, subscriber):
         """Stop delivering to ``subscriber`` (idempotent)."""
-        with self._subs_lock:
-            subs = self._subs.get(parent_prefix)
-            if subs is not None:
-                subs.discard(subscriber)
-                if not subs:
-                    del self._subs[parent_prefix]
+        self._dispatch.unsubscribe(parent_prefix, subscriber)
 
     def _on_events(self, events):
         for etype, kv in events:
             if etype == 'DELETE':
-                lock = self._held.get(kv.key)
+                lock = self.lock_registry.get(kv.key)
                 if lock is not None:
                     # Only if it still holds under that very key: a late
                     # event about an old key must not touch a re-acquired
                     # lock.
-                    lock._mark_lost('its key was deleted from etcd by '
-                                    'someone else', key=kv.key)
-            parent = kv.key[:kv.key.rfind('/') + 1]
-            with self._subs_lock:
-                subs = list(self._subs.get(parent, ()))
-            for sub in subs:
-                sub.notify(etype, kv)
+                    lock.mark_lost('its key was deleted from etcd by '
+                                   'someone else', key=kv.key)
+        self._dispatch.deliver(events)
 
     def _on_resync(self):
-        with self._subs_lock:
-            subs = [s for group in self._subs.values() for s in group]
-        for sub in subs:
-            sub.resync()
+        self._dispatch.resync()
         # Events were missed: a held key may have been deleted meanwhile.
-        for key, lock in list(self._held.items()):
+        for key, lock in self.lock_registry.items():
             try:
                 kv = self.client.get(key)
             except exceptions.HAClusterError:
                 continue
             if kv is None or kv.create_revision != lock.fencing_token:
-                lock._mark_lost('its key is gone from etcd', key=key)
+                lock.mark_lost('its key is gone from etcd', key=key)

@@ -15,7 +15,7 @@ same pair in opposite orders) and released in reverse.
 
 Where the locks live: the ``coordinator`` argument (a coordinator, or a
 callable returning one, e.g. ``lambda: driver.coordinator``), else the default
-set with :func:`hacluster.coordinator.set_default`, else -- no coordinator
+set with :func:`hacluster.factory.set_default`, else -- no coordinator
 configured -- oslo.concurrency locks, external (file) locks with
 ``external=True``, in ``[oslo_concurrency] lock_path``: the same lock files
 manila's own ``utils.synchronized`` uses when given the same prefix.
@@ -32,7 +32,7 @@ import time
 
 import logging
 
-from hacluster import coordinator as _coordinator
+from hacluster import factory as _factory
 from hacluster import exceptions
 from hacluster import locks as _locks
 
@@ -102,7 +102,7 @@ def synchronized(*names, blocking=True, coordinator=None, external=True,
             coord = coordinator() if callable(coordinator) and \
                 not hasattr(coordinator, 'get_lock') else coordinator
             if coord is None:
-                coord = _coordinator.get_default()
+                coord = _factory.get_default()
             if coord is None:
                 return _run_oslo(func, args, kwargs, lock_names, timeout,
                                  external, lock_file_prefix)

@@ -233,7 +233,7 @@ class LocalLock:
                 st.writer = False
             st.cond.notify_all()
 
-    def _mark_lost(self, reason):
+    def mark_lost(self, reason, key=None):
         with self._mutex:
             if not self._held or self.lost:
                 return
@@ -383,7 +383,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
         self.resign()
         self._running = False
         for lock in list(self._held):
-            lock._mark_lost('coordinator stopped')
+            lock.mark_lost('coordinator stopped')
             try:
                 lock.release()
             except exceptions.LockNotHeld:

@@ -197,6 +197,16 @@ class Lock:
             self._coord.session.valid(self._epoch)
 
     @property
+    def key(self):
+        """The etcd key of this acquisition while held, else None."""
+        return self._key
+
+    @property
+    def epoch(self):
+        """The session epoch this lock was acquired in."""
+        return self._epoch
+
+    @property
     def taken(self):
         """Acquired and not known to be lost, whatever the session's
         deadline says (for self-fencing: what this process may still be
@@ -239,8 +249,8 @@ class Lock:
         if stale is not None:
             # Lost earlier and never released: make sure its entry is gone
             # before queueing again (it would block us and everyone).
-            self._coord._untrack(stale)
-            self._coord._discard_key(stale, self._lease_of(stale))
+            self._coord.lock_registry.untrack(stale)
+            self._coord.lock_registry.discard_key(stale, self._lease_of(stale))
         try:
             return self._acquire_loop(deadline)
         finally:
@@ -255,14 +265,14 @@ class Lock:
         clock = coord.clock
         last_error = None
         while True:
-            coord._check_running()
+            coord.ctx.check_running()
             if self._cancelled.is_set():
                 return False
             remaining = None if deadline is None else deadline - clock()
             epoch, lease = coord.session.wait_active(
                 timeout=remaining if remaining is not None else None)
             if lease is None:
-                coord._check_running()
+                coord.ctx.check_running()
                 if deadline is not None and clock() >= deadline:
                     if isinstance(last_error, exceptions.BackendUnavailable) \
                             or coord.session.renew_failures_in_a_row:
@@ -357,7 +367,7 @@ class Lock:
             self._waiter = None
             coord.unsubscribe(self._prefix, waiter)
             if enqueued:
-                coord._discard_key(key, lease)
+                coord.lock_registry.discard_key(key, lease)
 
     def _set_held(self, key, token, epoch):
         with self._mutex:
@@ -370,13 +380,13 @@ class Lock:
             self.acquired_at = self._coord.clock()
         # Tracked before the validity check: a session loss from now on
         # finds this lock and reports it.
-        self._coord._track(self)
+        self._coord.lock_registry.track(self)
         if not self._coord.session.valid(epoch):
             with self._mutex:
                 self._key = None
                 self._held = False
                 self.fencing_token = None
-            self._coord._untrack(key)
+            self._coord.lock_registry.untrack(key)
             return False
         return True
 
@@ -400,11 +410,11 @@ class Lock:
             self._held = False
             self._releasing = True
             self.fencing_token = None
-        self._coord._untrack(key)
-        self._coord._discard_key(key, self._lease_of(key))
+        self._coord.lock_registry.untrack(key)
+        self._coord.lock_registry.discard_key(key, self._lease_of(key))
         return not was_lost
 
-    def _mark_lost(self, reason, key=None):
+    def mark_lost(self, reason, key=None):
         """Report the loss of the lock held under ``key`` (default: the
         current one), once."""
         with self._mutex:
@@ -415,7 +425,7 @@ class Lock:
             self.lost_reason = reason
             key = self._key
             callbacks = list(self._on_lost)
-        self._coord._untrack(key)
+        self._coord.lock_registry.untrack(key)
         LOG.warning('hacluster: lock %r (token %s) lost: %s', self.name,
                     self.fencing_token, reason)
         for cb in callbacks:
@@ -424,7 +434,7 @@ class Lock:
             except Exception:
                 LOG.exception('hacluster: on_lost callback of lock %r failed',
                               self.name)
-        self._coord._lock_lost(self, reason)
+        self._coord.lock_registry.lost(self, reason)
 
     # -- ownership and fencing ---------------------------------------------
 
@@ -444,14 +454,14 @@ class Lock:
                 return False
             key, token, epoch = self._key, self.fencing_token, self._epoch
         if not self._coord.session.valid(epoch):
-            self._mark_lost('session past its renew deadline')
+            self.mark_lost('session past its renew deadline')
             return False
         try:
             kv = self._coord.client.get(key)
         except exceptions.BackendUnavailable:
             return self._coord.session.valid(epoch)
         if kv is None or kv.create_revision != token:
-            self._mark_lost('lock key %s is gone from etcd' % key)
+            self.mark_lost('lock key %s is gone from etcd' % key)
             return False
         return True
 
@@ -463,7 +473,7 @@ class Lock:
                     % (self.name, self.lost_reason or 'not acquired'))
             key, token, epoch = self._key, self.fencing_token, self._epoch
         if not self._coord.session.valid(epoch):
-            self._mark_lost('session past its renew deadline')
+            self.mark_lost('session past its renew deadline')
             raise exceptions.StaleFencingToken(
                 'lock %r (token %s): session past its renew deadline: '
                 'write refused' % (self.name, token))
@@ -489,7 +499,7 @@ class Lock:
             # Either our key is gone or an extra comparison failed.
             kv = self._coord.client.get(key)
             if kv is None or kv.create_revision != token:
-                self._mark_lost('lock key %s is gone from etcd' % key)
+                self.mark_lost('lock key %s is gone from etcd' % key)
                 raise exceptions.StaleFencingToken(
                     'lock %r: fencing token %s is stale: write refused'
                     % (self.name, token))
@@ -527,3 +537,73 @@ class Lock:
     def __exit__(self, exc_type, exc, tb):
         if self._held:
             self.release()
+
+
+class LockRegistry:
+    """The cluster locks one coordinator holds: what a session loss or a
+    deleted key must report lost, and the queue entries to clean up.
+
+    :param ctx: the coordinator's :class:`hacluster.context.Context`.
+    :param running: callable, True while the coordinator runs.
+
+    Thread-safe.
+    """
+
+    def __init__(self, ctx, running):
+        self._ctx = ctx
+        self._running = running
+        self._held = {}              # queue key -> Lock
+        self._callbacks = []
+
+    def track(self, lock):
+        self._held[lock.key] = lock
+
+    def untrack(self, key):
+        if key is not None:
+            self._held.pop(key, None)
+
+    def get(self, key):
+        return self._held.get(key)
+
+    def items(self):
+        """``[(queue key, Lock)]``, a snapshot."""
+        return list(self._held.items())
+
+    def held(self):
+        """The locks held now (a snapshot list)."""
+        return [lock for lock in list(self._held.values()) if lock.held]
+
+    def on_lost(self, callback):
+        self._callbacks.append(callback)
+
+    def lost(self, lock, reason):
+        """Tell the coordinator's lock-lost callbacks."""
+        for cb in list(self._callbacks):
+            try:
+                cb(lock, reason)
+            except Exception:
+                LOG.exception('hacluster: lock_lost callback %r failed', cb)
+
+    def discard_key(self, key, lease):
+        """Delete a lock queue entry, retrying in the background if etcd is
+        unreachable (an entry left behind would block the queue for as long
+        as our session lives)."""
+        client, session = self._ctx.client, self._ctx.session
+        try:
+            client.delete(key)
+            return
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: could not delete %s now (%s); retrying '
+                        'in the background', key, _url.scrub(exc))
+
+        def retry():
+            delay = 0.1
+            while self._running() and session.lease_id == lease:
+                try:
+                    client.delete(key)
+                    return
+                except exceptions.HAClusterError:
+                    time.sleep(delay)
+                    delay = min(delay * 2, session.renew_interval)
+        threading.Thread(target=retry, daemon=True,
+                         name='hacluster-discard').start()

@@ -1,0 +1,60 @@
+"""The watch dispatcher: one cluster watch, many subscribers.
+
+The coordinator holds one watch on its cluster's prefix
+(:class:`hacluster.etcd.Watch`); the :class:`Dispatcher` hands each event
+to the :class:`hacluster.api.Subscriber` objects registered for the key's
+parent prefix (the members, the leader queue, one lock's queue, a task's
+control key...), and a resync to all of them.
+"""
+
+import logging
+import threading
+
+LOG = logging.getLogger(__name__)
+
+
+class Dispatcher:
+    """Routes watch events by parent prefix. Thread-safe; :meth:`deliver`
+    and :meth:`resync` run in the watch thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._subs = {}
+
+    def subscribe(self, parent_prefix, subscriber):
+        with self._lock:
+            self._subs.setdefault(parent_prefix, set()).add(subscriber)
+
+    def unsubscribe(self, parent_prefix, subscriber):
+        with self._lock:
+            subs = self._subs.get(parent_prefix)
+            if subs is not None:
+                subs.discard(subscriber)
+                if not subs:
+                    del self._subs[parent_prefix]
+
+    def deliver(self, events):
+        """Hand ``[(type, KV)...]`` to the subscribers of each key's parent
+        prefix, in order. A subscriber that raises is logged; the others
+        still get the event."""
+        for etype, kv in events:
+            parent = kv.key[:kv.key.rfind('/') + 1]
+            with self._lock:
+                subs = list(self._subs.get(parent, ()))
+            for sub in subs:
+                try:
+                    sub.notify(etype, kv)
+                except Exception:
+                    LOG.exception('hacluster: subscriber %r failed on %s %s',
+                                  sub, etype, kv.key)
+
+    def resync(self):
+        """Tell every subscriber that events may have been missed."""
+        with self._lock:
+            subs = [s for group in self._subs.values() for s in group]
+        for sub in subs:
+            try:
+                sub.resync()
+            except Exception:
+                LOG.exception('hacluster: subscriber %r failed to resync',
+                              sub)
