@@ -261,12 +261,6 @@ class LocalLock:
                 'lock %r is not held: write refused' % self.name)
         self._coord._write_data(key, value)
 
-    def guarded_delete(self, key):
-        if not self.held:
-            raise exceptions.StaleFencingToken(
-                'lock %r is not held: delete refused' % self.name)
-        self._coord._write_data(key, None)
-
     def __enter__(self):
         self.acquire(True)
         return self

@@ -519,15 +519,6 @@ class Lock:
         self.guarded_txn([_etcd.put_op(self._coord.layout.data_key(key),
                                        value)])
 
-    def guarded_delete(self, key):
-        """Delete data ``key`` only if this lock is still held.
-
-        :raises StaleFencingToken: not held any more; nothing deleted.
-        """
-        self.guarded_txn([_etcd.delete_op(self._coord.layout.data_key(key))])
-
-    # -- context manager -----------------------------------------------------
-
     def __enter__(self):
         if not self.acquire(True):     # pragma: no cover - blocking=True
             raise exceptions.AcquireTimeout(

@@ -147,11 +147,6 @@ class Session:
         with self._cond:
             self._listeners.append(listener)
 
-    def remove_listener(self, listener):
-        with self._cond:
-            if listener in self._listeners:
-                self._listeners.remove(listener)
-
     def _notify(self, method, *args):
         with self._cond:
             listeners = list(self._listeners)
@@ -209,11 +204,6 @@ class Session:
                 self._cond.wait(min(remaining or self.renew_interval,
                                     self.renew_interval))
             return self.epoch, self.lease_id
-
-    def seconds_since_renewal(self):
-        with self._cond:
-            return None if self._last_ok is None else \
-                self._clock() - self._last_ok
 
     # -- life cycle ----------------------------------------------------------
 

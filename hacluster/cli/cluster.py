@@ -1,5 +1,6 @@
 """Operator commands: status, member list, leader show, lock list, claim
-list, task list, check, task stop|start, claim recover.
+list, task list, check, task pause|resume, claim recover|late-list|
+late-clear.
 
 Every command takes the cluster from ``--cluster`` or ``[hacluster] cluster``
 and etcd from ``--backend-url`` or manila's ``[coordination] backend_url``
@@ -392,17 +393,26 @@ class _TaskControl(command.Command):
         return 0
 
 
-class TaskStop(_TaskControl):
+class TaskPause(_TaskControl):
     """Pause one periodic task on every node of the cluster (the running
     nodes stop its timer at once; the other tasks keep running)."""
 
     paused = True
 
 
-class TaskStart(_TaskControl):
-    """Resume a periodic task paused with ``task stop``, on every node."""
+class TaskResume(_TaskControl):
+    """Resume a periodic task paused with ``task pause``, on every node."""
 
     paused = False
+
+
+class TaskStop(TaskPause):
+    """Deprecated spelling of ``task pause`` (it pauses the task on every
+    node; kept so existing scripts go on working)."""
+
+
+class TaskStart(TaskResume):
+    """Deprecated spelling of ``task resume``."""
 
 
 class ClaimRecover(command.Command):

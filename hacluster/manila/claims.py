@@ -39,6 +39,30 @@ LOG = logging.getLogger(__name__)
 
 _local = threading.local()
 
+#: RPC methods of manila's ShareManager that run under a claim:
+#: ``{method: (resource type, operation, argument naming the resource[,
+#: arguments recorded in the claim's data])}``. Other operations (manage,
+#: unmanage, replica promotion, share servers, access rules, migration) are
+#: not claimed: a node dying inside one leaves it as plain manila would.
+CLAIMED_OPERATIONS = {
+    'create_share_instance': ('share_instance', 'create',
+                              'share_instance_id'),
+    'delete_share_instance': ('share_instance', 'delete',
+                              'share_instance_id',
+                              ('force', 'deferred_delete')),
+    'extend_share': ('share', 'extend', 'share_id'),
+    'shrink_share': ('share', 'shrink', 'share_id'),
+    'create_snapshot': ('snapshot', 'create', 'snapshot_id'),
+    'delete_snapshot': ('snapshot', 'delete', 'snapshot_id'),
+    'revert_to_snapshot': ('snapshot', 'revert', 'snapshot_id'),
+    'create_share_replica': ('share_instance', 'create_replica',
+                             'share_replica_id'),
+    'delete_share_replica': ('share_instance', 'delete_replica',
+                             'share_replica_id'),
+}
+
+RESOURCE_TYPES = ('share_instance', 'share', 'snapshot')
+
 #: The rows a claimed operation moves, and the statuses it moves them
 #: from: ``(resource type, operation) -> (row kind, statuses)``. Every
 #: status write of the operation to one of its rows is conditional on them

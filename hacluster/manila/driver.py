@@ -40,29 +40,10 @@ import logging
 
 LOG = logging.getLogger(__name__)
 
-#: RPC methods of manila's ShareManager that run under a claim:
-#: ``{method: (resource type, operation, argument naming the resource[,
-#: arguments recorded in the claim's data])}``. Other operations (manage,
-#: unmanage, replica promotion, share servers, access rules, migration) are
-#: not claimed: a node dying inside one leaves it as plain manila would.
-CLAIMED_OPERATIONS = {
-    'create_share_instance': ('share_instance', 'create',
-                              'share_instance_id'),
-    'delete_share_instance': ('share_instance', 'delete',
-                              'share_instance_id',
-                              ('force', 'deferred_delete')),
-    'extend_share': ('share', 'extend', 'share_id'),
-    'shrink_share': ('share', 'shrink', 'share_id'),
-    'create_snapshot': ('snapshot', 'create', 'snapshot_id'),
-    'delete_snapshot': ('snapshot', 'delete', 'snapshot_id'),
-    'revert_to_snapshot': ('snapshot', 'revert', 'snapshot_id'),
-    'create_share_replica': ('share_instance', 'create_replica',
-                             'share_replica_id'),
-    'delete_share_replica': ('share_instance', 'delete_replica',
-                             'share_replica_id'),
-}
-
-RESOURCE_TYPES = ('share_instance', 'share', 'snapshot')
+# (where the manager claims, and which resource types exist: their home
+# is hacluster.manila.claims; the names stay importable from here)
+from hacluster.manila.claims import CLAIMED_OPERATIONS  # noqa: E402,F401
+from hacluster.manila.claims import RESOURCE_TYPES  # noqa: E402
 
 
 class HAShareDriverMixin:
@@ -91,7 +72,10 @@ class HAShareDriverMixin:
         """
         self.ha_coordinator = coordinator
         self._ha_db = db
-        self._ha_rpcapi = rpcapi
+        from hacluster.manila import recovery as _repair
+        # (late-bound: a driver or a test may replace ha_cas_status)
+        self._ha_repair = _repair.DatabaseRepair(
+            db, lambda *a: self.ha_cas_status(*a), rpcapi)
         if recover:
             self.ha_register_recovery()
 
@@ -103,10 +87,6 @@ class HAShareDriverMixin:
         for resource_type in RESOURCE_TYPES:
             self.ha_coordinator.register_recovery(resource_type,
                                                   self.ha_recover)
-
-    def ha_detach(self):
-        """Forget the coordinator (the manager is stopping)."""
-        self.ha_coordinator = None
 
     # -- locks and claims ---------------------------------------------------------
 
@@ -154,7 +134,7 @@ class HAShareDriverMixin:
         later" (with backoff); returning means done.
         """
         method = getattr(self, 'ha_recover_%s_%s' % (claim.resource_type,
-                                                      claim.operation), None)
+                                                     claim.operation), None)
         if method is None:
             # Kept and retried (by any leader): a newer node, or a driver
             # that knows this operation, recovers it; deleting the claim
@@ -169,38 +149,6 @@ class HAShareDriverMixin:
         from manila import context
         method(context.get_admin_context(), claim)
 
-    def _ha_move(self, what, get, update, resource_id, from_status, values,
-                 claim, kind=None, ctx=None):
-        """Set ``values`` on a resource if it is still in ``from_status``
-        (for a ``kind`` of row the claims module knows, in one conditional
-        UPDATE, so a late owner's final write and this one never both
-        land)."""
-        from manila import exception
-        try:
-            current = get(resource_id)
-        except exception.NotFound:
-            LOG.info('hacluster: %s %s is gone; nothing to recover (claim of '
-                     '%s)', what, resource_id, claim.node)
-            return False
-        status = current['status']
-        if status not in from_status:
-            LOG.info('hacluster: %s %s is %r, not %s; the operation of %s '
-                     'finished, nothing to recover', what, resource_id,
-                     status, '/'.join(from_status), claim.node)
-            return False
-        if kind is not None:
-            if not self.ha_cas_status(ctx, kind, resource_id, from_status,
-                                      values):
-                LOG.info('hacluster: %s %s left %s meanwhile (its operation '
-                         'of %s finished); nothing to recover', what,
-                         resource_id, '/'.join(from_status), claim.node)
-                return False
-        else:
-            update(resource_id, values)
-        LOG.warning('hacluster: %s %s was left %r by %s (dead): set %s', what,
-                    resource_id, status, claim.node, values)
-        return True
-
     def ha_cas_status(self, ctx, kind, row_id, from_status, values):
         """Set ``values`` on a ``kind`` row (``share_instance`` or
         ``snapshot_instance``) only if it is still in ``from_status``, in
@@ -210,117 +158,36 @@ class HAShareDriverMixin:
         from hacluster.manila import claims as _claims
         return _claims.cas_status(ctx, kind, row_id, from_status, values)
 
-    def _ha_instance(self, ctx, claim, from_status, values):
-        db = self._ha_db
-        return self._ha_move(
-            'share instance',
-            lambda i: db.share_instance_get(ctx, i),
-            lambda i, v: db.share_instance_update(ctx, i, v),
-            claim.resource_id, from_status, values, claim,
-            kind='share_instance', ctx=ctx)
-
-    def _ha_instances_of(self, what, parent, update, claim, from_status,
-                         values, kind=None, ctx=None):
-        """Move every instance of ``parent()`` (a share or a snapshot,
-        read now; gone: nothing to do) still in ``from_status``."""
-        from manila import exception
-        try:
-            instances = parent().instances
-        except exception.NotFound:
-            return
-        for instance in instances:
-            self._ha_move(what, lambda i, current=instance: current, update,
-                          instance['id'], from_status, values, claim,
-                          kind=kind, ctx=ctx)
-
-    def _ha_share_instances(self, ctx, claim, from_status, values,
-                            share_id=None):
-        db = self._ha_db
-        self._ha_instances_of(
-            'share instance',
-            lambda: db.share_get(ctx, share_id or claim.resource_id),
-            lambda i, v: db.share_instance_update(ctx, i, v),
-            claim, from_status, values, kind='share_instance', ctx=ctx)
-
-    def _ha_snapshot_instances(self, ctx, claim, from_status, values):
-        db = self._ha_db
-        self._ha_instances_of(
-            'snapshot instance',
-            lambda: db.share_snapshot_get(ctx, claim.resource_id),
-            lambda i, v: db.share_snapshot_instance_update(ctx, i, v),
-            claim, from_status, values, kind='snapshot_instance', ctx=ctx)
+    # The default repairs (hacluster.manila.recovery); a driver overrides
+    # ha_recover_<type>_<operation> to do better (remove leftovers, finish
+    # a half-made object), then calls super() for the database.
 
     def ha_recover_share_instance_create(self, ctx, claim):
-        """A create cut short cannot be trusted to be whole: ``error``
-        (manila's own outcome of a failed create; the user deletes it)."""
-        self._ha_instance(ctx, claim, ('creating',), {'status': 'error'})
+        return self._ha_repair.share_instance_create(ctx, claim)
 
     def ha_recover_share_instance_delete(self, ctx, claim):
-        """Finish the delete: hand it to a live node over manila's own RPC
-        queue for this backend (deleting on the back end is idempotent for
-        manila drivers). The claim the new delete takes covers a second
-        death."""
-        from manila import exception
-        try:
-            instance = self._ha_db.share_instance_get(
-                ctx, claim.resource_id, with_share_data=True)
-        except exception.NotFound:
-            return
-        if instance['status'] == 'deferred_deleting':
-            # a deferred delete cut short: manila's own deferred-deletion
-            # task (leader-only here) retries instances in this status
-            self._ha_instance(ctx, claim, ('deferred_deleting',),
-                              {'status': 'error_deferred_deleting'})
-            return
-        if instance['status'] != 'deleting':
-            return
-        rpcapi = self._ha_rpcapi
-        if rpcapi is None:
-            from manila.share import rpcapi as share_rpcapi
-            rpcapi = self._ha_rpcapi = share_rpcapi.ShareAPI()
-        data = claim.get('data') or {}
-        rpcapi.delete_share_instance(
-            ctx, instance, force=bool(data.get('force')),
-            deferred_delete=bool(data.get('deferred_delete')))
-        LOG.warning('hacluster: delete of share instance %s was cut short by '
-                    'the death of %s; handed to a live node',
-                    claim.resource_id, claim.node)
+        return self._ha_repair.share_instance_delete(ctx, claim)
 
     def ha_recover_share_extend(self, ctx, claim):
-        self._ha_share_instances(ctx, claim, ('extending',),
-                                 {'status': 'extending_error'})
+        return self._ha_repair.share_extend(ctx, claim)
 
     def ha_recover_share_shrink(self, ctx, claim):
-        self._ha_share_instances(ctx, claim, ('shrinking',),
-                                 {'status': 'shrinking_error'})
+        return self._ha_repair.share_shrink(ctx, claim)
 
     def ha_recover_snapshot_create(self, ctx, claim):
-        self._ha_snapshot_instances(ctx, claim, ('creating',),
-                                    {'status': 'error'})
+        return self._ha_repair.snapshot_create(ctx, claim)
 
     def ha_recover_snapshot_delete(self, ctx, claim):
-        self._ha_snapshot_instances(ctx, claim, ('deleting',),
-                                    {'status': 'error_deleting'})
+        return self._ha_repair.snapshot_delete(ctx, claim)
 
     def ha_recover_snapshot_revert(self, ctx, claim):
-        from manila import exception
-        try:
-            snapshot = self._ha_db.share_snapshot_get(ctx, claim.resource_id)
-        except exception.NotFound:
-            return
-        self._ha_snapshot_instances(ctx, claim, ('restoring',),
-                                    {'status': 'available'})
-        self._ha_share_instances(ctx, claim, ('reverting',),
-                                 {'status': 'reverting_error'},
-                                 share_id=snapshot['share_id'])
+        return self._ha_repair.snapshot_revert(ctx, claim)
 
     def ha_recover_share_instance_create_replica(self, ctx, claim):
-        self._ha_instance(ctx, claim, ('creating',),
-                          {'status': 'error', 'replica_state': 'error'})
+        return self._ha_repair.share_instance_create_replica(ctx, claim)
 
     def ha_recover_share_instance_delete_replica(self, ctx, claim):
-        self._ha_instance(ctx, claim, ('deleting',),
-                          {'status': 'error_deleting'})
+        return self._ha_repair.share_instance_delete_replica(ctx, claim)
 
 
 class DefaultRecovery(HAShareDriverMixin):

@@ -24,7 +24,7 @@ What changes against manila's own ``ShareManager`` when clustered:
   refuses to start.
 * manila's locks become cluster locks (:mod:`hacluster.manila.locks`).
 * The share, snapshot and replica operations of
-  :data:`hacluster.manila.driver.CLAIMED_OPERATIONS` run under a claim; a
+  :data:`hacluster.manila.claims.CLAIMED_OPERATIONS` run under a claim; a
   node's death inside one is repaired by a survivor.
 * The start-up "ensure" pass runs on the first node of the cluster only:
   a node joining while others serve the backend must not put their shares
@@ -92,7 +92,7 @@ def task_name(manila_name):
 
 def _claimed(method_name):
     """Wrap ShareManager.<method_name> in the claim its operation needs."""
-    spec = _driver.CLAIMED_OPERATIONS[method_name]
+    spec = _claims.CLAIMED_OPERATIONS[method_name]
     resource_type, operation, arg = spec[:3]
     recorded = spec[3] if len(spec) > 3 else ()
     base = getattr(share_manager.ShareManager, method_name)
@@ -221,7 +221,6 @@ class HAShareManager(share_manager.ShareManager):
                                     lock_path=parsed.path)
         self.ha_coordinator = None
         self.ha_runner = None
-        self._ha_restore_locks = None
         self._ha_starting = False
         self._ha_manila_tasks = list(type(self)._periodic_tasks)
         if self.ha_clustered:
@@ -297,8 +296,8 @@ class HAShareManager(share_manager.ShareManager):
             self._ha_recoverer = _driver.DefaultRecovery()
         self._ha_recoverer.ha_attach(coord, self.db, recover=False)
         if not coord.single_node:
-            self._ha_restore_locks = _locks.install(coord,
-                                                    on_stop=self.ha_stop)
+            # (manila's locks are never given back: see ha_stop)
+            _locks.install(coord, on_stop=self.ha_stop)
 
     def _ha_join(self, coord, max_backoff=60.0):
         """Start ``coord``, retrying until it is a member.
@@ -529,6 +528,6 @@ class HAShareManager(share_manager.ShareManager):
                                    share_id=(payload or {}).get('share_id'))
 
 
-for _method in _driver.CLAIMED_OPERATIONS:
+for _method in _claims.CLAIMED_OPERATIONS:
     setattr(HAShareManager, _method, _claimed(_method))
 del _method

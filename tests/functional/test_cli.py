@@ -133,16 +133,19 @@ def test_check_is_critical_with_no_member_and_unknown_without_etcd(
     assert code == 3 and out.startswith('UNKNOWN:') and '127.0.0.1' in out
 
 
-def test_task_stop_and_start_take_effect_on_the_running_members(cluster):
+@pytest.mark.parametrize('pause,resume', [('pause', 'resume'),
+                                          ('stop', 'start')])   # deprecated
+def test_task_pause_and_resume_take_effect_on_the_running_members(
+        cluster, pause, resume):
     ticks, runner = cluster['ticks'], cluster['runner']
-    code, out, _ = run('task', 'stop', 'tick', *cluster['args'])
+    code, out, _ = run('task', pause, 'tick', *cluster['args'])
     assert code == 0 and 'paused' in out
     wait_for(lambda: runner.stats('tick')['paused'], 3, 'the pause')
     time.sleep(0.3)
     n = len(ticks)
     time.sleep(0.8)
     assert len(ticks) == n
-    code, _, _ = run('task', 'start', 'tick', *cluster['args'])
+    code, _, _ = run('task', resume, 'tick', *cluster['args'])
     assert code == 0
     wait_for(lambda: len(ticks) >= n + 2, 5, 'ticks again')
 

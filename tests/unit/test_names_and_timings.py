@@ -106,3 +106,42 @@ def test_errors_carry_their_cause():
     cause = OSError('boom')
     err = exceptions.BackendUnavailable('etcd down', cause=cause)
     assert err.cause is cause and err.__cause__ is cause
+
+
+def test_the_session_deadline_runs_on_the_injected_clock():
+    import threading
+
+    from hacluster import exceptions as _exc
+    from hacluster import session as _session
+
+    now = [1000.0]
+    second_grant = threading.Event()
+
+    class Client:
+        timeout = 1.0
+        grants = 0
+
+        def lease_grant(self, ttl):
+            self.grants += 1
+            if self.grants > 1:
+                second_grant.wait(5)      # no new session during the test
+            return 0x10 + self.grants, ttl
+
+        def lease_keepalive(self, lease_id, budget=None, timeout=None):
+            raise _exc.BackendUnavailable('etcd is down')
+
+        def lease_revoke(self, lease_id, timeout=None):
+            pass
+
+    s = _session.Session(Client(), lease_ttl=3, renew_deadline=2.0,
+                         renew_interval=0.5, clock=lambda: now[0])
+    s.start()
+    try:
+        assert s.valid() and s.current() == (1, 0x11)
+        now[0] += 1.9                      # just inside the deadline
+        assert s.valid()
+        now[0] += 0.2                      # past it: no request needed
+        assert not s.valid() and s.current() == (1, None)
+    finally:
+        second_grant.set()
+        s.stop(revoke=False)
