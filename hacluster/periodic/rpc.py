@@ -120,21 +120,27 @@ class FanoutAPI:
 
 
 class FanoutEndpoint:
-    """Server side: hands incoming batches to the runner (at once: the
-    handlers run in the runner's own workers)."""
+    """Server side: hands incoming batches to the receiver (at once: the
+    handlers run in the receiver's own workers).
 
-    def __init__(self, runner):
+    :param receiver: an object with ``receive(task, cycle_id, items)``
+        (:class:`hacluster.periodic.fanout_member.FanoutMember`).
+    """
+
+    def __init__(self, receiver):
         import oslo_messaging
 
         self.target = oslo_messaging.Target(namespace=None, version='1.0')
-        self._runner = runner
+        self._receiver = receiver
 
     def process_items(self, ctxt, task, cycle_id, items):
-        self._runner._receive(task, cycle_id, items)
+        self._receiver.receive(task, cycle_id, items)
 
 
-def start_server(transport, cluster, member_id, runner, executor=None):
-    """Start this member's RPC server; returns ``(server, server_name)``."""
+def start_server(transport, cluster, member_id, receiver, executor=None):
+    """Start this member's RPC server, delivering to ``receiver`` (see
+    :class:`FanoutEndpoint`); returns ``(server, server_name)``. Blocks for
+    the server start."""
     import oslo_messaging
 
     server_name = safe_name(member_id)
@@ -143,7 +149,7 @@ def start_server(transport, cluster, member_id, runner, executor=None):
     kwargs = {}
     if executor is not None:
         kwargs['executor'] = executor
-    server = oslo_messaging.get_rpc_server(transport, target,
-                                           [FanoutEndpoint(runner)], **kwargs)
+    server = oslo_messaging.get_rpc_server(
+        transport, target, [FanoutEndpoint(receiver)], **kwargs)
     server.start()
     return server, server_name

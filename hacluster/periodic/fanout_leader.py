@@ -1,0 +1,373 @@
+"""The leader's side of fan-out tasks.
+
+A cycle: the leader lists the task's items, assigns each to a live member
+running the task (:func:`assign_bounded`: a consistent hash ring with
+bounded loads), records the assignments in the cycle ledger
+(:mod:`hacluster.periodic.ledger`) and casts them to their owners in
+batches. Then it waits for the members' done markers, re-dispatching items
+whose owner left or whose deadline passed, until every item is done or
+given up. A new leader adopts the cycle its predecessor left unfinished.
+
+Fan-out is at-least-once per item and cycle (exactly once unless an item is
+re-dispatched after its deadline or its owner's departure).
+"""
+
+import logging
+import threading
+import time
+
+from hacluster import exceptions
+from hacluster import keys as _keys
+from hacluster import url as _url
+from hacluster.periodic import ledger as _ledger
+from hacluster.periodic import task as _task
+
+LOG = logging.getLogger(__name__)
+
+
+def assign_bounded(members, item_ids, slack=0.05, partitions=2 ** 8):
+    """``{item_id: member}``: consistent hashing (tooz.hashring) with
+    bounded loads -- no member gets more than ``ceil((1 + slack) * n / m)``
+    items. Deterministic for the same members and items.
+
+    :raises HAClusterError: no member.
+    """
+    import math
+
+    from tooz import hashring
+
+    if not members:
+        raise exceptions.HAClusterError('no member to assign items to')
+    ring = hashring.HashRing(members, partitions=partitions)
+    cap = max(1, math.ceil((1 + slack) * len(item_ids) / len(members)))
+    load = dict.fromkeys(members, 0)
+    full = set()
+    owners = {}
+    for item_id in sorted(item_ids):
+        owner = next(iter(ring.get_nodes(item_id.encode('utf-8'),
+                                         ignore_nodes=full)))
+        owners[item_id] = owner
+        load[owner] += 1
+        if load[owner] >= cap and len(full) < len(members) - 1:
+            full.add(owner)
+    return owners
+
+
+def _as_dict(listed):
+    """A lister's result as ``{item id: payload}`` (a lister may return
+    a dict, any iterable of ids, or None)."""
+    if listed is None:
+        return {}
+    if not isinstance(listed, dict):
+        return {item: None for item in listed}
+    return listed
+
+
+class _DoneWake:
+    """Watch subscriber on a cycle's done markers: sets an event on any
+    change (or missed changes), to wake the monitoring leader."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def notify(self, etype, kv):
+        self.event.set()
+
+    def resync(self):
+        self.event.set()
+
+
+class FanoutLeader:
+    """Runs the cycles of fan-out tasks while this node leads.
+
+    :param coord: the coordinator (leadership, live members and their
+        records, watch subscriptions, the cycle ledger; passed on to the
+        listers in their :class:`CycleContext`).
+    :param stopping: a ``threading.Event``, set when the runner stops: a
+        cycle being monitored is then left for the next leader.
+    :param handle_here: ``handle_here(state, cycle_id, {id: payload})``:
+        single-node mode handles the items in-process
+        (:meth:`FanoutMember.handle_here`).
+    :param tick: ``tick(state)``: one tick of a task, as the runner's
+        timer runs it (used to adopt an unfinished cycle at once).
+
+    Thread-safe: each task's cycles are serialised by the runner (its
+    ``running`` guard and the cluster task lock).
+    """
+
+    def __init__(self, coord, stopping, handle_here, tick):
+        self._coord = coord
+        self._stopping = stopping
+        self._handle_here = handle_here
+        self._tick = tick
+        self._api = None
+        self._server_name = None
+
+    def open(self, api, server_name):
+        """Cast through ``api`` (a :class:`hacluster.periodic.rpc.
+        FanoutAPI`); ``server_name`` is this member's own RPC server, an
+        owner of items like the others. No request."""
+        self._api = api
+        self._server_name = server_name
+
+    # -- adoption ------------------------------------------------------------
+
+    def adopt_if_unfinished(self, state):
+        """Run a tick of a fan-out task at once if its ledger shows a cycle
+        left running by a previous leader; retried with backoff for a
+        bounded time while that leader still holds the task lock. Blocks
+        for up to ``5 * renew_deadline`` plus the cycle; never raises
+        (the tick does not)."""
+        session = self._coord.session
+        deadline = time.monotonic() + session.renew_deadline
+        while not self._coord.is_leader and time.monotonic() < deadline:
+            time.sleep(0.05)     # the campaign thread is taking office
+        # The previous leader may still hold the task lock for a moment (a
+        # graceful hand-over: its monitor notices within a second): retry,
+        # with backoff, for a bounded time.
+        delay, until = 0.2, time.monotonic() + 4 * session.renew_deadline
+        while self._coord.is_leader and not self._stopping.is_set():
+            try:
+                current = _ledger.Ledger(self._coord, state.name).current()
+            except exceptions.HAClusterError:
+                current = None
+            if not current or current.get('status') != 'running':
+                return
+            before = state.stats.get('cycles')
+            self._tick(state)
+            if state.stats.get('cycles') > before or \
+                    time.monotonic() > until:
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+    # -- a cycle -------------------------------------------------------------
+
+    def run_cycle(self, state, lock, term):
+        """Run (or adopt) one cycle of a fan-out task, holding its task
+        ``lock`` in leadership ``term``. Blocks until every item is done or
+        given up, or until this node may no longer run the cycle (it stays
+        unfinished for the next leader).
+
+        :raises HAClusterError: etcd could not be reached (the cycle stays
+            in the ledger for the next tick to adopt).
+        :raises StaleFencingToken: the task lock was lost.
+        :raises Exception: whatever the task's lister raised.
+        """
+        coord = self._coord
+        if coord.single_node:
+            return self._run_here(state, term)
+        ledger = _ledger.Ledger(coord, state.name)
+        current = ledger.current()
+        if current and current.get('status') == 'running':
+            cycle_id = current['cycle_id']
+            record = current
+            items = ledger.items(cycle_id)
+            record.update(adopted_by=coord.member_id,
+                          adopted_by_node=coord.node, term=term)
+            LOG.info('hacluster: task %s: adopting unfinished cycle %s '
+                     '(%d items) left by %s', state.name, cycle_id,
+                     len(items), current.get('member_id'))
+            ledger.update_cycle(lock, record)
+            to_send = {}
+        else:
+            cycle_id = ledger.new_cycle_id()
+            ctx = _task.CycleContext(state.name, coord, term=term,
+                                     cycle_id=cycle_id)
+            listed = state.fn(ctx)
+            items = self._assign_new(state, listed)
+            record = {'cycle_id': cycle_id, 'status': 'running',
+                      'started_at': time.time(), 'node': coord.node,
+                      'member_id': coord.member_id, 'term': term,
+                      'items': len(items), 'fencing_token':
+                      lock.fencing_token}
+            ledger.create(lock, record, items)
+            to_send = items
+        state.stats.count(cycles=1)
+        unsent = self._dispatch(state, cycle_id, to_send) if to_send \
+            else set()
+        wake = _DoneWake()
+        done_prefix = ledger.done_prefix(cycle_id)
+        coord.subscribe(done_prefix, wake)
+        try:
+            result = self._monitor(state, ledger, lock, cycle_id, items,
+                                   wake, unsent)
+        finally:
+            coord.unsubscribe(done_prefix, wake)
+        if result is None:
+            return          # aborted: the next leader adopts the cycle
+        done, failed, redispatched = result
+        per_node = {}
+        for marker in done.values():
+            node = marker.get('node') or '(given up)'
+            per_node[node] = per_node.get(node, 0) + 1
+        record.update(status='done', finished_at=time.time(),
+                      done=len(done), failed=failed,
+                      redispatched=redispatched, per_node=per_node)
+        ledger.finish(lock, record)
+        LOG.info('hacluster: task %s cycle %s done: %d items, %d failed, '
+                 '%d re-dispatched', state.name, cycle_id, len(done),
+                 failed, redispatched)
+
+    def _run_here(self, state, term):
+        """Single-node mode: list and handle every item here."""
+        cycle_id = _ledger.Ledger.new_cycle_id()
+        ctx = _task.CycleContext(state.name, self._coord, term=term,
+                                 cycle_id=cycle_id)
+        listed = state.fn(ctx) or {}
+        self._handle_here(state, cycle_id, _as_dict(listed))
+        state.stats.count(cycles=1)
+
+    def _fanout_members(self, task):
+        """``{rpc server: node}`` of the live members that run ``task``."""
+        servers = {}
+        for node, rec in self._coord.live_members().items():
+            server = rec.get('fanout_server')
+            if server and task in (rec.get('fanout_tasks') or ()):
+                servers[server] = node
+        return servers
+
+    def _assign_new(self, state, listed):
+        """Owners for a new cycle's items: consistent hashing with bounded
+        loads. The ring picks each item's member (the same one cycle after
+        cycle while membership is stable), but no member takes more than
+        5% over an even share; the overflow goes to the next member on the
+        ring. (Plain consistent hashing over 3 members gives one of them
+        ~20% more than its share of 300 items: the cycle lasts as long as
+        the busiest member.)"""
+        listed = _as_dict(listed)
+        servers = self._fanout_members(state.name)
+        if self._server_name and self._server_name not in servers:
+            servers[self._server_name] = self._coord.node
+        owners = assign_bounded(sorted(servers),
+                                [str(i) for i in listed])
+        items = {}
+        now = time.time()
+        for item_id, payload in listed.items():
+            item_id = str(item_id)
+            items[_keys.quote_segment(item_id)] = {
+                'id': item_id, 'owner': owners[item_id], 'attempt': 1,
+                'sent_at': now, 'payload': payload}
+        return items
+
+    def _dispatch(self, state, cycle_id, items):
+        """Cast items to their owners. Returns the ids that could not be
+        handed to the broker: not an attempt (nobody got them); the caller
+        keeps them unsent and tries again."""
+        by_owner = {}
+        for q, a in items.items():
+            by_owner.setdefault(a['owner'], []).append(
+                {'q': q, 'id': a['id'], 'attempt': a['attempt'],
+                 'payload': a.get('payload')})
+        size = state.spec.batch_size
+        unsent = set()
+        for owner, batch in by_owner.items():
+            for i in range(0, len(batch), size):
+                chunk = batch[i:i + size]
+                try:
+                    self._api.process_items(owner, state.name, cycle_id,
+                                            chunk)
+                    state.stats.count(rpc_casts=1)
+                except exceptions.HAClusterError as exc:
+                    LOG.warning('hacluster: %s; retrying', _url.scrub(exc))
+                    unsent.update(item['q'] for item in chunk)
+        return unsent
+
+    def _monitor(self, state, ledger, lock, cycle_id, items, wake, unsent):
+        """Wait until every item is done; re-dispatch those whose owner left
+        or whose deadline passed, and send again those the broker did not
+        take (``unsent``). Returns ``(done, failed, redispatched)``, or None
+        if this node lost the right to run the cycle.
+
+        Cheap while nothing goes wrong: woken by done-marker events
+        (debounced), it only counts the done markers; it reads them all
+        only when an owner left, a deadline is due, or the count is full.
+        """
+        from tooz import hashring
+
+        spec = state.spec
+        failed = redispatched = 0
+        next_deadline = min((a.get('sent_at') or 0) for a in items.values()) \
+            + spec.item_timeout if items else 0
+        pending_set = set(items)
+        while True:
+            wake.event.clear()
+            if self._stopping.is_set() or not lock.held or \
+                    not self._coord.is_leader:
+                LOG.info('hacluster: task %s: leaving cycle %s unfinished '
+                         'for the next leader', state.name, cycle_id)
+                return None
+            now = time.time()
+            live = self._fanout_members(state.name)
+            if self._server_name:
+                live.setdefault(self._server_name, self._coord.node)
+            # Only owners of items still pending matter: the owner of an
+            # item already done may leave without consequence.
+            owners = {items[q]['owner'] for q in pending_set}
+            count = ledger.done_count(cycle_id)
+            if count < len(items) and not unsent and owners <= set(live) \
+                    and now < next_deadline:
+                wake.event.wait(max(0.05, min(1.0, next_deadline - now)))
+                time.sleep(0.1)     # let a burst of done markers land
+                continue
+            done = ledger.done(cycle_id)
+            pending = [q for q in items if q not in done]
+            pending_set = set(pending)
+            if not pending:
+                return done, failed, redispatched
+            retry = {q: items[q] for q in pending if q in unsent and
+                     items[q]['owner'] in live}
+            if retry:
+                unsent = self._dispatch(state, cycle_id, retry)
+                for q in retry:
+                    if q not in unsent:     # its deadline starts now
+                        items[q] = dict(items[q], sent_at=time.time())
+                if unsent:
+                    wake.event.wait(0.5)    # the broker is still away
+                    continue
+            changes, gave_up = {}, []
+            next_deadline = now + spec.item_timeout
+            ring = hashring.HashRing(sorted(live), partitions=2 ** 8)
+            for q in pending:
+                a = items[q]
+                if q in unsent:
+                    unsent.discard(q)       # owner left: re-dispatched below
+                    a = items[q] = dict(a, sent_at=0)
+                expired = now - (a.get('sent_at') or 0) > spec.item_timeout
+                if a['owner'] in live and not expired:
+                    next_deadline = min(next_deadline,
+                                        a['sent_at'] + spec.item_timeout)
+                    continue
+                if a['attempt'] >= spec.max_attempts:
+                    gave_up.append(q)
+                    continue
+                # Another live member if there is one: the owner left, or
+                # it is too slow.
+                ignore = [a['owner']] if len(live) > 1 else []
+                owner = next(iter(ring.get_nodes(a['id'].encode('utf-8'),
+                                                 ignore_nodes=ignore)))
+                changes[q] = dict(a, owner=owner, attempt=a['attempt'] + 1,
+                                  sent_at=now)
+            if gave_up:
+                ledger.mark_done(lock, [(cycle_id, q, {
+                    'ok': False, 'node': None, 'attempt':
+                        items[q]['attempt'],
+                    'error': 'given up after %d attempts' %
+                             items[q]['attempt'], 'at': now})
+                    for q in gave_up])
+                failed += len(gave_up)
+                state.stats.count(item_failures=len(gave_up))
+            if changes:
+                ledger.assign(lock, cycle_id, changes)
+                items.update(changes)
+                redispatched += len(changes)
+                state.stats.count(redispatched=len(changes))
+                LOG.info('hacluster: task %s cycle %s: re-dispatching %d '
+                         'items', state.name, cycle_id, len(changes))
+                unsent |= self._dispatch(state, cycle_id, changes)
+                next_deadline = min(next_deadline, now + spec.item_timeout)
+                continue
+            if not retry:
+                # Nothing to change this pass: wait for progress or the
+                # next deadline, never spin.
+                wake.event.wait(max(0.05, min(1.0, next_deadline - now)))

@@ -1,0 +1,29 @@
+"""The run-time state of one periodic task on this node, shared by the
+runner's roles."""
+
+import threading
+
+from hacluster.periodic import stats as _stats
+
+
+class TaskState:
+    """One added task: its declaration, its functions and how it runs here.
+
+    ``paused`` (for the cluster: the control key) and ``stopped`` (on this
+    node: :meth:`PeriodicRunner.stop_task`) change under the runner's lock
+    only; ``running`` is held while a cycle of the task runs here, so that
+    cycles never overlap; ``stats`` is thread-safe.
+    """
+
+    def __init__(self, spec, fn, handler):
+        self.spec = spec
+        self.name = spec.name
+        self.fn = fn
+        self.handler = handler
+        #: seconds between runs (the declared default until start() reads
+        #: the configuration)
+        self.spacing = spec.spacing
+        self.running = threading.Lock()
+        self.paused = False
+        self.stopped = False
+        self.stats = _stats.TaskStats()

@@ -1,0 +1,134 @@
+"""Task statistics: counted per node, published to etcd for ``hacluster
+status``.
+
+:class:`TaskStats` holds one task's counters on this node (runs, skips,
+failures, last run, duration, fan-out counts); :class:`StatsPublisher`
+writes them to ``tasks/<task>/stats/<node>`` after each run and, while items
+are handled, at most once a second.
+"""
+
+import json
+import logging
+import threading
+import time
+
+from hacluster import exceptions
+from hacluster import url as _url
+
+LOG = logging.getLogger(__name__)
+
+#: Seconds between two throttled publications of one task's stats (item
+#: handling counts often; etcd needs to hear of it only now and then).
+THROTTLE = 1.0
+
+
+class TaskStats:
+    """The counters of one task on this node.
+
+    Thread-safe (a lock of its own); nothing here blocks on etcd.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {'runs': 0, 'skips': 0, 'failures': 0,
+                        'not_leader': 0, 'last_run_at': None,
+                        'last_duration': None, 'last_error': None,
+                        'items_handled': 0, 'item_failures': 0,
+                        'cycles': 0, 'redispatched': 0, 'rpc_casts': 0}
+        self._published = 0.0
+        self._dirty = False
+
+    def count(self, **delta):
+        """Add ``delta`` to the named counters."""
+        with self._lock:
+            for key, value in delta.items():
+                self._counts[key] = self._counts.get(key, 0) + value
+
+    def get(self, key):
+        """One counter's value."""
+        with self._lock:
+            return self._counts.get(key)
+
+    def record_run(self, duration, error):
+        """Count one run that took ``duration`` seconds and raised ``error``
+        (None if it returned)."""
+        with self._lock:
+            self._counts['runs'] += 1
+            if error is not None:
+                self._counts['failures'] += 1
+            self._counts['last_run_at'] = time.time()
+            self._counts['last_duration'] = round(duration, 4)
+            self._counts['last_error'] = None if error is None else \
+                _url.scrub('%s: %s' % (type(error).__name__, error))
+
+    def snapshot(self):
+        """A copy of the counters (a dict)."""
+        with self._lock:
+            return dict(self._counts)
+
+    @property
+    def dirty(self):
+        """True if a throttled publication was held back."""
+        return self._dirty
+
+    def take_for_publishing(self, force):
+        """A copy of the counters to publish now, marking them published;
+        or None (and marked dirty, for a later try) if they were published
+        less than :data:`THROTTLE` seconds ago and ``force`` is false."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._published < THROTTLE:
+                self._dirty = True
+                return None
+            self._published = now
+            self._dirty = False
+            return dict(self._counts)
+
+
+class StatsPublisher:
+    """Writes this node's stats of tasks to etcd.
+
+    :param client: the coordinator's etcd client (None in single-node mode:
+        nothing is published there).
+    :param layout: the cluster's :class:`hacluster.keys.Layout`.
+    :param node: this node's name (the stats key's last segment).
+    :param member_id: this process's member id (recorded with the stats).
+
+    Thread-safe. Each publication blocks for one etcd request; a failed one
+    is logged, never raised.
+    """
+
+    def __init__(self, client, layout, node, member_id):
+        self._client = client
+        self._layout = layout
+        self._node = node
+        self._member_id = member_id
+
+    def publish(self, state, force=True):
+        """Write the stats of one task (a :class:`TaskState`); unless
+        ``force``, at most once every :data:`THROTTLE` seconds."""
+        if self._client is None:
+            return
+        counts = state.stats.take_for_publishing(force)
+        if counts is None:
+            return
+        record = dict(counts, node=self._node, member_id=self._member_id,
+                      mode=state.spec.mode, spacing=state.spacing,
+                      stopped=state.stopped)
+        try:
+            self._client.put(self._layout.task_stats(state.name, self._node),
+                             json.dumps(record))
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: cannot publish stats of %s: %s',
+                        state.name, _url.scrub(exc))
+
+    def publish_all(self, states):
+        """Write the stats of every task in ``states``."""
+        for state in list(states):
+            self.publish(state)
+
+    def publish_dirty(self, states, force):
+        """Write the stats of the tasks whose last throttled publication
+        was held back."""
+        for state in [s for s in states if s.stats.dirty]:
+            self.publish(state, force=force)
