@@ -86,6 +86,21 @@ def new_claim_record(node, member_id, resource_type, resource_id, operation,
             'state': ACTIVE, 'attempt': 0, 'format': CLAIM_FORMAT}
 
 
+def holder(record):
+    """``(member_id, lease)`` of the process whose death orphans the claim
+    ``record``: its owner while ``active`` or ``finishing``, its recoverer
+    while ``recovering``; None when nobody holds it (``failed``). A lease of
+    0 means handed over (orphaned at once); None, a record written before
+    leases were recorded (judged by the member's presence). The one rule,
+    for recovery and for the status command."""
+    state = record.get('state')
+    if state in (ACTIVE, FINISHING):
+        return record.get('member_id'), record.get('lease')
+    if state == RECOVERING:
+        return record.get('recoverer'), record.get('recoverer_lease')
+    return None
+
+
 class ClaimRecord(dict):
     """A claim as stored: ``claim_id``, ``resource_type``, ``resource_id``,
     ``operation``, ``data``, ``node``, ``member_id``, ``started_at``,

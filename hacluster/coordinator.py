@@ -395,16 +395,16 @@ class Coordinator(_api.CoordinatorAPI):
             _etcd.range_op(self.layout.leader,
                            _keys.prefix_end(self.layout.leader),
                            sort_create=True, limit=1)])
-        kvs = resp.kvs(0)
-        if not kvs:
+        head_kv = _election.head_of(resp.kvs(0))
+        if head_kv is None:
             return None
-        head = kvs[0].json()
+        head = head_kv.json()
         record = _membership.MemberRecord(head)
         member = self._membership.view().get(head.get('node'))
         if member is not None and \
                 member.get('member_id') == head.get('member_id'):
             record = _membership.MemberRecord(dict(member, **head))
-        record['term'] = kvs[0].create_revision
+        record['term'] = head_kv.create_revision
         return record
 
     def on_new_leader(self, callback):

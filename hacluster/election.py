@@ -45,6 +45,13 @@ def _safe(fn, *args):
         LOG.exception('hacluster: leadership callback %r failed', fn)
 
 
+def head_of(kvs):
+    """The leader among the ``leader/`` queue's KVs: the oldest entry (the
+    lowest create revision, which is also the term), or None. The one rule
+    for "who leads", used by the view below, ``get_leader`` and status."""
+    return min(kvs, key=lambda kv: kv.create_revision) if kvs else None
+
+
 class LeaderView:
     """The leader queue as seen through the cluster watch (no requests):
     fires ``on_new_leader`` callbacks when the head changes."""
@@ -287,4 +294,3 @@ class Election:
             value = value.encode('utf-8')
         self.guarded_txn(term, [_etcd.put_op(
             self._coord.layout.data_key(key), value)])
-

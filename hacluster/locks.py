@@ -72,6 +72,17 @@ def find_blocker(entries, my_revision, shared):
     return blocker
 
 
+def holders(entries):
+    """The entries that hold their lock now: ``(create_revision, key)``
+    pairs of one queue (any order) -> those of them :func:`find_blocker`
+    says hold, oldest first. The rule every waiter applies to itself, for
+    whoever looks from outside (the status command)."""
+    ordered = sorted(entries)
+    return [e for e in ordered
+            if find_blocker(ordered, e[0], entry_mode(e[1]) == SHARED)
+            is None]
+
+
 def parse_blocking(blocking):
     """Normalize ``blocking`` to a timeout: None (forever), 0 (try once) or
     seconds.

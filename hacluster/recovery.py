@@ -50,6 +50,7 @@ import time
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
+from hacluster import claims as _claims
 from hacluster.claims import (ACTIVE, CLAIM_FORMAT, FAILED, FINISHING,
                               RECOVERING, ClaimRecord)
 from hacluster import url as _url
@@ -224,15 +225,12 @@ class RecoveryManager:
             return False
         return True
 
-    def _holder_gone(self, record, member_key, lease_key, live, leases):
-        """Is the process that holds ``record`` provably gone? Its session
-        lease must be gone; if that process is a live member again (a new
-        session), it gets absence_grace to rebind the claim first."""
-        member_id = record.get(member_key)
-        lease = record.get(lease_key)
+    def _holder_gone(self, member_id, lease, live, leases):
+        """Is the process holding a claim provably gone? Its session lease
+        must be gone (waited on for absence_grace: a holder cut short
+        rebinds); lease 0: handed over; no lease recorded: its member must
+        be absent (with the grace)."""
         if lease is None:
-            # A record without a lease (written before leases were
-            # recorded): judge by the member's presence, with the grace.
             if member_id in live:
                 self._absent_since.pop(member_id, None)
                 return False
@@ -249,17 +247,15 @@ class RecoveryManager:
 
     def _orphaned(self, record, live, now, leases):
         state = record.get('state')
-        if state in (ACTIVE, FINISHING):
-            return self._holder_gone(record, 'member_id', 'lease', live,
-                                     leases)
-        if state == RECOVERING:
-            if record.get('recoverer') == self._ctx.member_id:
-                # Ours: orphaned only if no handler of ours runs it (an
-                # etcd error left it marked after we gave up on it).
-                with self._inflight_lock:
-                    return record.get('claim_id') not in self._inflight
-            return self._holder_gone(record, 'recoverer', 'recoverer_lease',
-                                     live, leases)
+        if state == RECOVERING and \
+                record.get('recoverer') == self._ctx.member_id:
+            # Ours: orphaned only if no handler of ours runs it (an etcd
+            # error left it marked after we gave up on it).
+            with self._inflight_lock:
+                return record.get('claim_id') not in self._inflight
+        held_by = _claims.holder(record)
+        if held_by is not None:
+            return self._holder_gone(held_by[0], held_by[1], live, leases)
         if state == FAILED:
             if record.get('failed_by') not in (None, self._ctx.member_id):
                 # Failed on another node (which may have had no handler for

@@ -15,11 +15,13 @@ paused tasks.
 
 import json
 import time
-from urllib.parse import unquote
 
+from hacluster import claims as _claims
+from hacluster import election as _election
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
+from hacluster import locks as _locks
 from hacluster import url as _url
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -83,7 +85,7 @@ def collect(client, cluster, now=None):
 
     leader = None
     if leader_kv:
-        head = min(leader_kv, key=lambda kv: kv.create_revision)
+        head = _election.head_of(leader_kv)
         value = head.json()
         leader = dict(by_member_id.get(value.get('member_id'), {}), **value)
         leader['term'] = head.create_revision
@@ -91,26 +93,20 @@ def collect(client, cluster, now=None):
 
     locks = {}
     for kv in sorted(locks_kv, key=lambda kv: kv.create_revision):
-        name_seg, _, entry = _rel(kv.key, layout.locks).partition('/')
-        name = unquote(name_seg)
+        name = layout.lock_name_from_key(kv.key)
         value = kv.json()
         entries = locks.setdefault(name, [])
-        entries.append(dict(value, token=kv.create_revision,
-                            mode='shared' if entry.endswith('-r')
-                            else 'exclusive'))
+        shared = _locks.entry_mode(kv.key) == _locks.SHARED
+        entries.append(dict(value, token=kv.create_revision, _key=kv.key,
+                            mode='shared' if shared else 'exclusive'))
     lock_rows = []
     for name, entries in sorted(locks.items()):
-        holders = []
-        for e in entries:
-            if e['mode'] == 'exclusive':
-                if not holders:
-                    holders.append(e)
-                break
-            if holders and holders[0]['mode'] == 'exclusive':
-                break
-            holders.append(e)
-        waiting = len(entries) - len(holders)
-        for h in holders:
+        # the queue rule of the locks themselves (locks.holders)
+        by_rev = {e['token']: e for e in entries}
+        held = [by_rev[rev] for rev, _ in _locks.holders(
+            [(e['token'], e['_key']) for e in entries])]
+        waiting = len(entries) - len(held)
+        for h in held:
             lock_rows.append({
                 'name': name, 'mode': h['mode'], 'holder': h.get('node'),
                 'member_id': h.get('member_id'), 'pid': h.get('pid'),
@@ -121,23 +117,22 @@ def collect(client, cluster, now=None):
 
     claims = []
 
-    def gone(rec, lease_field, member_field):
-        # the recovery rule: the holder's session lease is gone (records
-        # without a lease: the member is gone)
-        lease = rec.get(lease_field)
+    def orphaned(rec):
+        # recovery's rule (claims.holder): the holder's lease is gone
+        held_by = _claims.holder(rec)
+        if held_by is None:
+            return False
+        member_id, lease = held_by
         if lease is None:
-            return rec.get(member_field) not in by_member_id
-        return lease_ttl(int(lease)) == -1
+            return member_id not in by_member_id
+        return int(lease) == 0 or lease_ttl(int(lease)) == -1
 
     for kv in claims_kv:
         rec = kv.json()
         state = rec.get('state')
-        if state in ('active', 'finishing') and \
-                gone(rec, 'lease', 'member_id'):
-            state = 'orphaned'
-        if state == 'recovering' and \
-                gone(rec, 'recoverer_lease', 'recoverer'):
-            state = 'recovering (recoverer gone)'
+        if orphaned(rec):
+            state = 'recovering (recoverer gone)' \
+                if state == _claims.RECOVERING else 'orphaned'
         claims.append({
             'claim_id': rec.get('claim_id'), 'node': rec.get('node'),
             'member_id': rec.get('member_id'),
