@@ -128,7 +128,8 @@ class Claim:
 
     def __init__(self, book, key, record):
         self._manager = book
-        self._lock = threading.Lock()
+        #: serializes finish, rebind and the block's end (the book takes it)
+        self.mutex = threading.Lock()
         self.key = key
         self.record = record
         self.claim_id = record['claim_id']
@@ -183,7 +184,7 @@ class Claim:
         recovered elsewhere, or a store refused the final write): once per
         claim; returns the late record (``message`` says what happened).
         Blocks for one etcd request the first time."""
-        with self._lock:
+        with self.mutex:
             if self.late is None:
                 self.late = self._manager._record_late(self, current)
             return self.late
@@ -247,7 +248,7 @@ class ClaimBook:
                              claim.record['resource_type'],
                              claim.record['resource_id'], coord.cluster,
                              coord.node))
-        with claim._lock:
+        with claim.mutex:
             claim.record['lease'] = lease
             claim.revision = coord.client.put(claim.key,
                                               json.dumps(claim.record))
@@ -262,7 +263,7 @@ class ClaimBook:
 
     def _finish(self, claim):
         self._ctx.fence_point()
-        with claim._lock:
+        with claim.mutex:
             if claim.finished:
                 return claim
             if claim.recovered_elsewhere:
@@ -306,7 +307,7 @@ class ClaimBook:
         """This process gives up ``claim`` (it cannot finish it safely, e.g.
         etcd did not confirm its finish): at the block's end the claim is
         left for recovery, bound to no lease, instead of being removed."""
-        with claim._lock:
+        with claim.mutex:
             if claim.handed_over is None:
                 claim.handed_over = reason
                 LOG.error('hacluster: claim %s (%s %s/%s) handed over to '
@@ -388,7 +389,7 @@ class ClaimBook:
 
     def _end(self, claim, failed):
         current = None
-        with claim._lock:
+        with claim.mutex:
             if claim.recovered_elsewhere:
                 taken = True
             else:
@@ -434,7 +435,7 @@ class ClaimBook:
             with self._open_cond:
                 claims = list(self._claims.values())
         for claim in claims:
-            with claim._lock:
+            with claim.mutex:
                 # (under the claim's lock: of two rebinds racing, an older
                 # one never lands after a newer one)
                 if claim.recovered_elsewhere or claim.revision is None or \

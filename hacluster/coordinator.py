@@ -210,7 +210,7 @@ class Coordinator(_api.CoordinatorAPI):
         """
         election = self._election
         if election is not None and \
-                threading.current_thread() is election._thread:
+                election.in_callback_thread():
             # Called from a leadership callback: stop from another thread,
             # once the callbacks have returned, so on_stopped_leading comes
             # after on_started_leading and before the lease is revoked.

@@ -163,6 +163,11 @@ class Election:
         self._thread.start()
         return self
 
+    def in_callback_thread(self):
+        """True when called from this election's own thread (its
+        leadership callbacks run there)."""
+        return threading.current_thread() is self._thread
+
     def add_listener(self, on_started_leading, on_stopped_leading):
         """Add another pair of callbacks to this campaign (same contract).
         If this candidate leads now, ``on_started_leading`` is called at

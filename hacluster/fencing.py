@@ -194,9 +194,11 @@ class Watchdog:
             self.users -= 1
             if self.users > 0:
                 return
-            self._close(disarm)
+            self.close(disarm)
 
-    def _close(self, disarm):
+    def close(self, disarm):
+        """Close the device now (disarming it first when ``disarm``),
+        whoever else uses it: the process is exiting."""
         with self._lock:
             if self.closed:
                 return
@@ -315,7 +317,7 @@ class Fencer:
             dog = self._dog
             if dog is not None:
                 # The process is gone for good: nothing left to reset for.
-                dog._close(disarm=True)
+                dog.close(disarm=True)
         finally:
             self._exit(EXIT_STATUS)
 

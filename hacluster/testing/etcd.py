@@ -161,7 +161,7 @@ class EtcdServer(ManagedServer):
             '--log-outputs', 'stderr',
         ] + list(self.extra_args)
 
-    def _spawn(self):
+    def spawn(self):
         """Start the etcd process without waiting for it.  Does not block."""
         with self._lock:
             self._check_startable()
@@ -172,7 +172,7 @@ class EtcdServer(ManagedServer):
             self._spawned_at = time.monotonic()
             LOG.debug('spawned %r', self)
 
-    def _port_clash(self):
+    def port_clash(self):
         """True if the last spawned etcd failed to bind a port."""
         return 'address already in use' in _read_text(self.log_path,
                                                       self._log_offset)
@@ -187,7 +187,7 @@ class EtcdServer(ManagedServer):
                     self.name, self.endpoint, status,
                     _tails([self.log_path])))
 
-    def _ready(self):
+    def ready(self):
         """One readiness probe; raises ServerStartError if etcd died."""
         self._check_alive()
         if self.is_healthy() and self._answers_as_itself():
@@ -215,7 +215,7 @@ class EtcdServer(ManagedServer):
         runs: start those with :class:`EtcdCluster`.
         """
         for attempt in range(1, START_ATTEMPTS + 1):
-            self._spawn()
+            self.spawn()
             try:
                 self.wait_ready(timeout)
                 LOG.info('etcd %s ready on %s in %.2f s', self.name,
@@ -223,7 +223,7 @@ class EtcdServer(ManagedServer):
                 return self
             except ServerStartError:
                 self.stop()
-                if self._port_clash() and self._new_ports_for_retry(
+                if self.port_clash() and self._new_ports_for_retry(
                         attempt, ('client_port', 'peer_port')):
                     continue
                 raise
@@ -232,7 +232,7 @@ class EtcdServer(ManagedServer):
     def wait_ready(self, timeout=START_TIMEOUT):
         """Block until healthy (see :meth:`start`); raise ServerStartError."""
         deadline = time.monotonic() + timeout
-        while not self._ready():
+        while not self.ready():
             if time.monotonic() >= deadline:
                 raise self._start_error(timeout)
             time.sleep(0.05)
@@ -318,7 +318,7 @@ class EtcdCluster(StartCloseContext):
         t0 = time.monotonic()
         for attempt in range(1, START_ATTEMPTS + 1):
             for member in self.members:
-                member._spawn()
+                member.spawn()
             try:
                 self.wait_healthy(timeout=timeout)
                 self.start_duration = time.monotonic() - t0
@@ -326,7 +326,7 @@ class EtcdCluster(StartCloseContext):
                          self.start_duration)
                 return self
             except ServerStartError:
-                clash = any(m._port_clash() for m in self.members)
+                clash = any(m.port_clash() for m in self.members)
                 for member in self.members:
                     member.stop()
                 if clash and attempt < START_ATTEMPTS:
@@ -345,7 +345,7 @@ class EtcdCluster(StartCloseContext):
         pending = list(self.members if members is None else members)
         deadline = time.monotonic() + timeout
         while pending:
-            pending = [m for m in pending if not m._ready()]
+            pending = [m for m in pending if not m.ready()]
             if not pending:
                 break
             if time.monotonic() >= deadline:

@@ -114,7 +114,7 @@ class Node:
         return self.pid is not None
 
     def worker_pids(self):
-        return sorted(p for p in servers._group_members(self.child.pid)
+        return sorted(p for p in servers.group_members(self.child.pid)
                       if p != self.child.pid) if self.running else []
 
     def start(self):
@@ -161,7 +161,7 @@ class Node:
             time.sleep(0.2)
         raise servers.ServerStartError(
             'manila-share %s did not get ready (running=%s); log tail:\n%s'
-            % (self.name, self.running, servers._log_tail(self.log_path)))
+            % (self.name, self.running, servers.log_tail(self.log_path)))
 
     def kill(self):
         """SIGKILL master and worker at once (a node dying). Blocks until
@@ -416,7 +416,7 @@ class ManilaCluster:
         return out.returncode, out.stdout, out.stderr
 
     def log_tail(self, name, lines=60):
-        return servers._log_tail(self.nodes[name].log_path, lines)
+        return servers.log_tail(self.nodes[name].log_path, lines)
 
     def signal(self, name, sig=signal.SIGKILL):
         self.nodes[name].child.signal(sig)

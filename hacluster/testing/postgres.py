@@ -19,7 +19,7 @@ import time
 from hacluster.testing import process
 from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS,
                                        ManagedServer, ServerStartError,
-                                       _clean_env, _log_tail, _primary_group)
+                                       _clean_env, log_tail, _primary_group)
 
 
 class PostgresServer(ManagedServer):
@@ -165,7 +165,7 @@ class PostgresServer(ManagedServer):
                         self.start_duration = time.monotonic() - began
                         return self
                     time.sleep(0.1)
-                tail = _log_tail(self.log_path)
+                tail = log_tail(self.log_path)
                 self._child.kill()
                 clash = 'already in use' in tail or 'could not bind' in tail
                 if clash and self._new_ports_for_retry(attempt, ('port',)):

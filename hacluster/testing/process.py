@@ -155,7 +155,7 @@ def _which(env_var, name, fallbacks=()):
                            'tools/bootstrap)' % (name, env_var))
 
 
-def _log_tail(path, lines=LOG_TAIL_LINES, width=400):
+def log_tail(path, lines=LOG_TAIL_LINES, width=400):
     """Last ``lines`` lines of a log file (each cut to ``width`` chars)."""
     try:
         with open(path, 'rb') as f:
@@ -190,7 +190,7 @@ def _file_size(path):
 
 def _tails(paths):
     return '\n'.join('--- last %d lines of %s ---\n%s' % (LOG_TAIL_LINES, p,
-                                                          _log_tail(p))
+                                                          log_tail(p))
                      for p in paths)
 
 
@@ -230,7 +230,7 @@ def _proc_table():
     return table
 
 
-def _group_members(pgid):
+def group_members(pgid):
     """PIDs of live (non-zombie) processes in process group ``pgid``."""
     return [pid for pid, (state, _, pgrp, _) in _proc_table().items()
             if pgrp == pgid and state not in 'ZX']
@@ -377,7 +377,7 @@ class _Child:
         # Other group members first, while the leader lives: a wrapper
         # script (rabbitmq-server) waiting for its child then reaps it and
         # exits by itself, instead of leaving it a zombie for PID 1.
-        others = [pid for pid in _group_members(self.pid) if pid != self.pid]
+        others = [pid for pid in group_members(self.pid) if pid != self.pid]
         if others and not self.exited():
             for pid in others:
                 try:
@@ -390,11 +390,11 @@ class _Child:
         # Stragglers (children of the leader in the same group).  The
         # leader is a zombie at most, so its PID still names our group.
         deadline = time.monotonic() + 10
-        while _group_members(self.pid):
+        while group_members(self.pid):
             self.signal(signal.SIGKILL)
             if time.monotonic() >= deadline:
                 LOG.error('process group %d survives SIGKILL: %s', self.pid,
-                          _group_members(self.pid))
+                          group_members(self.pid))
                 break
             time.sleep(0.02)
         self._reap_descendants()
@@ -613,3 +613,8 @@ class ManagedServer(StartCloseContext):
             if self._temp_dir is not None:
                 shutil.rmtree(self._temp_dir, ignore_errors=True)
             _unregister(self)
+
+
+# (the names the rig used when it was one module)
+_log_tail = log_tail
+_group_members = group_members

@@ -20,7 +20,7 @@ import time
 from hacluster.testing import process
 from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS, ManagedServer,
                                        ServerStartError, _Child, _clean_env,
-                                       _file_size, _group_members, _log_tail,
+                                       _file_size, group_members, log_tail,
                                        _read_text, _tails, _which)
 
 LOG = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class RabbitMQServer(ManagedServer):
         except ValueError:
             return None
         # Only trust it if it is in our process group.
-        if pid and self._child is not None and pid in _group_members(
+        if pid and self._child is not None and pid in group_members(
                 self._child.pid):
             self._beam_pid = pid
             return pid
@@ -329,7 +329,7 @@ class RabbitMQServer(ManagedServer):
             time.sleep(0.1)
 
     def _port_clash(self):
-        text = (self._new_log_text() + _log_tail(self.console_log_path, 200))
+        text = (self._new_log_text() + log_tail(self.console_log_path, 200))
         return 'eaddrinuse' in text.lower() or \
             'address already in use' in text.lower()
 

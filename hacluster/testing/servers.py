@@ -27,7 +27,8 @@ from hacluster.testing.process import (LOG_TAIL_LINES, LOOPBACK,
                                        ServerStartError, StartCloseContext,
                                        close_all, free_port, stop_on_sigterm)
 from hacluster.testing.process import (  # noqa: F401 (used as servers.X)
-    _Child, _descendants, _group_members, _log_tail, _still_alive)
+    _Child, _descendants, _group_members, _log_tail, _still_alive,
+    group_members, log_tail)
 from hacluster.testing.rabbitmq import RabbitMQServer
 
 __all__ = [
