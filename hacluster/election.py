@@ -28,6 +28,7 @@ After a lost session a candidate campaigns again on its new session.
 import logging
 import threading
 
+from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import locks as _locks
 from hacluster import url as _url
@@ -294,7 +295,6 @@ class Election:
 
     def guarded_put(self, term, key, value):
         """Write data ``key`` only if still leading in ``term``."""
-        from hacluster import etcd as _etcd
         if isinstance(value, str):
             value = value.encode('utf-8')
         self.guarded_txn(term, [_etcd.put_op(

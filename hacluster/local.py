@@ -10,6 +10,7 @@ the session is never lost. Nothing here talks to the network.
 import errno
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ import uuid
 import fasteners
 
 from hacluster import api as _api
+from hacluster import claims as _claims
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import locks as _locks
@@ -278,12 +280,11 @@ class _LocalClaim:
         self.recovered_elsewhere = False
 
     def __enter__(self):
-        import json as _json
         self._coord._check_running()
         path = self._coord._claim_path(self.claim_id)
         tmp = path + '.tmp'
         with open(tmp, 'w') as f:
-            _json.dump(self.record, f)
+            json.dump(self.record, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -501,7 +502,6 @@ class LocalCoordinator(_api.CoordinatorAPI):
         """As :meth:`hacluster.coordinator.Coordinator.claim`; the record
         is a file in the lock directory, recovered by this node's next
         incarnation (single-node mode has no survivor)."""
-        from hacluster import claims as _claims
         record = _claims.new_claim_record(self.node, self.member_id,
                                           resource_type, resource_id,
                                           operation, data)
@@ -516,9 +516,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
             self._recover_previous()
 
     def list_claims(self, node=None):
-        import json as _json
 
-        from hacluster import claims as _claims
         out = []
         directory = os.path.join(self._dir, 'claims')
         for name in sorted(os.listdir(directory)) if os.path.isdir(
@@ -527,7 +525,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
                 continue        # e.g. a .tmp left by a crash mid-write
             try:
                 with open(os.path.join(directory, name)) as f:
-                    out.append(_claims.ClaimRecord(_json.load(f)))
+                    out.append(_claims.ClaimRecord(json.load(f)))
             except (OSError, ValueError):
                 continue
         return out
@@ -541,9 +539,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
         return os.path.join(self._dir, 'claims', claim_id + '.json')
 
     def _recover_previous(self):
-        import json as _json
 
-        from hacluster import claims as _claims
         for record in self.list_claims():
             if record.get('member_id') == self.member_id:
                 continue
@@ -562,7 +558,7 @@ class LocalCoordinator(_api.CoordinatorAPI):
                 taken.update(state=_claims.FAILED, last_error='%s: %s' % (
                     type(exc).__name__, exc))
                 with open(path, 'w') as f:
-                    _json.dump(taken, f)
+                    json.dump(taken, f)
                 continue
             try:
                 os.unlink(path)

@@ -12,6 +12,7 @@ import copy
 
 from oslo_config import cfg
 
+from hacluster import exceptions
 from hacluster import session as _session
 
 GROUP = 'hacluster'
@@ -107,8 +108,7 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
     :raises ConfigurationError: a setting is invalid (the message names
         the option, e.g. ``[hacluster] renew_deadline``).
     """
-    from hacluster import coordinator as _coordinator
-    from hacluster import exceptions
+    from hacluster import factory as _factory
 
     register_opts(conf)
     group = conf[GROUP]
@@ -117,7 +117,7 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
         raise exceptions.ConfigurationError(
             '[hacluster] cluster is not set and no default was given')
     try:
-        return _coordinator.get_coordinator(
+        return _factory.get_coordinator(
             conf.coordination.backend_url, name, node=group.node_name,
             lease_ttl=group.lease_ttl, renew_deadline=group.renew_deadline,
             renew_interval=group.renew_interval, lock_path=lock_path,

@@ -23,6 +23,7 @@ import time
 import requests
 
 from hacluster import exceptions
+from hacluster.keys import prefix_end
 from hacluster import url as _url
 from hacluster.etcd.kv import KV, TxnResult, b64, range_op
 
@@ -179,7 +180,8 @@ class Client:
             timeout=timeout or self.timeout)
         if resp.status_code >= 500 or resp.status_code == 408:
             # "leader changed", "request timed out": try the next endpoint
-            raise Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
+            raise Transient('HTTP %d: %s' % (resp.status_code,
+                                             resp.text[:200]))
         if resp.status_code != 200:
             raise exceptions.ConfigurationError(
                 'etcd refused the credentials of user %r in backend_url %s: '
@@ -250,7 +252,8 @@ class Client:
                     if resp.status_code == 200:
                         return resp.json()
                 if resp.status_code >= 500 or resp.status_code == 408:
-                    raise Transient('HTTP %d: %s' % (resp.status_code, resp.text[:200]))
+                    raise Transient('HTTP %d: %s' % (resp.status_code,
+                                                     resp.text[:200]))
                 raise exceptions.HAClusterError(
                     'etcd at %s refused %s: %s'
                     % (self._endpoint_name(index), path,
@@ -294,7 +297,6 @@ class Client:
     def get_prefix(self, prefix, sort_create=False, keys_only=False,
                    max_create_revision=None):
         """All KVs under ``prefix`` and the store revision of the read."""
-        from hacluster.keys import prefix_end
         op = range_op(prefix, prefix_end(prefix), sort_create=sort_create,
                       keys_only=keys_only,
                       max_create_revision=max_create_revision)
@@ -303,7 +305,6 @@ class Client:
                 int(resp['header']['revision']))
 
     def count_prefix(self, prefix):
-        from hacluster.keys import prefix_end
         resp = self.call('/kv/range', {'key': b64(prefix),
                                        'range_end': b64(prefix_end(prefix)),
                                        'count_only': True})
@@ -322,11 +323,9 @@ class Client:
                              {'key': b64(key)}).get('deleted', 0))
 
     def delete_prefix(self, prefix):
-        from hacluster.keys import prefix_end
         return int(self.call('/kv/deleterange', {
             'key': b64(prefix),
             'range_end': b64(prefix_end(prefix))}).get('deleted', 0))
-
 
     # -- leases ----------------------------------------------------------
 
@@ -361,5 +360,3 @@ class Client:
             self.call('/kv/lease/revoke', {'ID': lease_id}, timeout=timeout)
         except LeaseNotFound:
             pass
-
-

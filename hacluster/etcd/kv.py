@@ -135,5 +135,3 @@ class TxnResult:
         return '<TxnResult %s rev=%d, %d responses>' % (
             'succeeded' if self.succeeded else 'failed', self.revision,
             len(self._responses))
-
-

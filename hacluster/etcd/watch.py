@@ -14,6 +14,7 @@ import threading
 import requests
 
 from hacluster import url as _url
+from hacluster.keys import prefix_end
 from hacluster.etcd.client import Transient
 from hacluster.etcd.kv import KV, b64
 
@@ -93,7 +94,6 @@ class Watch:
                 pass
 
     def _run(self):
-        from hacluster.keys import prefix_end
         backoff = 0.05
         while not self._stop.is_set():
             client = self._client.current()
@@ -117,7 +117,7 @@ class Watch:
                     break
                 if resp.status_code != 200:
                     raise Transient('HTTP %d: %s' % (resp.status_code,
-                                                      resp.text[:200]))
+                                                     resp.text[:200]))
                 self._consume(resp)
                 backoff = 0.05
             except Exception as exc:
