@@ -73,6 +73,17 @@ def _target(args):
     return _etcd.Client(parsed, timeout=args.timeout), cluster, parsed
 
 
+def _etcd_target(args, why_not):
+    """``(client, cluster)`` for a command that needs etcd.
+
+    :raises ConfigurationError: single-node mode (``why_not`` says what the
+        operator should know instead)."""
+    client, cluster, _ = _target(args)
+    if client is None:
+        raise exceptions.ConfigurationError('single-node mode: ' + why_not)
+    return client, cluster
+
+
 def _single_node_state(cluster, parsed):
     return {'cluster': cluster, 'mode': 'single-node', 'members': [],
             'leader': None, 'tasks': [], 'locks': [], 'claims': [],
@@ -313,10 +324,7 @@ class ClaimLateClear(command.Command):
         return parser
 
     def take_action(self, args):
-        client, cluster, _ = _target(args)
-        if client is None:
-            raise exceptions.ConfigurationError(
-                'single-node mode: there are no late results')
+        client, cluster = _etcd_target(args, 'there are no late results')
         n = _status.clear_late(client, cluster,
                                None if args.all else args.claim_id)
         self.app.stdout.write('%d late results cleared in %s\n'
@@ -383,10 +391,8 @@ class _TaskControl(command.Command):
         return parser
 
     def take_action(self, args):
-        client, cluster, _ = _target(args)
-        if client is None:
-            raise exceptions.ConfigurationError(
-                'single-node mode: there is no cluster-wide task control')
+        client, cluster = _etcd_target(
+            args, 'there is no cluster-wide task control')
         _status.set_task_paused(client, cluster, args.name, self.paused)
         self.app.stdout.write('task %s %s on every node of %s\n' % (
             args.name, 'paused' if self.paused else 'resumed', cluster))
@@ -427,11 +433,9 @@ class ClaimRecover(command.Command):
         return parser
 
     def take_action(self, args):
-        client, cluster, _ = _target(args)
-        if client is None:
-            raise exceptions.ConfigurationError(
-                'single-node mode: claims are recovered by the node itself '
-                'when it starts again')
+        client, cluster = _etcd_target(
+            args, 'claims are recovered by the node itself when it starts '
+            'again')
         n = _status.request_recovery(client, cluster, args.node)
         self.app.stdout.write('%d claims of %s handed to the leader of %s for '
                               'recovery\n' % (n, args.node, cluster))

@@ -293,31 +293,30 @@ class _Child:
     def returncode(self):
         return self.popen.returncode
 
+    def _wait_info(self):
+        """The leader's exit info (None while it runs), without reaping it;
+        ``False`` when it was reaped behind our back (e.g. a SIGCHLD
+        handler: the PID may be reused now, so it is never signalled
+        again)."""
+        try:
+            return os.waitid(os.P_PID, self.pid,
+                             os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            self.reaped = True
+            return False
+
     def exited(self):
         """True once the leader has exited (it is not reaped here)."""
         if self.reaped:
             return True
-        try:
-            info = os.waitid(os.P_PID, self.pid,
-                             os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            # Reaped behind our back (e.g. a SIGCHLD handler); the PID may
-            # be reused now, so never signal it again.
-            self.reaped = True
-            return True
-        return info is not None
+        return self._wait_info() is not None
 
     def exit_status(self):
         """Exit code (negative signal number) once exited, else None."""
         if self.reaped:
             return self.popen.returncode
-        try:
-            info = os.waitid(os.P_PID, self.pid,
-                             os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            self.reaped = True
-            return None
-        if info is None:
+        info = self._wait_info()
+        if not info:
             return None
         if info.si_code == os.CLD_EXITED:
             return info.si_status
