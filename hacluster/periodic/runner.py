@@ -311,14 +311,24 @@ class PeriodicRunner:
             self._tick(state)
 
     def pause_task(self, name):
-        """Pause a task on every node of the cluster (through etcd)."""
-        self._state(name)
-        self._control.pause(name)
+        """Pause a task on every node of the cluster (through etcd; in
+        single-node mode, here: this node is the whole cluster).
+
+        :raises HAClusterError: etcd could not be reached.
+        """
+        state = self._state(name)
+        if self._coord.single_node:
+            self._set_paused(state, True)
+        else:
+            self._control.pause(name)
 
     def resume_task(self, name):
         """Resume a task paused with :meth:`pause_task`, cluster-wide."""
-        self._state(name)
-        self._control.resume(name)
+        state = self._state(name)
+        if self._coord.single_node:
+            self._set_paused(state, False)
+        else:
+            self._control.resume(name)
 
     def _set_paused(self, state, paused):
         """The control key of a task changed (watch thread)."""

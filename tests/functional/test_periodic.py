@@ -284,6 +284,15 @@ def test_single_node_mode_runs_every_task_here(tmp_path):
         runner.add_all(T())
         runner.start()
         time.sleep(0.7)
+        # pausing works here too: this node is the whole cluster
+        runner.pause_task('each')
+        wait_for(lambda: runner.stats('each')['paused'], 3, 'the pause')
+        time.sleep(0.3)
+        paused_at = seen['each']
+        time.sleep(0.5)
+        assert seen['each'] == paused_at
+        runner.resume_task('each')
+        wait_for(lambda: seen['each'] > paused_at, 3, 'ticks again')
         runner.stop()
     assert seen['lead'] >= 2 and seen['each'] >= 2
     assert seen['x'] == seen['y'] == seen['z'] >= 2
