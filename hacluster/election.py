@@ -158,7 +158,7 @@ class Election:
             target=self._campaign, daemon=True,
             name='hacluster-election-%s' % coord.node)
         if on_new_leader is not None:
-            coord._leader_view.add_callback(on_new_leader)
+            coord.on_new_leader(on_new_leader)
 
     def start(self):
         self._thread.start()
@@ -187,7 +187,7 @@ class Election:
         with self._mutex:
             lock = self._lock
         return lock is not None and lock.held and \
-            self._coord.session.valid(lock._epoch)
+            self._coord.session.valid(lock.epoch)
 
     @property
     def term(self):

@@ -87,7 +87,7 @@ class LocalLock:
         self.name = _keys.validate_lock_name(name)
         self.shared = bool(shared)
         self._coord = coordinator
-        self._state = coordinator._state_for(name)
+        self._state = coordinator.state_for(name)
         self._mutex = threading.Lock()
         self._on_lost = [on_lost] if on_lost else []
         self._held = False
@@ -565,7 +565,9 @@ class LocalCoordinator(_api.CoordinatorAPI):
             except FileNotFoundError:
                 pass
 
-    def _state_for(self, name):
+    def state_for(self, name):
+        """The per-name state shared by this coordinator's locks (for
+        :class:`LocalLock`)."""
         return _state_for_path(os.path.realpath(
             os.path.join(self._dir, _file_name(name) + '.lock')))
 
