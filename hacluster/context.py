@@ -22,16 +22,18 @@ class Context:
     :param fence_point: callable, see
         :meth:`hacluster.coordinator.Coordinator.fence_point`.
     :param check_running: callable raising NotStarted when stopped.
+    :param is_running: callable, True while the coordinator runs.
 
     Immutable after construction; thread-safe.
     """
 
     __slots__ = ('client', 'session', 'layout', 'cluster', 'node',
                  'member_id', 'clock', 'subscribe', 'unsubscribe',
-                 'fence_point', 'check_running')
+                 'fence_point', 'check_running', 'is_running')
 
     def __init__(self, client, session, layout, cluster, node, member_id,
-                 clock, subscribe, unsubscribe, fence_point, check_running):
+                 clock, subscribe, unsubscribe, fence_point, check_running,
+                 is_running):
         self.client = client
         self.session = session
         self.layout = layout
@@ -43,3 +45,4 @@ class Context:
         self.unsubscribe = unsubscribe
         self.fence_point = fence_point
         self.check_running = check_running
+        self.is_running = is_running

@@ -105,14 +105,15 @@ class Coordinator(_api.CoordinatorAPI):
         #: This process incarnation's id: stable across a lost and renewed
         #: session, new at every process start.
         self.member_id = '%s-%s' % (node, uuid.uuid4().hex[:8])
-        self._membership = _membership.Membership(
-            self, self.member_id, config=config, rpc_version=rpc_version)
-        self._leader_view = _election.LeaderView(self)
-        self._election = None
+        #: What the parts get of this coordinator (see hacluster.context).
         self.ctx = _context.Context(
             self.client, self.session, self.layout, cluster, node,
             self.member_id, clock, self.subscribe, self.unsubscribe,
-            self.fence_point, self._check_running)
+            self.fence_point, self._check_running, lambda: self._running)
+        self._membership = _membership.Membership(
+            self.ctx, self.member_id, config=config, rpc_version=rpc_version)
+        self._leader_view = _election.LeaderView(self.ctx)
+        self._election = None
         self._claims = _claims.ClaimBook(self.ctx)
         self.lock_registry = _locks.LockRegistry(self.ctx,
                                                  lambda: self._running)
@@ -293,7 +294,8 @@ class Coordinator(_api.CoordinatorAPI):
         :param on_lost: optional ``callback(lock, reason)``.
         :raises InvalidName: the name cannot be used.
         """
-        return _locks.Lock(self, name, shared=shared, on_lost=on_lost)
+        return _locks.Lock(self.ctx, self.lock_registry, name, shared=shared,
+                           on_lost=on_lost)
 
     def get_data(self, key):
         """Read a data item written by a guarded write: ``(value, revision)``
@@ -359,7 +361,8 @@ class Coordinator(_api.CoordinatorAPI):
                     self._leader_view.add_callback(on_new_leader)
                 return election
             self._election = _election.Election(
-                self, on_started_leading, on_stopped_leading, on_new_leader)
+                self.ctx, self.lock_registry, self._leader_view,
+                on_started_leading, on_stopped_leading, on_new_leader)
             return self._election.start()
 
     def campaign(self):

@@ -57,8 +57,8 @@ class LeaderView:
     """The leader queue as seen through the cluster watch (no requests):
     fires ``on_new_leader`` callbacks when the head changes."""
 
-    def __init__(self, coord):
-        self._coord = coord
+    def __init__(self, ctx):
+        self._ctx = ctx
         self._entries = {}           # key -> (create_revision, record)
         self._lock = threading.Lock()
         self._head = None            # (key, revision)
@@ -105,7 +105,7 @@ class LeaderView:
 
     def resync(self):
         try:
-            kvs, _ = self._coord.client.get_prefix(self._coord.layout.leader)
+            kvs, _ = self._ctx.client.get_prefix(self._ctx.layout.leader)
         except exceptions.HAClusterError:
             return
         with self._lock:
@@ -122,10 +122,10 @@ class LeaderView:
             return
         record = self.current()
         if record is None:
-            LOG.info('hacluster: %s: no leader', self._coord.cluster)
+            LOG.info('hacluster: %s: no leader', self._ctx.cluster)
         else:
             LOG.info('hacluster: %s: leader is now %s (node %s), term %d',
-                     self._coord.cluster, record.get('member_id'),
+                     self._ctx.cluster, record.get('member_id'),
                      record.get('node'), record['term'])
         for cb in list(self._callbacks):
             _safe(cb, record)
@@ -135,8 +135,8 @@ class Election:
     """A running campaign. Built by
     :meth:`hacluster.coordinator.Coordinator.run_for_leader`."""
 
-    def __init__(self, coord, on_started_leading, on_stopped_leading,
-                 on_new_leader=None):
+    def __init__(self, ctx, registry, leader_view, on_started_leading,
+                 on_stopped_leading, on_new_leader=None):
         if not callable(on_started_leading) or \
                 not callable(on_stopped_leading):
             raise exceptions.ConfigurationError(
@@ -145,7 +145,8 @@ class Election:
         if on_new_leader is not None and not callable(on_new_leader):
             raise exceptions.ConfigurationError(
                 'on_new_leader must be callable or None')
-        self._coord = coord
+        self._ctx = ctx
+        self._registry = registry
         self._listeners = [(on_started_leading, on_stopped_leading)]
         self._stop = threading.Event()
         self._ended = threading.Event()
@@ -156,9 +157,9 @@ class Election:
         self._term = None
         self._thread = threading.Thread(
             target=self._campaign, daemon=True,
-            name='hacluster-election-%s' % coord.node)
+            name='hacluster-election-%s' % ctx.node)
         if on_new_leader is not None:
-            coord.on_new_leader(on_new_leader)
+            leader_view.add_callback(on_new_leader)
 
     def start(self):
         self._thread.start()
@@ -187,7 +188,7 @@ class Election:
         with self._mutex:
             lock = self._lock
         return lock is not None and lock.held and \
-            self._coord.session.valid(lock.epoch)
+            self._ctx.session.valid(lock.epoch)
 
     @property
     def term(self):
@@ -195,9 +196,10 @@ class Election:
         return self._term if self.is_leader else None
 
     def _campaign(self):
-        coord = self._coord
+        coord = self._ctx
         while not self._stop.is_set():
-            lock = _locks.Lock(coord, 'leader', _prefix=coord.layout.leader)
+            lock = _locks.Lock(coord, self._registry, 'leader',
+                               _prefix=coord.layout.leader)
             lock.on_lost(lambda lk, why: self._end_term(lk, why))
             with self._mutex:
                 self._pending = lock
@@ -240,8 +242,8 @@ class Election:
                 term = self._term
                 self._lock, self._term = None, None
             LOG.info('hacluster: %s/%s (member %s) stopped leading, term '
-                     '%d: %s', self._coord.cluster, self._coord.node,
-                     self._coord.member_id, term, reason)
+                     '%d: %s', self._ctx.cluster, self._ctx.node,
+                     self._ctx.member_id, term, reason)
             for _, on_stopped in list(self._listeners):
                 _safe(on_stopped, term)
         self._ended.set()
@@ -277,7 +279,7 @@ class Election:
         self._ended.set()
         if self._thread.is_alive() and \
                 self._thread is not threading.current_thread():
-            self._thread.join(self._coord.session.renew_interval + 5)
+            self._thread.join(self._ctx.session.renew_interval + 5)
 
     def guarded_txn(self, term, success, compare=()):
         """Run etcd operations only if still leading in ``term``.
@@ -290,7 +292,7 @@ class Election:
         if lock is None or self._term != term or not lock.held:
             raise exceptions.NotLeader(
                 '%s is not leading cluster %s in term %s'
-                % (self._coord.node, self._coord.cluster, term))
+                % (self._ctx.node, self._ctx.cluster, term))
         return lock.guarded_txn(success, compare=compare)
 
     def guarded_put(self, term, key, value):
@@ -298,4 +300,4 @@ class Election:
         if isinstance(value, str):
             value = value.encode('utf-8')
         self.guarded_txn(term, [_etcd.put_op(
-            self._coord.layout.data_key(key), value)])
+            self._ctx.layout.data_key(key), value)])

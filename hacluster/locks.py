@@ -141,7 +141,9 @@ class _Waiter:
 
 class Lock:
     """A distributed lock on etcd. Get one with
-    :meth:`hacluster.coordinator.Coordinator.get_lock`.
+    :meth:`hacluster.coordinator.Coordinator.get_lock` (it is built from
+    the coordinator's :class:`~hacluster.context.Context` and its
+    :class:`LockRegistry`).
 
     One Lock object is one would-be holder: acquire it, release it, acquire
     it again. To hold a name from several threads at once (shared mode) or
@@ -156,14 +158,17 @@ class Lock:
 
     _seq = itertools.count(1)
 
-    def __init__(self, coordinator, name, shared=False, on_lost=None,
+    def __init__(self, ctx, registry, name, shared=False, on_lost=None,
                  _prefix=None):
         self.name = _keys.validate_lock_name(name)
         self.shared = bool(shared)
-        self._coord = coordinator
+        # What a lock needs of its coordinator: the Context (client,
+        # session, layout, identity, dispatcher) and the lock registry.
+        self._ctx = ctx
+        self._registry = registry
         # _prefix: hacluster's own queues (the election) use the recipe on
         # a prefix of their own.
-        self._prefix = _prefix or coordinator.layout.lock_prefix(name)
+        self._prefix = _prefix or ctx.layout.lock_prefix(name)
         self._mutex = threading.Lock()
         self._cancelled = threading.Event()
         self._waiter = None
@@ -205,7 +210,7 @@ class Lock:
         within its renew deadline. Cheap (no request); for an answer checked
         with etcd use :meth:`is_still_owner`."""
         return self._held and not self.lost and \
-            self._coord.session.valid(self._epoch)
+            self._ctx.session.valid(self._epoch)
 
     @property
     def key(self):
@@ -241,7 +246,7 @@ class Lock:
         Blocks (see ``blocking``). Waiting is by etcd watch, never polling.
         """
         timeout = parse_blocking(blocking)
-        coord = self._coord
+        coord = self._ctx
         clock = coord.clock
         deadline = None if timeout is None else clock() + timeout
         with self._mutex:
@@ -260,8 +265,8 @@ class Lock:
         if stale is not None:
             # Lost earlier and never released: make sure its entry is gone
             # before queueing again (it would block us and everyone).
-            self._coord.lock_registry.untrack(stale)
-            self._coord.lock_registry.discard_key(stale, self._lease_of(stale))
+            self._registry.untrack(stale)
+            self._registry.discard_key(stale, self._lease_of(stale))
         try:
             return self._acquire_loop(deadline)
         finally:
@@ -272,18 +277,18 @@ class Lock:
         return int(key[len(self._prefix):].split('-', 1)[0], 16)
 
     def _acquire_loop(self, deadline):
-        coord = self._coord
+        coord = self._ctx
         clock = coord.clock
         last_error = None
         while True:
-            coord.ctx.check_running()
+            coord.check_running()
             if self._cancelled.is_set():
                 return False
             remaining = None if deadline is None else deadline - clock()
             epoch, lease = coord.session.wait_active(
                 timeout=remaining if remaining is not None else None)
             if lease is None:
-                coord.ctx.check_running()
+                coord.check_running()
                 if deadline is not None and clock() >= deadline:
                     if isinstance(last_error, exceptions.BackendUnavailable) \
                             or coord.session.renew_failures_in_a_row:
@@ -319,7 +324,7 @@ class Lock:
     def _attempt(self, epoch, lease, deadline):
         """One pass on one session: True held, False timed out, None the
         session changed (retry)."""
-        coord = self._coord
+        coord = self._ctx
         clock = coord.clock
         key = '%s%x-%d-%s' % (self._prefix, lease, next(Lock._seq),
                               SHARED if self.shared else EXCLUSIVE)
@@ -378,7 +383,7 @@ class Lock:
             self._waiter = None
             coord.unsubscribe(self._prefix, waiter)
             if enqueued:
-                coord.lock_registry.discard_key(key, lease)
+                self._registry.discard_key(key, lease)
 
     def _set_held(self, key, token, epoch):
         with self._mutex:
@@ -388,16 +393,16 @@ class Lock:
             self._releasing = False
             self.lost = False
             self.fencing_token = token
-            self.acquired_at = self._coord.clock()
+            self.acquired_at = self._ctx.clock()
         # Tracked before the validity check: a session loss from now on
         # finds this lock and reports it.
-        self._coord.lock_registry.track(self)
-        if not self._coord.session.valid(epoch):
+        self._registry.track(self)
+        if not self._ctx.session.valid(epoch):
             with self._mutex:
                 self._key = None
                 self._held = False
                 self.fencing_token = None
-            self._coord.lock_registry.untrack(key)
+            self._registry.untrack(key)
             return False
         return True
 
@@ -421,8 +426,8 @@ class Lock:
             self._held = False
             self._releasing = True
             self.fencing_token = None
-        self._coord.lock_registry.untrack(key)
-        self._coord.lock_registry.discard_key(key, self._lease_of(key))
+        self._registry.untrack(key)
+        self._registry.discard_key(key, self._lease_of(key))
         return not was_lost
 
     def mark_lost(self, reason, key=None):
@@ -436,7 +441,7 @@ class Lock:
             self.lost_reason = reason
             key = self._key
             callbacks = list(self._on_lost)
-        self._coord.lock_registry.untrack(key)
+        self._registry.untrack(key)
         LOG.warning('hacluster: lock %r (token %s) lost: %s', self.name,
                     self.fencing_token, reason)
         for cb in callbacks:
@@ -445,7 +450,7 @@ class Lock:
             except Exception:
                 LOG.exception('hacluster: on_lost callback of lock %r failed',
                               self.name)
-        self._coord.lock_registry.lost(self, reason)
+        self._registry.lost(self, reason)
 
     # -- ownership and fencing ---------------------------------------------
 
@@ -464,13 +469,13 @@ class Lock:
             if not self._held or self.lost:
                 return False
             key, token, epoch = self._key, self.fencing_token, self._epoch
-        if not self._coord.session.valid(epoch):
+        if not self._ctx.session.valid(epoch):
             self.mark_lost('session past its renew deadline')
             return False
         try:
-            kv = self._coord.client.get(key)
+            kv = self._ctx.client.get(key)
         except exceptions.BackendUnavailable:
-            return self._coord.session.valid(epoch)
+            return self._ctx.session.valid(epoch)
         if kv is None or kv.create_revision != token:
             self.mark_lost('lock key %s is gone from etcd' % key)
             return False
@@ -483,7 +488,7 @@ class Lock:
                     'lock %r is not held (%s): write refused'
                     % (self.name, self.lost_reason or 'not acquired'))
             key, token, epoch = self._key, self.fencing_token, self._epoch
-        if not self._coord.session.valid(epoch):
+        if not self._ctx.session.valid(epoch):
             self.mark_lost('session past its renew deadline')
             raise exceptions.StaleFencingToken(
                 'lock %r (token %s): session past its renew deadline: '
@@ -503,12 +508,12 @@ class Lock:
             token (the write was not made).
         """
         key, token = self._guard()
-        resp = self._coord.client.txn(
+        resp = self._ctx.client.txn(
             compare=[_etcd.create_revision_is(key, token)] + list(compare),
             success=success)
         if not resp.succeeded:
             # Either our key is gone or an extra comparison failed.
-            kv = self._coord.client.get(key)
+            kv = self._ctx.client.get(key)
             if kv is None or kv.create_revision != token:
                 self.mark_lost('lock key %s is gone from etcd' % key)
                 raise exceptions.StaleFencingToken(
@@ -527,7 +532,7 @@ class Lock:
         """
         if isinstance(value, str):
             value = value.encode('utf-8')
-        self.guarded_txn([_etcd.put_op(self._coord.layout.data_key(key),
+        self.guarded_txn([_etcd.put_op(self._ctx.layout.data_key(key),
                                        value)])
 
     def __enter__(self):

@@ -147,13 +147,13 @@ class Membership:
     is ``coordinator.get_members()`` and the ``on_member_*`` callbacks.
     """
 
-    def __init__(self, coord, member_id, config=None, rpc_version=None):
-        self._coord = coord
+    def __init__(self, ctx, member_id, config=None, rpc_version=None):
+        self._ctx = ctx
         self.member_id = member_id
         self._fingerprint = fingerprint(config)
         self._rpc_version = rpc_version
         self._joined_at = None
-        self._key = coord.layout.member(coord.node)
+        self._key = ctx.layout.member(ctx.node)
         self._own_leases = set()
         self._registered = None      # (lease, create_revision)
         self._view = {}              # node -> MemberRecord
@@ -164,7 +164,7 @@ class Membership:
     # -- our record ----------------------------------------------------------
 
     def _record(self, lease, state='active'):
-        coord = self._coord
+        coord = self._ctx
         return dict(self._extra, **{
             'node': coord.node, 'member_id': self.member_id,
             'host': socket.gethostname(), 'pid': os.getpid(),
@@ -189,7 +189,7 @@ class Membership:
         if reg is None:
             return
         lease, rev = reg
-        self._coord.client.txn(
+        self._ctx.client.txn(
             compare=[_etcd.create_revision_is(self._key, rev)],
             success=[_etcd.put_op(self._key,
                                   json.dumps(self._record(lease)), lease)])
@@ -205,7 +205,7 @@ class Membership:
         :raises DuplicateMember: another live process uses our node name.
         :raises BackendUnavailable: etcd did not answer in time.
         """
-        coord = self._coord
+        coord = self._ctx
         ttl = coord.session.lease_ttl
         deadline = coord.clock() + (timeout if timeout is not None
                                     else 2 * ttl + 2)
@@ -271,19 +271,19 @@ class Membership:
     def _is_alive(self, existing, deadline):
         """Watch another member's lease: True if it is being renewed, False
         once it is gone (or at ``deadline``)."""
-        client = self._coord.client
+        client = self._ctx.client
         first = None
         lowest = None
-        while self._coord.clock() < deadline:
+        while self._ctx.clock() < deadline:
             ttl = client.lease_time_to_live(existing.lease)
             if ttl < 0:
                 return False
             if first is None:
-                first = self._coord.clock() + ttl + 1.5
+                first = self._ctx.clock() + ttl + 1.5
             if lowest is not None and ttl > lowest:
                 return True          # renewed while we watched
             lowest = ttl if lowest is None else min(lowest, ttl)
-            if self._coord.clock() > first:
+            if self._ctx.clock() > first:
                 return True          # outlived its TTL: it is renewed
             time.sleep(0.2)
         return False
@@ -296,14 +296,14 @@ class Membership:
             return
         lease, rev = reg
         try:
-            self._coord.client.txn(
+            self._ctx.client.txn(
                 compare=[_etcd.create_revision_is(self._key, rev)],
                 success=[_etcd.put_op(
                     self._key, json.dumps(self._record(lease, 'leaving')),
                     lease)])
         except exceptions.HAClusterError as exc:
             LOG.warning('hacluster: could not mark %s leaving: %s',
-                        self._coord.node, _url.scrub(exc))
+                        self._ctx.node, _url.scrub(exc))
 
     def session_lost(self):
         self._registered = None
@@ -315,8 +315,8 @@ class Membership:
         liveness -- recovery judges by our lease -- but others need it to
         see us."""
         reg = self._registered
-        coord = self._coord
-        if reg is None or not coord.running:
+        coord = self._ctx
+        if reg is None or not coord.is_running():
             return
         epoch, lease = coord.session.current()
         if lease != reg[0]:
@@ -332,9 +332,9 @@ class Membership:
         own (never the session thread, which must keep renewing), retried
         with backoff for as long as session ``epoch`` lives."""
         def run():
-            coord = self._coord
+            coord = self._ctx
             delay = 0.1
-            while coord.running and coord.session.epoch == epoch:
+            while coord.is_running() and coord.session.epoch == epoch:
                 try:
                     self.register()
                     return
@@ -383,9 +383,9 @@ class Membership:
     # Watch subscriber interface (called in the watch thread).
     def notify(self, etype, kv):
         node = kv.key.rsplit('/', 1)[-1]
-        cluster = self._coord.cluster
+        cluster = self._ctx.cluster
         if etype == 'DELETE':
-            if node == self._coord.node:
+            if node == self._ctx.node:
                 self._restore_if_deleted()
             with self._view_lock:
                 old = self._view.pop(node, None)
@@ -414,8 +414,8 @@ class Membership:
     def resync(self):
         """Events may have been missed: re-read and report the difference."""
         try:
-            kvs, _ = self._coord.client.get_prefix(
-                self._coord.layout.members)
+            kvs, _ = self._ctx.client.get_prefix(
+                self._ctx.layout.members)
         except exceptions.HAClusterError:
             return
         fresh = {}
@@ -424,7 +424,7 @@ class Membership:
             fresh[record['node']] = record
         with self._view_lock:
             old, self._view = self._view, fresh
-        if self._coord.node not in fresh:
+        if self._ctx.node not in fresh:
             self._restore_if_deleted()
         for node, record in old.items():
             now = fresh.get(node)
