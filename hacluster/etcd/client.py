@@ -37,6 +37,23 @@ class LeaseNotFound(exceptions.SessionLost):
     """etcd does not know the lease (it expired or was revoked)."""
 
 
+# What etcd says when a token it issued is no good any more: expired
+# (code 16), or issued before an RBAC change -- any user, role or
+# permission change bumps the auth store's revision, and every token older
+# than that is refused with code 3 until its holder logs in again.
+_TOKEN_REFUSALS = ('revision of auth store is old', 'invalid auth token',
+                   'user name is empty')
+
+
+def token_refused(code, message):
+    """True if etcd's error ``code``/``message`` means "log in again"."""
+    if code == _GRPC_UNAUTHENTICATED:
+        return True
+    message = (message or '').lower()
+    return code == _GRPC_INVALID_ARGUMENT and any(
+        words in message for words in _TOKEN_REFUSALS)
+
+
 class Transient(Exception):
     """An answer that another endpoint (or a later try) may not give: 5xx,
     408, "leader changed", a broken stream."""
@@ -162,6 +179,11 @@ class Client:
                 'Authorization' not in endpoint.session.headers:
             self._authenticate(endpoint)
 
+    def forget_token(self, endpoint):
+        """Drop ``endpoint``'s token (etcd refused it): the next request or
+        watch on it logs in again."""
+        endpoint.session.headers.pop('Authorization', None)
+
     def count_request(self):
         self.requests += 1
 
@@ -242,9 +264,9 @@ class Client:
                     resp.text.strip()
                 if code == _GRPC_NOT_FOUND and 'lease not found' in message:
                     raise LeaseNotFound('etcd: %s' % message)
-                if code == _GRPC_UNAUTHENTICATED and self.url.username:
-                    # The token expired: get a new one, try this endpoint
-                    # once more.
+                if self.url.username and token_refused(code, message):
+                    # The token expired, or predates an RBAC change: get a
+                    # new one, try this endpoint once more.
                     client.session.headers.pop('Authorization', None)
                     self._authenticate(client, per_try)
                     resp = client.session.post(

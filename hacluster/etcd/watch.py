@@ -53,6 +53,7 @@ class Watch:
         self._resp = None
         self._resp_lock = threading.Lock()
         self._next_revision = None
+        self._endpoint = None
         self.connected = threading.Event()
         #: Number of times the stream was (re)established.
         self.connects = 0
@@ -97,6 +98,7 @@ class Watch:
         backoff = 0.05
         while not self._stop.is_set():
             client = self._client.current()
+            self._endpoint = client
             index = self._client.index_of(client)
             request = {'create_request': {
                 'key': b64(self._prefix),
@@ -161,7 +163,7 @@ class Watch:
         if 'error' in message:
             raise Transient('watch error: %s' % json.dumps(message)[:200])
         result = message.get('result', {})
-        if result.get('created'):
+        if result.get('created') and not result.get('canceled'):
             self.connects += 1
             self.connected.set()
             # Nothing is missed between our read and this point: the watch
@@ -174,7 +176,14 @@ class Watch:
                             compact)
                 self._next_revision = compact
                 self._safe(self._on_resync)
-            raise requests.exceptions.ConnectionError('watch canceled')
+            reason = result.get('cancel_reason') or 'no reason given'
+            if not compact and self._endpoint is not None:
+                # Canceled at creation: most often etcd refusing the token
+                # the stream was opened with (expired, or older than an
+                # RBAC change); the next attempt logs in again.
+                self._client.forget_token(self._endpoint)
+            raise requests.exceptions.ConnectionError(
+                'watch canceled: %s' % reason)
         events = result.get('events') or []
         if events:
             decoded = [('DELETE' if e.get('type') == 'DELETE' else 'PUT',
