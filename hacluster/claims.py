@@ -45,6 +45,7 @@ import threading
 import time
 import uuid
 
+from hacluster import backoff as _backoff
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
@@ -380,12 +381,12 @@ class ClaimBook:
     def _end_later(self, claim, failed):
         delay = 0.2
         while not self._stop.is_set():
-            time.sleep(delay)
+            time.sleep(_backoff.jittered(delay))
             try:
                 self._end(claim, failed)
                 return
             except exceptions.HAClusterError:
-                delay = min(delay * 2, 5.0)
+                delay = _backoff.doubled(delay, 5.0)
 
     def _end(self, claim, failed):
         current = None

@@ -562,12 +562,39 @@ class Coordinator(_api.CoordinatorAPI):
         self._dispatch.deliver(events)
 
     def _on_resync(self):
-        self._dispatch.resync()
-        # Events were missed: a held key may have been deleted meanwhile.
+        """Events were missed (the watch resumed after a compaction): every
+        subscriber re-reads what it keeps, and every held lock is checked
+        against etcd. Whatever cannot be re-read now is retried every
+        renew_interval, in a thread of its own, until it succeeds -- a stale
+        view must not stay stale, nor a lost lock unnoticed."""
+        failed = self._dispatch.resync()
+        if failed or not self._check_held_locks():
+            threading.Thread(target=self._resync_until_done, args=(failed,),
+                             daemon=True, name='hacluster-resync').start()
+
+    def _resync_until_done(self, failed):
+        locks_ok = False
+        while self._running:
+            time.sleep(self.session.renew_interval)
+            if failed:
+                failed = self._dispatch.resync(only=failed)
+            if not locks_ok:
+                locks_ok = self._check_held_locks()
+            if not failed and locks_ok:
+                LOG.info('hacluster: %s/%s: resynchronised with etcd',
+                         self.cluster, self.node)
+                return
+
+    def _check_held_locks(self):
+        """A held key may have been deleted while events were missed.
+        Returns False if etcd could not say for every lock."""
+        ok = True
         for key, lock in self.lock_registry.items():
             try:
                 kv = self.client.get(key)
             except exceptions.HAClusterError:
+                ok = False
                 continue
             if kv is None or kv.create_revision != lock.fencing_token:
                 lock.mark_lost('its key is gone from etcd', key=key)
+        return ok

@@ -10,6 +10,8 @@ control key...), and a resync to all of them.
 import logging
 import threading
 
+from hacluster import exceptions
+
 LOG = logging.getLogger(__name__)
 
 
@@ -48,13 +50,21 @@ class Dispatcher:
                     LOG.exception('hacluster: subscriber %r failed on %s %s',
                                   sub, etype, kv.key)
 
-    def resync(self):
-        """Tell every subscriber that events may have been missed."""
+    def resync(self, only=None):
+        """Tell every subscriber (or those of ``only``) that events may
+        have been missed. Returns the subscribers whose resync failed with
+        an etcd error (to be retried); other failures are logged."""
         with self._lock:
             subs = [s for group in self._subs.values() for s in group]
+        failed = []
         for sub in subs:
+            if only is not None and sub not in only:
+                continue
             try:
                 sub.resync()
+            except exceptions.HAClusterError:
+                failed.append(sub)
             except Exception:
                 LOG.exception('hacluster: subscriber %r failed to resync',
                               sub)
+        return failed

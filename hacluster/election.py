@@ -104,10 +104,9 @@ class LeaderView:
         self._head_changed()
 
     def resync(self):
-        try:
-            kvs, _ = self._ctx.client.get_prefix(self._ctx.layout.leader)
-        except exceptions.HAClusterError:
-            return
+        """Re-read the leader queue. :raises HAClusterError: etcd could not
+        be read (the coordinator retries)."""
+        kvs, _ = self._ctx.client.get_prefix(self._ctx.layout.leader)
         with self._lock:
             self._entries = {kv.key: (kv.create_revision, kv.json())
                              for kv in kvs}

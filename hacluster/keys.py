@@ -85,6 +85,14 @@ def validate_lock_name(name):
             raise exceptions.InvalidName(
                 'lock name %r contains the control character %r'
                 % (name, ch))
+    try:
+        name.encode('utf-8')
+    except UnicodeEncodeError as exc:
+        # a lone surrogate (e.g. from bytes decoded with surrogateescape):
+        # no etcd key can hold it
+        raise exceptions.InvalidName(
+            'name %r is not valid Unicode text (%s at position %d)'
+            % (name, exc.reason, exc.start), cause=exc) from exc
     return name
 
 

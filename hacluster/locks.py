@@ -34,6 +34,7 @@ import socket
 import threading
 import time
 
+from hacluster import backoff as _backoff
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
@@ -610,7 +611,7 @@ class LockRegistry:
                     client.delete(key)
                     return
                 except exceptions.HAClusterError:
-                    time.sleep(delay)
-                    delay = min(delay * 2, session.renew_interval)
+                    time.sleep(_backoff.jittered(delay))
+                    delay = _backoff.doubled(delay, session.renew_interval)
         threading.Thread(target=retry, daemon=True,
                          name='hacluster-discard').start()

@@ -25,6 +25,7 @@ import socket
 import threading
 import time
 
+from hacluster import backoff as _backoff
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import url as _url
@@ -350,8 +351,9 @@ class Membership:
                     LOG.warning('hacluster: %s/%s rejoin failed (%s); '
                                 'retrying', coord.cluster, coord.node,
                                 _url.scrub(exc))
-                time.sleep(delay)
-                delay = min(delay * 2, coord.session.renew_interval)
+                time.sleep(_backoff.jittered(delay))
+                delay = _backoff.doubled(delay,
+                                         coord.session.renew_interval)
         threading.Thread(target=run, daemon=True,
                          name='hacluster-rejoin').start()
 
@@ -412,12 +414,11 @@ class Membership:
             self._fire('update', record)
 
     def resync(self):
-        """Events may have been missed: re-read and report the difference."""
-        try:
-            kvs, _ = self._ctx.client.get_prefix(
-                self._ctx.layout.members)
-        except exceptions.HAClusterError:
-            return
+        """Events may have been missed: re-read and report the difference.
+
+        :raises HAClusterError: etcd could not be read (the coordinator
+            retries the resync until it succeeds)."""
+        kvs, _ = self._ctx.client.get_prefix(self._ctx.layout.members)
         fresh = {}
         for kv in kvs:
             record = MemberRecord.from_kv(kv)

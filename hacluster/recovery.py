@@ -47,6 +47,7 @@ import logging
 import threading
 import time
 
+from hacluster import backoff as _backoff
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
@@ -407,7 +408,8 @@ class RecoveryManager:
             handler(ClaimRecord(taken))
         except Exception as exc:
             self.failures += 1
-            backoff = min(self.max_backoff, 2.0 ** (taken['attempt'] - 1))
+            backoff = _backoff.jittered(
+                min(self.max_backoff, 2.0 ** (taken['attempt'] - 1)))
             failed = dict(taken, state=FAILED, last_error=_url.scrub(
                 '%s: %s' % (type(exc).__name__, exc)),
                 failed_at=time.time(), failed_by=coord.member_id,

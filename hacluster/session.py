@@ -28,10 +28,12 @@ import logging
 import threading
 import time
 
+from hacluster import backoff as _backoff
 from hacluster import exceptions
 from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
+
 
 def _boottime_clock():
     """CLOCK_BOOTTIME where the system has it: monotonic, and -- unlike
@@ -404,6 +406,6 @@ class Session:
                     return
                 LOG.warning('hacluster %s: cannot start a new session yet '
                             '(%s); retrying', self._name, _url.scrub(exc))
-                self._wake.wait(delay)
+                self._wake.wait(_backoff.jittered(delay))
                 self._wake.clear()
-                delay = min(delay * 2, self.renew_interval)
+                delay = _backoff.doubled(delay, self.renew_interval)

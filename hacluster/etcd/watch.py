@@ -13,6 +13,7 @@ import threading
 
 import requests
 
+from hacluster import backoff as _backoff
 from hacluster import url as _url
 from hacluster.keys import prefix_end
 from hacluster.etcd.client import Transient
@@ -133,8 +134,8 @@ class Watch:
                                 'reconnecting', self._prefix,
                                 _url.scrub(exc))
                     self._client.advance(index)
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 1.0)
+                    self._stop.wait(_backoff.jittered(backoff))
+                    backoff = _backoff.doubled(backoff, 1.0)
             finally:
                 self.connected.clear()
                 with self._resp_lock:

@@ -49,6 +49,7 @@ from manila import context as manila_context
 from manila import exception as manila_exception
 from manila.share import manager as share_manager
 
+from hacluster import backoff as _backoff
 from hacluster import exceptions
 from hacluster import opts as _opts
 from hacluster import url as _url
@@ -319,8 +320,8 @@ class HAShareManager(share_manager.ShareManager):
                 LOG.error('hacluster: %s cannot join cluster %s as %s (%s); '
                           'not serving; retrying in %.0f s', self.host,
                           coord.cluster, coord.node, exc, delay)
-            time.sleep(delay)
-            delay = min(delay * 2, max_backoff)
+            time.sleep(_backoff.jittered(delay))
+            delay = _backoff.doubled(delay, max_backoff)
 
     def _ha_update_member(self, **fields):
         """Publish member-record fields; an etcd blip is logged, never

@@ -9,7 +9,6 @@ when they change, so a pause reaches every node of the cluster.
 import json
 import time
 
-from hacluster import exceptions
 
 
 def paused_in(kv):
@@ -106,10 +105,9 @@ class PauseControl:
 
     def reread(self, state):
         """Events may have been missed (watch thread): read a task's
-        control key again and hand it to ``on_change``; if etcd cannot be
-        reached, keep what is known (the next event tells)."""
-        try:
-            kv = self._client.get(self._layout.task_control(state.name))
-        except exceptions.HAClusterError:
-            return
+        control key again and hand it to ``on_change``.
+
+        :raises HAClusterError: etcd could not be read (the coordinator
+            retries the resync until it succeeds)."""
+        kv = self._client.get(self._layout.task_control(state.name))
         self._on_change(state, paused_in(kv))

@@ -255,3 +255,31 @@ def test_resigning_inside_on_started_keeps_the_callback_contract(
         time.sleep(0.3)
     kinds = [k for k, _ in events]
     assert kinds == ['start', 'start-returns', 'stop']
+
+
+def test_a_resync_that_cannot_read_etcd_is_retried_until_it_does(
+        etcd, cluster_name):
+    from hacluster import exceptions
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'n1', **FAST)
+    with c:
+        real = c.client.get_prefix
+        calls = []
+
+        def flaky(prefix, *args, **kwargs):
+            calls.append(prefix)
+            if len(calls) <= 2:
+                raise exceptions.BackendUnavailable('etcd is away')
+            return real(prefix, *args, **kwargs)
+        c.client.get_prefix = flaky
+        # a member joins while the view is being resynchronised
+        other = hacluster.get_coordinator(etcd.url, cluster_name, 'n2',
+                                          **FAST).start()
+        try:
+            c._on_resync()            # as after a watch fell behind
+            deadline = time.monotonic() + 10
+            while len(calls) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(calls) >= 4    # the failed re-reads were retried
+            assert 'n2' in c.live_members()
+        finally:
+            other.stop()

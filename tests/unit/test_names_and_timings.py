@@ -145,3 +145,27 @@ def test_the_session_deadline_runs_on_the_injected_clock():
     finally:
         second_grant.set()
         s.stop(revoke=False)
+
+
+@pytest.mark.parametrize('name', ['share-\udc80', '\ud800', 'a\udfffb'])
+def test_a_name_with_a_lone_surrogate_is_an_invalid_name(name):
+    from hacluster import keys
+    with pytest.raises(exceptions.InvalidName, match='not valid Unicode'):
+        keys.validate_lock_name(name)
+
+
+def test_a_claim_with_a_lone_surrogate_is_refused_by_name(tmp_path):
+    import hacluster
+    c = hacluster.get_coordinator('file://%s' % tmp_path, 'c1', node='n1')
+    with c:
+        with pytest.raises(exceptions.InvalidName, match='not valid Unicode'):
+            c.claim('share', 'id-\udc80', 'create')
+
+
+def test_retry_delays_are_jittered_within_half_to_whole():
+    from hacluster import backoff
+    waits = [backoff.jittered(2.0) for _ in range(200)]
+    assert all(1.0 <= w <= 2.0 for w in waits)
+    assert len({round(w, 3) for w in waits}) > 100    # not in lockstep
+    assert backoff.doubled(0.4, 1.0) == 0.8 and backoff.doubled(0.8, 1.0) \
+        == 1.0
