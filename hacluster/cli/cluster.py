@@ -11,6 +11,7 @@ password: URLs are scrubbed in every output and error.
 
 import json
 import logging
+import os
 import time
 
 from cliff import command
@@ -32,13 +33,37 @@ def _add_target_options(parser):
                              'backend_url and [hacluster] cluster from '
                              '(e.g. /etc/manila/manila.conf); repeatable')
     parser.add_argument('--backend-url', metavar='URL',
+                        default=os.environ.get('HACLUSTER_BACKEND_URL'),
                         help='etcd URL (overrides [coordination] '
-                             'backend_url)')
+                             'backend_url; default: $HACLUSTER_BACKEND_URL). '
+                             'A password written here shows in the process '
+                             'list (/proc/PID/cmdline): give user@host and '
+                             'put the password in --password-file or '
+                             '$HACLUSTER_ETCD_PASSWORD, or the whole URL in '
+                             '$HACLUSTER_BACKEND_URL')
+    parser.add_argument('--password-file', metavar='PATH',
+                        help='a file whose first line is the etcd password '
+                             'of the user named in the backend URL (default: '
+                             '$HACLUSTER_ETCD_PASSWORD, if set)')
     parser.add_argument('--cluster', metavar='NAME',
                         help='cluster name (overrides [hacluster] cluster)')
     parser.add_argument('--timeout', type=float, default=5.0,
                         help='seconds per etcd request (default 5)')
     return parser
+
+
+def _password(args):
+    """The etcd password from --password-file or $HACLUSTER_ETCD_PASSWORD,
+    or None. :raises ConfigurationError: the file cannot be read."""
+    if args.password_file:
+        try:
+            with open(args.password_file) as f:
+                return f.readline().rstrip('\r\n')
+        except OSError as exc:
+            raise exceptions.ConfigurationError(
+                '--password-file %s cannot be read: %s'
+                % (args.password_file, exc.strerror), cause=exc) from exc
+    return os.environ.get('HACLUSTER_ETCD_PASSWORD')
 
 
 def _target(args):
@@ -70,6 +95,14 @@ def _target(args):
                                             'backend_url')
     if parsed.kind != 'etcd':
         return None, cluster, parsed
+    password = _password(args)
+    if password is not None:
+        if not parsed.username:
+            raise exceptions.ConfigurationError(
+                'a password was given (--password-file or '
+                '$HACLUSTER_ETCD_PASSWORD) but the backend URL %s names no '
+                'user: write it as etcd3+http://USER@HOST:PORT' % parsed.safe)
+        parsed.password = password
     return _etcd.Client(parsed, timeout=args.timeout), cluster, parsed
 
 

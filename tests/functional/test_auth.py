@@ -137,3 +137,43 @@ def test_a_watch_logs_in_again_when_its_token_expires(tmp_path,
                 wait_for(lambda: 'n2' in first.live_members(), 5,
                          'the watch to see the new member')
             assert first.session.losses == 0
+
+
+def test_the_cli_takes_the_password_from_a_file_or_the_environment(
+        auth_etcd, cluster_name, tmp_path):
+    import os
+    import sys
+    hbin = os.path.join(os.path.dirname(sys.executable), 'hacluster')
+    secret = tmp_path / 'etcd-password'
+    secret.write_text('s3cret\n')
+    with hacluster.get_coordinator(url_with(auth_etcd, 'manila:s3cret'),
+                                   cluster_name, 'n1', lease_ttl=3,
+                                   renew_deadline=2, renew_interval=0.5):
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith('HACLUSTER_')}
+
+        def run(*args, **extra):
+            return subprocess.run([hbin] + list(args), capture_output=True,
+                                  text=True, timeout=60,
+                                  env=dict(env, **extra))
+        base = ['member', 'list', '-f', 'value', '-c', 'node', '--cluster',
+                cluster_name]
+        user_only = url_with(auth_etcd, 'manila')
+        by_file = run(*base, '--backend-url', user_only, '--password-file',
+                      str(secret))
+        assert by_file.returncode == 0 and by_file.stdout.split() == ['n1'], \
+            by_file.stderr
+        by_env = run(*base, '--backend-url', user_only,
+                     HACLUSTER_ETCD_PASSWORD='s3cret')
+        assert by_env.stdout.split() == ['n1'], by_env.stderr
+        whole = run(*base, HACLUSTER_BACKEND_URL=url_with(auth_etcd,
+                                                          'manila:s3cret'))
+        assert whole.stdout.split() == ['n1'], whole.stderr
+        missing = run(*base, '--backend-url', user_only, '--password-file',
+                      str(tmp_path / 'nope'))
+        assert missing.returncode != 0
+        assert '--password-file' in missing.stderr and 'nope' in \
+            missing.stderr
+        help_text = run('member', 'list', '--help').stdout
+        assert '/proc/PID/cmdline' in help_text and '--password-file' in \
+            help_text
