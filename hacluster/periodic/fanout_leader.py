@@ -245,9 +245,17 @@ class FanoutLeader:
         now = time.time()
         for item_id, payload in listed.items():
             item_id = str(item_id)
-            items[_keys.quote_segment(item_id)] = {
-                'id': item_id, 'owner': owners[item_id], 'attempt': 1,
-                'sent_at': now, 'payload': payload}
+            assignment = {'id': item_id, 'owner': owners[item_id],
+                          'attempt': 1, 'sent_at': now, 'payload': payload}
+            try:
+                _ledger.check_item(state.name, item_id, assignment)
+            except exceptions.ConfigurationError as exc:
+                # one bad item must not break the task for good: the
+                # others of the cycle go on
+                LOG.error('hacluster: %s; item left out of this cycle', exc)
+                state.stats.count(items_rejected=1)
+                continue
+            items[_keys.quote_segment(item_id)] = assignment
         return items
 
     def _dispatch(self, state, cycle_id, items):

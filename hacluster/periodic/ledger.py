@@ -11,7 +11,9 @@ here, not in the queue::
 The leader's writes are guarded by the task lock's fencing token (a leader
 that lost its lock cannot overwrite its successor's cycle). Writes are batched
 into transactions of at most :data:`BATCH` operations (etcd's default limit
-is 128 per transaction).
+is 128 per transaction) and :data:`MAX_TXN_BYTES` (etcd refuses a request
+over 1.5 MiB by default); an item whose own record exceeds
+:data:`MAX_ITEM_BYTES` is refused by :func:`check_item`.
 """
 
 import json
@@ -19,15 +21,54 @@ import time
 import uuid
 
 from hacluster import etcd as _etcd
+from hacluster import exceptions
 from hacluster import keys as _keys
 
 BATCH = 100
+#: Bytes of operations in one transaction (etcd's --max-request-bytes is
+#: 1.5 MiB by default; base64 and JSON add a third, hence the headroom).
+MAX_TXN_BYTES = 768 * 1024
+#: The largest item record (assignment and payload) a cycle may hold.
+MAX_ITEM_BYTES = 512 * 1024
 
 
-def _chunks(seq, n):
+def _op_size(op):
+    return len(json.dumps(op))
+
+
+def _chunks(ops, n=BATCH, max_bytes=MAX_TXN_BYTES):
+    """Transactions of at most ``n`` operations and ``max_bytes`` bytes."""
+    chunk, size = [], 0
+    for op in ops:
+        op_size = _op_size(op)
+        if chunk and (len(chunk) >= n or size + op_size > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(op)
+        size += op_size
+    if chunk:
+        yield chunk
+
+
+def _chunks_of(seq, n=BATCH):
+    """Plain slices of ``n`` (reads: their requests are small)."""
     seq = list(seq)
     for i in range(0, len(seq), n):
         yield seq[i:i + n]
+
+
+def check_item(task, item_id, assignment):
+    """Refuse an item too large for the ledger.
+
+    :raises ConfigurationError: naming the task, the item and the sizes.
+    """
+    size = len(json.dumps(assignment))
+    if size > MAX_ITEM_BYTES:
+        raise exceptions.ConfigurationError(
+            'fan-out task %r: item %r is %d bytes in the cycle ledger, over '
+            'the limit of %d: return ids (and small payloads) from the '
+            'lister, not the data itself' % (task, item_id, size,
+                                             MAX_ITEM_BYTES))
 
 
 class Ledger:
@@ -77,7 +118,7 @@ class Ledger:
         attempt number (``attempts[qid]``): one request."""
         prefix = self._items_prefix(cycle_id)
         ours = set()
-        for chunk in _chunks(qids, BATCH):
+        for chunk in _chunks_of(qids):
             resp = self._client.txn(success=[
                 _etcd.range_op(prefix + q) for q in chunk])
             for i, q in enumerate(chunk):
@@ -104,7 +145,7 @@ class Ledger:
         prefix = self._items_prefix(record['cycle_id'])
         ops = [_etcd.put_op(prefix + q, json.dumps(a))
                for q, a in items.items()]
-        for chunk in _chunks(ops, BATCH):
+        for chunk in _chunks(ops):
             lock.guarded_txn(chunk)
         lock.guarded_txn([_etcd.put_op(self.cycle_key, json.dumps(record))])
 
@@ -113,7 +154,7 @@ class Ledger:
         prefix = self._items_prefix(cycle_id)
         ops = [_etcd.put_op(prefix + q, json.dumps(a))
                for q, a in changes.items()]
-        for chunk in _chunks(ops, BATCH):
+        for chunk in _chunks(ops):
             lock.guarded_txn(chunk)
 
     def update_cycle(self, lock, record):
@@ -136,7 +177,7 @@ class Ledger:
         are guarded by its task lock."""
         ops = [_etcd.put_op(self.done_prefix(cid) + q, json.dumps(m))
                for cid, q, m in markers]
-        for chunk in _chunks(ops, BATCH):
+        for chunk in _chunks(ops):
             if lock is None:
                 self._client.txn(success=chunk)
             else:

@@ -283,3 +283,39 @@ def test_a_resync_that_cannot_read_etcd_is_retried_until_it_does(
             assert 'n2' in c.live_members()
         finally:
             other.stop()
+
+
+def test_large_fanout_payloads_are_batched_by_bytes_and_an_oversized_item_is_left_out(  # noqa: E501
+        etcd, rabbitmq, cluster_name, caplog):
+    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    handled = set()
+
+    class Tasks:
+        @periodic_task(spacing=3600, mode=FANOUT, handler='_item',
+                       initial_delay=0.1, item_timeout=30)
+        def bulky(self, ctx):
+            # 100 items x 20 KB: 2 MB for the ledger, more than one etcd
+            # request may carry; and one item far too big on its own
+            items = {'i%d' % i: 'x' * 20000 for i in range(100)}
+            items['huge'] = 'y' * (2 * 1024 * 1024)
+            return items
+
+        def _item(self, ctx, item_id, payload):
+            handled.add(item_id)
+
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    with c:
+        runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
+        runner.add_all(Tasks())
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while len(handled) < 100 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            stats = runner.stats('bulky')
+        finally:
+            runner.stop()
+    assert handled == {'i%d' % i for i in range(100)}
+    assert stats['items_rejected'] == 1 and not stats['last_error']
+    assert any("fan-out task 'bulky': item 'huge'" in r.getMessage()
+               for r in caplog.records)
