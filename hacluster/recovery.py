@@ -246,7 +246,7 @@ class RecoveryManager:
         # the take's comparison fail).
         return self._graced(('lease', int(lease)))
 
-    def _orphaned(self, record, live, now, leases):
+    def _orphaned(self, record, live, now, leases, revision=None):
         state = record.get('state')
         if state == RECOVERING and \
                 record.get('recoverer') == self._ctx.member_id:
@@ -262,7 +262,15 @@ class RecoveryManager:
                 # Failed on another node (which may have had no handler for
                 # it): this node may have one; try at once.
                 return True
-            due = (record.get('next_retry_at') or 0) - now
+            if record.get('retry_in') is not None:
+                # Judged on this node's monotonic clock, from when it first
+                # saw this failure: never on another node's wall clock.
+                first = self._absent_since.setdefault(
+                    ('failed', record.get('claim_id'), revision),
+                    time.monotonic())
+                due = first + float(record['retry_in']) - time.monotonic()
+            else:
+                due = (record.get('next_retry_at') or 0) - now
             if due > 0:
                 self._due_in(due)
                 return False
@@ -316,7 +324,8 @@ class RecoveryManager:
             if record.get('member_id') == self._ctx.member_id and \
                     record.get('state') in (ACTIVE, FINISHING):
                 continue            # our own, running here
-            if not self._orphaned(record, live, now, leases):
+            if not self._orphaned(record, live, now, leases,
+                                  revision=kv.mod_revision):
                 continue
             rtype = record.get('resource_type')
             handler = self._handlers.get(rtype)
@@ -413,7 +422,8 @@ class RecoveryManager:
             failed = dict(taken, state=FAILED, last_error=_url.scrub(
                 '%s: %s' % (type(exc).__name__, exc)),
                 failed_at=time.time(), failed_by=coord.member_id,
-                failed_on=coord.node, next_retry_at=time.time() + backoff)
+                failed_on=coord.node, retry_in=round(backoff, 3),
+                next_retry_at=time.time() + backoff)
             if isinstance(exc, exceptions.NoRecoveryHandler):
                 LOG.warning('hacluster: claim %s (%s %s/%s) kept: %s; '
                             'retrying in %.0fs (and at once on another '

@@ -293,6 +293,7 @@ def request_recovery(client, cluster, node):
         rec = kv.json()
         if rec.get('state') == 'failed':
             rec['next_retry_at'] = 0
+            rec['retry_in'] = 0
             client.txn(compare=[_etcd.mod_revision_is(kv.key,
                                                       kv.mod_revision)],
                        success=[_etcd.put_op(kv.key, json.dumps(rec))])

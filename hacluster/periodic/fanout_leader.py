@@ -295,8 +295,13 @@ class FanoutLeader:
 
         spec = state.spec
         failed = redispatched = 0
-        next_deadline = min((a.get('sent_at') or 0) for a in items.values()) \
-            + spec.item_timeout if items else 0
+        # Deadlines on this node's monotonic clock, never on the wall-clock
+        # sent_at in the ledger: a clock stepped here (or another leader's
+        # clock, after an adoption) must neither re-send every item nor
+        # stall them. An adopted item's deadline starts at the adoption.
+        started = time.monotonic()
+        sent = {q: started for q in items}
+        next_deadline = started + spec.item_timeout
         pending_set = set(items)
         while True:
             wake.event.clear()
@@ -305,7 +310,8 @@ class FanoutLeader:
                 LOG.info('hacluster: task %s: leaving cycle %s unfinished '
                          'for the next leader', state.name, cycle_id)
                 return None
-            now = time.time()
+            now = time.time()           # for the records only
+            mono = time.monotonic()
             live = self._fanout_members(state.name)
             if self._server_name:
                 live.setdefault(self._server_name, self._coord.node)
@@ -314,8 +320,8 @@ class FanoutLeader:
             owners = {items[q]['owner'] for q in pending_set}
             count = ledger.done_count(cycle_id)
             if count < len(items) and not unsent and owners <= set(live) \
-                    and now < next_deadline:
-                wake.event.wait(max(0.05, min(1.0, next_deadline - now)))
+                    and mono < next_deadline:
+                wake.event.wait(max(0.05, min(1.0, next_deadline - mono)))
                 time.sleep(0.1)     # let a burst of done markers land
                 continue
             done = ledger.done(cycle_id)
@@ -330,21 +336,23 @@ class FanoutLeader:
                 for q in retry:
                     if q not in unsent:     # its deadline starts now
                         items[q] = dict(items[q], sent_at=time.time())
+                        sent[q] = time.monotonic()
                 if unsent:
                     wake.event.wait(0.5)    # the broker is still away
                     continue
             changes, gave_up = {}, []
-            next_deadline = now + spec.item_timeout
+            next_deadline = mono + spec.item_timeout
             ring = hashring.HashRing(sorted(live), partitions=2 ** 8)
             for q in pending:
                 a = items[q]
                 if q in unsent:
                     unsent.discard(q)       # owner left: re-dispatched below
                     a = items[q] = dict(a, sent_at=0)
-                expired = now - (a.get('sent_at') or 0) > spec.item_timeout
+                    sent[q] = float('-inf')
+                expired = mono - sent[q] > spec.item_timeout
                 if a['owner'] in live and not expired:
                     next_deadline = min(next_deadline,
-                                        a['sent_at'] + spec.item_timeout)
+                                        sent[q] + spec.item_timeout)
                     continue
                 if a['attempt'] >= spec.max_attempts:
                     gave_up.append(q)
@@ -356,6 +364,7 @@ class FanoutLeader:
                                                  ignore_nodes=ignore)))
                 changes[q] = dict(a, owner=owner, attempt=a['attempt'] + 1,
                                   sent_at=now)
+                sent[q] = mono
             if gave_up:
                 ledger.mark_done(lock, [(cycle_id, q, {
                     'ok': False, 'node': None, 'attempt':
@@ -373,9 +382,9 @@ class FanoutLeader:
                 LOG.info('hacluster: task %s cycle %s: re-dispatching %d '
                          'items', state.name, cycle_id, len(changes))
                 unsent |= self._dispatch(state, cycle_id, changes)
-                next_deadline = min(next_deadline, now + spec.item_timeout)
+                next_deadline = min(next_deadline, mono + spec.item_timeout)
                 continue
             if not retry:
                 # Nothing to change this pass: wait for progress or the
                 # next deadline, never spin.
-                wake.event.wait(max(0.05, min(1.0, next_deadline - now)))
+                wake.event.wait(max(0.05, min(1.0, next_deadline - mono)))

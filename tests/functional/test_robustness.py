@@ -319,3 +319,87 @@ def test_large_fanout_payloads_are_batched_by_bytes_and_an_oversized_item_is_lef
     assert stats['items_rejected'] == 1 and not stats['last_error']
     assert any("fan-out task 'bulky': item 'huge'" in r.getMessage()
                for r in caplog.records)
+
+
+class _SteppedClock:
+    """A module's ``time``, its wall clock stepped by ``offset`` seconds
+    (what an NTP step or an operator's date(1) does to one node)."""
+
+    def __init__(self, offset=0.0):
+        self.offset = offset
+
+    def time(self):
+        return time.time() + self.offset
+
+    def __getattr__(self, name):
+        return getattr(time, name)
+
+
+def test_a_wall_clock_stepped_back_on_the_leader_does_not_stall_retries(
+        etcd, cluster_name, monkeypatch):
+    from hacluster import recovery as _recovery
+    clock = _SteppedClock()
+    monkeypatch.setattr(_recovery, 'time', clock)
+    attempts = []
+
+    def step_back():
+        time.sleep(0.3)                # once the failure is recorded
+        clock.offset = -3600.0         # the leader's clock jumps back 1 h
+
+    def handler(claim):
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            threading.Thread(target=step_back, daemon=True).start()
+            raise RuntimeError('backend busy')
+    leader = hacluster.get_coordinator(etcd.url, cluster_name, 'leader',
+                                       **FAST)
+    leader.register_recovery('share', handler)
+    owner = hacluster.get_coordinator(etcd.url, cluster_name, 'owner',
+                                      **FAST)
+    owner._recovery.claim_grace = 0
+    with leader:
+        owner.start()
+        owner.claim('share', 's1', 'create').__enter__()
+        owner.session.stop(revoke=True)     # the owner is gone
+        deadline = time.monotonic() + 20
+        while len(attempts) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        owner.stop()
+    # retried after its backoff (1 s), not an hour later
+    assert len(attempts) == 2, attempts
+    assert attempts[1] - attempts[0] < 5
+
+
+def test_a_wall_clock_step_on_the_leader_does_not_resend_a_cycle(
+        etcd, rabbitmq, cluster_name, monkeypatch):
+    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    from hacluster.periodic import fanout_leader as _leader
+    clock = _SteppedClock()
+    monkeypatch.setattr(_leader, 'time', clock)
+    calls = []
+
+    class Tasks:
+        @periodic_task(spacing=3600, mode=FANOUT, handler='_item',
+                       initial_delay=0.1, item_timeout=20)
+        def poll(self, ctx):
+            return ['i%d' % i for i in range(5)]
+
+        def _item(self, ctx, item_id, payload):
+            calls.append(item_id)
+            clock.offset = 3600.0      # the leader's clock jumps 1 h ahead
+            time.sleep(1.0)
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    with c:
+        runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
+        runner.add_all(Tasks())
+        runner.start()
+        try:
+            deadline = time.monotonic() + 30
+            while runner.stats('poll')['items_handled'] < 5 and \
+                    time.monotonic() < deadline:
+                time.sleep(0.1)
+            stats = runner.stats('poll')
+        finally:
+            runner.stop()
+    assert sorted(calls) == ['i%d' % i for i in range(5)]   # once each
+    assert stats['redispatched'] == 0
