@@ -285,9 +285,28 @@ def test_a_resync_that_cannot_read_etcd_is_retried_until_it_does(
             other.stop()
 
 
+def _run_fanout_until(etcd, rabbitmq, cluster_name, tasks, task, done,
+                      timeout=30):
+    """Run ``tasks`` on one member until ``done()`` (or ``timeout``);
+    returns the task's stats."""
+    from hacluster.periodic import PeriodicRunner
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    with c:
+        runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
+        runner.add_all(tasks)
+        runner.start()
+        try:
+            deadline = time.monotonic() + timeout
+            while not done() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            return runner.stats(task)
+        finally:
+            runner.stop()
+
+
 def test_large_fanout_payloads_are_batched_by_bytes_and_an_oversized_item_is_left_out(  # noqa: E501
         etcd, rabbitmq, cluster_name, caplog):
-    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    from hacluster.periodic import FANOUT, periodic_task
     handled = set()
 
     class Tasks:
@@ -303,18 +322,8 @@ def test_large_fanout_payloads_are_batched_by_bytes_and_an_oversized_item_is_lef
         def _item(self, ctx, item_id, payload):
             handled.add(item_id)
 
-    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
-    with c:
-        runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
-        runner.add_all(Tasks())
-        runner.start()
-        try:
-            deadline = time.monotonic() + 30
-            while len(handled) < 100 and time.monotonic() < deadline:
-                time.sleep(0.1)
-            stats = runner.stats('bulky')
-        finally:
-            runner.stop()
+    stats = _run_fanout_until(etcd, rabbitmq, cluster_name, Tasks(),
+                              'bulky', lambda: len(handled) >= 100)
     assert handled == {'i%d' % i for i in range(100)}
     assert stats['items_rejected'] == 1 and not stats['last_error']
     assert any("fan-out task 'bulky': item 'huge'" in r.getMessage()
@@ -372,11 +381,11 @@ def test_a_wall_clock_stepped_back_on_the_leader_does_not_stall_retries(
 
 def test_a_wall_clock_step_on_the_leader_does_not_resend_a_cycle(
         etcd, rabbitmq, cluster_name, monkeypatch):
-    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    from hacluster.periodic import FANOUT, periodic_task
     from hacluster.periodic import fanout_leader as _leader
     clock = _SteppedClock()
     monkeypatch.setattr(_leader, 'time', clock)
-    calls = []
+    calls, finished = [], []
 
     class Tasks:
         @periodic_task(spacing=3600, mode=FANOUT, handler='_item',
@@ -388,18 +397,8 @@ def test_a_wall_clock_step_on_the_leader_does_not_resend_a_cycle(
             calls.append(item_id)
             clock.offset = 3600.0      # the leader's clock jumps 1 h ahead
             time.sleep(1.0)
-    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
-    with c:
-        runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
-        runner.add_all(Tasks())
-        runner.start()
-        try:
-            deadline = time.monotonic() + 30
-            while runner.stats('poll')['items_handled'] < 5 and \
-                    time.monotonic() < deadline:
-                time.sleep(0.1)
-            stats = runner.stats('poll')
-        finally:
-            runner.stop()
+            finished.append(item_id)
+    stats = _run_fanout_until(etcd, rabbitmq, cluster_name, Tasks(),
+                              'poll', lambda: len(finished) >= 5)
     assert sorted(calls) == ['i%d' % i for i in range(5)]   # once each
     assert stats['redispatched'] == 0
