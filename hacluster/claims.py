@@ -146,6 +146,12 @@ class Claim:
                                      self.record['resource_type'],
                                      self.record['resource_id'])
 
+    def __str__(self):
+        """``claim <id> (<operation> <type>/<id>)``, for log lines."""
+        return 'claim %s (%s %s/%s)' % (
+            self.claim_id, self.record['operation'],
+            self.record['resource_type'], self.record['resource_id'])
+
     def __enter__(self):
         self._manager._open(self)
         return self
@@ -268,7 +274,7 @@ class ClaimBook:
             if claim.finished:
                 return claim
             if claim.recovered_elsewhere:
-                raise self._refused(claim, 'finish')
+                raise self._refused(claim)
             record = dict(claim.record, state=FINISHING,
                           finishing_at=time.time())
             resp = self._ctx.client.txn(
@@ -289,17 +295,21 @@ class ClaimBook:
                     compare=[_etcd.create_revision_is(claim.key, 0)],
                     success=[_etcd.put_op(claim.key, json.dumps(record))])
                 if resp.succeeded:
-                    LOG.warning('hacluster: claim %s was deleted from etcd '
-                                'by someone else (not recovered); put it '
-                                'back', claim.claim_id)
+                    LOG.warning('hacluster: %s was deleted from etcd by '
+                                'someone else (not recovered); put it back',
+                                claim)
                     claim.revision = resp.revision
                     claim.record = record
                     claim.finished = True
                     return claim
             claim.recovered_elsewhere = True
-            raise self._refused(claim, 'finish', current)
+            raise self._refused(claim, current)
 
     def _tombstone_of(self, claim):
+        """The tombstone a recoverer left for ``claim`` (naming itself), or
+        None. Blocks for one request.
+
+        :raises HAClusterError: etcd could not be read."""
         kv = self._ctx.client.get(self._ctx.layout.tombstone(
             claim.claim_id))
         return kv.json() if kv else None
@@ -311,13 +321,10 @@ class ClaimBook:
         with claim.mutex:
             if claim.handed_over is None:
                 claim.handed_over = reason
-                LOG.error('hacluster: claim %s (%s %s/%s) handed over to '
-                          'recovery: %s', claim.claim_id,
-                          claim.record['operation'],
-                          claim.record['resource_type'],
-                          claim.record['resource_id'], reason)
+                LOG.error('hacluster: %s handed over to recovery: %s',
+                          claim, reason)
 
-    def _refused(self, claim, when, current=None):
+    def _refused(self, claim, current=None):
         """Record the late result of ``claim`` (taken by a recoverer) and
         return the ClaimRecovered to raise."""
         if claim.late is None:
@@ -329,9 +336,7 @@ class ClaimBook:
         rec = claim.record
         if current is None:
             try:
-                kv = self._ctx.client.get(self._ctx.layout.tombstone(
-                    claim.claim_id))
-                current = kv.json() if kv else None
+                current = self._tombstone_of(claim)
             except exceptions.HAClusterError:
                 current = None
         by = (current or {}).get('recoverer_node') or 'another node'
@@ -348,7 +353,7 @@ class ClaimBook:
                 'operation': rec['operation'], 'data': rec.get('data'),
                 'recovered_by': by, 'at': time.time(), 'message': message,
                 'format': CLAIM_FORMAT}
-        LOG.error('hacluster: %s (claim %s)', message, claim.claim_id)
+        LOG.error('hacluster: %s (%s)', message, claim)
         self.late_results += 1
         try:
             self._ctx.client.put(self._ctx.layout.late_result(
@@ -368,8 +373,8 @@ class ClaimBook:
         try:
             self._end(claim, failed)
         except exceptions.HAClusterError as exc:
-            LOG.warning('hacluster: could not end claim %s (%s); retrying in '
-                        'the background', claim.claim_id, _url.scrub(exc))
+            LOG.warning('hacluster: could not end %s (%s); retrying in the '
+                        'background', claim, _url.scrub(exc))
             threading.Thread(target=self._end_later, args=(claim, failed),
                              daemon=True, name='hacluster-claim-end').start()
         finally:
@@ -418,12 +423,9 @@ class ClaimBook:
             # the same, the recovery may have undone its work.
             claim.late = self._record_late(claim, current)
         elif claim.late is None:
-            LOG.error('hacluster: claim %s (%s %s/%s) was taken for recovery '
-                      'while its operation ran here (this node was thought '
-                      'dead); the operation failed here too', claim.claim_id,
-                      claim.record['operation'],
-                      claim.record['resource_type'],
-                      claim.record['resource_id'])
+            LOG.error('hacluster: %s was taken for recovery while its '
+                      'operation ran here (this node was thought dead); the '
+                      'operation failed here too', claim)
 
     def rebind(self, lease, claims=None):
         """Move every open claim of ours onto ``lease`` (our new session):
@@ -451,21 +453,17 @@ class ClaimBook:
                                                        claim.revision)],
                         success=[_etcd.put_op(claim.key, json.dumps(record))])
                 except exceptions.HAClusterError as exc:
-                    LOG.warning('hacluster: could not rebind claim %s to the '
-                                'new session: %s', claim.claim_id,
-                                _url.scrub(exc))
+                    LOG.warning('hacluster: could not rebind %s to the new '
+                                'session: %s', claim, _url.scrub(exc))
                     continue
                 if resp.succeeded:
                     claim.revision = resp.revision
                     claim.record = record
                 else:
                     claim.recovered_elsewhere = True
-                    LOG.error('hacluster: claim %s (%s %s/%s) was recovered '
-                              'by another node while this one had no '
-                              'session; its result will not be written',
-                              claim.claim_id, claim.record['operation'],
-                              claim.record['resource_type'],
-                              claim.record['resource_id'])
+                    LOG.error('hacluster: %s was recovered by another node '
+                              'while this one had no session; its result '
+                              'will not be written', claim)
 
     def wait_open_claims(self, timeout):
         """Block until no claim of this process is open, or ``timeout``;

@@ -88,11 +88,13 @@ class RecoveryManager:
         self._scan_interval = scan_interval
         self.max_backoff = max_backoff
         self.claim_grace = claim_grace
-        #: Seconds a claim whose lease is gone is left to its owner when the
-        #: owner itself is a live member again (it lost its session and
-        #: re-registered, and is rebinding its claims to the new lease).
+        #: Seconds a claim whose holder's lease was seen gone is left to
+        #: its holder: one whose lease was cut short while it runs rebinds
+        #: its claims to its new session in that time.
         self.absence_grace = absence_grace
-        self._absent_since = {}      # claim_id or member_id -> monotonic
+        # what was first seen when, on this node's monotonic clock: a
+        # member gone, ('lease', id) gone, ('failed', claim, revision)
+        self._absent_since = {}
         self._inflight = set()       # claim ids whose handler runs here
         self._inflight_lock = threading.Lock()
         self._next_due = None
@@ -217,10 +219,14 @@ class RecoveryManager:
                 self._due_in(min(self._scan_interval, ttl + 0.2))
         return cache[lease] < 0
 
-    def _graced(self, key):
-        """True once ``key`` has been waited on for absence_grace."""
+    def _graced(self, key, seconds=None):
+        """True once ``key`` has been waited on for ``seconds`` (default
+        absence_grace) since this node first saw it; else schedules a
+        wake-up for then."""
+        if seconds is None:
+            seconds = self.absence_grace
         first = self._absent_since.setdefault(key, time.monotonic())
-        left = first + self.absence_grace - time.monotonic()
+        left = first + seconds - time.monotonic()
         if left > 0:
             self._due_in(left)
             return False
@@ -265,12 +271,10 @@ class RecoveryManager:
             if record.get('retry_in') is not None:
                 # Judged on this node's monotonic clock, from when it first
                 # saw this failure: never on another node's wall clock.
-                first = self._absent_since.setdefault(
+                return self._graced(
                     ('failed', record.get('claim_id'), revision),
-                    time.monotonic())
-                due = first + float(record['retry_in']) - time.monotonic()
-            else:
-                due = (record.get('next_retry_at') or 0) - now
+                    float(record['retry_in']))
+            due = (record.get('next_retry_at') or 0) - now
             if due > 0:
                 self._due_in(due)
                 return False

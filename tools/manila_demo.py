@@ -26,7 +26,6 @@ checked at the end; prints ``DEMO OK`` (exit 0) or ``DEMO FAILED`` (exit 1).
 import collections
 import signal
 import sys
-import threading
 import time
 
 from hacluster.testing import manila_rig
@@ -184,18 +183,7 @@ def frozen(cluster, others):
         time.sleep(0.2)
     share = shares[0]
     victim = starts[share]['node']
-    seen = []
-    stop = threading.Event()
-
-    def sample():
-        # the share's status from PostgreSQL every 0.1 s: every change
-        while not stop.is_set():
-            status = cluster.db_status(share)
-            if not seen or seen[-1] != status:
-                seen.append(status)
-            stop.wait(0.1)
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    sampler = manila_rig.StatusSampler(cluster, share)
     time.sleep(1)
     frozen_at = time.time()
     cluster.signal(victim, signal.SIGSTOP)
@@ -222,8 +210,7 @@ def frozen(cluster, others):
     # the survivor's own frozen-act create and a few polls more
     cluster.wait_statuses([shares[1]], {'available', 'error'}, 60)
     time.sleep(2 * INTERVAL)
-    stop.set()
-    sampler.join(5)
+    seen = sampler.stop()
     print('  status of %s, every change seen: %s' % (share,
                                                      ' -> '.join(seen)))
     check(seen == ['creating', 'error'], 'the share settled once, in error, '

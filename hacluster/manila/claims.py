@@ -13,12 +13,15 @@ operation runs in a thread:
   (:meth:`hacluster.claims.Claim.finish`); if a recoverer took the claim,
   the write is not made, the recovery's status stands, and the late result
   is recorded (log, ``late/`` record, a warning in ``hacluster status``);
-* the final status write of the claimed row itself is made **conditional**
-  on the row still being in the operation's transitional status, in one
-  UPDATE ... WHERE status IN (...) -- the recovery handlers move the row
-  the same way -- so whichever of the two comes first wins, and a status
-  never flips between final states, even for a process frozen between the
-  finish and the write;
+* every status write to the rows the operation moves (:data:`FENCED_ROWS`)
+  is made **conditional** on the row still being in the operation's
+  transitional status, in one UPDATE ... WHERE status IN (...) -- the
+  recovery handlers move the row the same way -- so whichever of the two
+  comes first wins, and a status never flips between final states, even
+  for a process frozen between the finish and the write (after a refused
+  finish the database decides); a final write that etcd cannot confirm,
+  on a row no such comparison guards, is refused and the claim handed over
+  to recovery;
 * once the claim is known to be recovered, or a cluster lock taken in this
   thread is lost, any other write raises :class:`hacluster.exceptions.
   Fenced` (no further shared write);
@@ -280,9 +283,10 @@ class FencedDB:
         status = values.get('status') if values else None
         row = None
         if status is not None and op.kind is not None and \
-                _STATUS_WRITES.get(name) == op.kind and \
-                _target(args, kwargs) in op.row_ids(self._db, args[0]):
-            row = _target(args, kwargs)
+                _STATUS_WRITES.get(name) == op.kind:
+            target = _target(args, kwargs)
+            if target in op.row_ids(self._db, args[0]):
+                row = target
         final = name in _DELETES or name in _BULK_STATUS_WRITES or (
             status is not None and name in _STATUS_WRITES and
             status not in _TRANSITIONAL)

@@ -20,6 +20,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -420,3 +421,37 @@ class ManilaCluster:
 
     def signal(self, name, sig=signal.SIGKILL):
         self.nodes[name].child.signal(sig)
+
+
+class StatusSampler:
+    """Samples one share instance's status from the database every 0.1 s
+    (in a thread) and keeps every change: ``changes`` is ``[(time,
+    status)]``; :meth:`stop` ends the sampling and returns the statuses
+    seen, in order."""
+
+    def __init__(self, cluster, instance_id):
+        self._cluster = cluster
+        self._id = instance_id
+        self.changes = []            # (time, status)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                status = self._cluster.db_status(self._id)
+            except Exception:
+                status = None
+            if status is not None and (not self.changes or
+                                       self.changes[-1][1] != status):
+                self.changes.append((time.time(), status))
+            self._stop.wait(0.1)
+
+    def statuses(self):
+        return [s for _, s in self.changes]
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(5)
+        return self.statuses()

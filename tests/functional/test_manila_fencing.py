@@ -18,6 +18,7 @@ import time
 import pytest
 
 from hacluster import fencing as _fencing
+from hacluster.testing import manila_rig
 from hacluster.testing import proxy as _proxy
 
 from helpers import wait_for
@@ -26,38 +27,6 @@ LEASE_TTL = 3
 INTERVAL = 2
 # a recovery within lease_ttl + absence grace + a poll, on a loaded machine
 RECOVERY_BOUND = LEASE_TTL + 2 + INTERVAL + 10
-
-
-class Sampler:
-    """Samples one share instance's status from the database every 0.1 s
-    (in a thread) and keeps every change."""
-
-    def __init__(self, cluster, instance_id):
-        self._cluster = cluster
-        self._id = instance_id
-        self.changes = []            # (time, status)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                status = self._cluster.db_status(self._id)
-            except Exception:
-                status = None
-            if status is not None and (not self.changes or
-                                       self.changes[-1][1] != status):
-                self.changes.append((time.time(), status))
-            self._stop.wait(0.1)
-
-    def statuses(self):
-        return [s for _, s in self.changes]
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(5)
-        return self.statuses()
 
 
 class StandInWatchdog:
@@ -122,7 +91,7 @@ def test_a_frozen_owner_never_writes_over_the_recovery(manila_cluster,
                              extra={'hacluster': {'fencing': mode}},
                              node_extra=node_extra).start()
     sid, victim = _slow_create(cluster)
-    sampler = Sampler(cluster, sid)
+    sampler = manila_rig.StatusSampler(cluster, sid)
     dog = None
     if mode == 'watchdog':
         dog = StandInWatchdog(str(tmp_path / ('watchdog-' + victim)),
@@ -180,7 +149,7 @@ def test_a_node_cut_off_from_etcd_only_never_writes_over_the_recovery(
                     'backend_url': 'etcd3+http://%s' % proxies[n].address}}
                     for n in nodes}).start()
             sid, victim = _slow_create(cluster)
-            sampler = Sampler(cluster, sid)
+            sampler = manila_rig.StatusSampler(cluster, sid)
             cut_at = time.time()
             proxies[victim].cut()
             wait_for(lambda: cluster.db_status(sid) == 'error',
