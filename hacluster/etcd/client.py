@@ -153,6 +153,7 @@ class Client:
                 backend_url.api_path))
         #: Requests sent (for benchmarks and the status command).
         self.requests = 0
+        self._on_switch = []
 
     @property
     def endpoints(self):
@@ -187,10 +188,31 @@ class Client:
     def count_request(self):
         self.requests += 1
 
+    def on_switch(self, callback):
+        """Call ``callback(endpoint)`` whenever another endpoint becomes
+        current. It runs in the thread whose request failed, so it must be
+        quick and must not block; errors are ignored. Returns a function
+        that unregisters it."""
+        self._on_switch.append(callback)
+
+        def remove():
+            try:
+                self._on_switch.remove(callback)
+            except ValueError:
+                pass
+        return remove
+
     def _advance(self, failed_index):
         with self._lock:
-            if self._current == failed_index:
-                self._current = (failed_index + 1) % len(self._clients)
+            if self._current != failed_index:
+                return
+            self._current = (failed_index + 1) % len(self._clients)
+            endpoint = self._clients[self._current]
+        for callback in list(self._on_switch):
+            try:
+                callback(endpoint)
+            except Exception:   # a listener must not fail a request
+                pass
 
     def _authenticate(self, client, timeout=None):
         if not self.url.username:

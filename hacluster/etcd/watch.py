@@ -21,6 +21,11 @@ from hacluster.etcd.kv import KV, b64
 
 LOG = logging.getLogger(__name__)
 
+# The gateway passes Grpc-Metadata-* headers on as gRPC metadata: with
+# "hasleader", etcd cancels the watch when its member has no raft leader
+# (what clientv3.WithRequireLeader does).
+_REQUIRE_LEADER = {'Grpc-Metadata-hasleader': 'true'}
+
 
 class Watch:
     """Watch every key under a prefix, reconnecting as needed.
@@ -31,6 +36,17 @@ class Watch:
     current one fails -- and resumes from the revision after the last one it
     delivered, so no event is lost. If etcd has compacted that history, it
     resumes from now and calls ``on_resync()`` so subscribers re-read state.
+
+    A member that freezes (a stopped process, a stalled disk, a half-open
+    connection) sends nothing, not even an error, and an idle stream looks
+    the same. So the watch follows the client: when any request fails over
+    to another endpoint (the session renews every ``renew_interval``, so a
+    frozen member is noticed within about ``renew_interval`` plus one
+    request timeout), a watch on an endpoint that is no longer current is
+    broken and opened again on the current one. It also asks etcd to
+    cancel it when its member loses the raft leader (gRPC metadata
+    ``hasleader``), so a member cut off from its peers cannot keep feeding
+    a stale, silent stream.
 
     :param client: :class:`Client`.
     :param prefix: key prefix (ending in ``/``).
@@ -55,9 +71,14 @@ class Watch:
         self._resp_lock = threading.Lock()
         self._next_revision = None
         self._endpoint = None
+        self._moving = False
         self.connected = threading.Event()
         #: Number of times the stream was (re)established.
         self.connects = 0
+        #: Number of times the stream moved because the client switched
+        #: endpoints.
+        self.follows = 0
+        self._unsubscribe = client.on_switch(self._client_switched)
 
     def start(self, start_revision):
         """Start watching from ``start_revision`` (inclusive). Returns at
@@ -71,10 +92,18 @@ class Watch:
         """Stop the watch; blocks until its thread ends (at most a few
         seconds)."""
         self._stop.set()
+        self._unsubscribe()
         self._break_stream()
         if self._thread is not None and \
                 self._thread is not threading.current_thread():
             self._thread.join(5.0)
+
+    def _client_switched(self, endpoint):
+        # Runs in whichever thread saw its request fail (often the session's
+        # renewal): only break the stream here, the watch thread reconnects.
+        if self._endpoint is not None and self._endpoint is not endpoint:
+            self._moving = True
+            self._break_stream()
 
     def _break_stream(self):
         # Closing a streaming response does not wake a thread blocked in
@@ -98,6 +127,7 @@ class Watch:
     def _run(self):
         backoff = 0.05
         while not self._stop.is_set():
+            self._moving = False
             client = self._client.current()
             self._endpoint = client
             index = self._client.index_of(client)
@@ -113,11 +143,21 @@ class Watch:
                 self._client.count_request()
                 resp = client.session.post(
                     client.get_url('/watch'), json=request, stream=True,
-                    timeout=(self._client.timeout, self._idle_timeout))
+                    headers=_REQUIRE_LEADER,
+                    timeout=(self._client.timeout, self._client.timeout))
                 with self._resp_lock:
                     self._resp = resp
                 if self._stop.is_set():
                     break
+                if self._client.current() is not client:
+                    # The client moved on while this stream was opening.
+                    self._moving = True
+                    raise Transient('the client switched endpoints')
+                # A healthy member answers a watch at once, so the headers
+                # had to come within one request timeout (a frozen member
+                # is left as soon as a request would leave it); from now
+                # on silence is normal, up to idle_timeout.
+                _set_read_timeout(resp, self._idle_timeout)
                 if resp.status_code != 200:
                     raise Transient('HTTP %d: %s' % (resp.status_code,
                                                      resp.text[:200]))
@@ -126,6 +166,13 @@ class Watch:
             except Exception as exc:
                 if self._stop.is_set():
                     break
+                if self._moving:
+                    self._moving = False
+                    self.follows += 1
+                    LOG.info('hacluster: watch on %s follows the client to '
+                             '%s', self._prefix, _url.scrub(
+                                 self._client.current().base_url))
+                    continue
                 idle = isinstance(exc, (requests.exceptions.ReadTimeout,
                                         requests.exceptions.ConnectionError)) \
                     and 'Read timed out' in str(exc)
@@ -203,3 +250,15 @@ class Watch:
             fn(*args)
         except Exception:
             LOG.exception('hacluster: watch callback failed')
+
+
+def _set_read_timeout(resp, seconds):
+    """Give the socket under a streaming ``requests`` response a new read
+    timeout (requests applies one timeout to the headers and to every later
+    read). Best effort: if the layout of urllib3/http.client is not the one
+    expected, the shorter timeout stays and an idle watch just reconnects
+    more often."""
+    try:
+        resp.raw._fp.fp.raw._sock.settimeout(seconds)
+    except AttributeError:
+        LOG.debug('hacluster: cannot lengthen the watch read timeout')

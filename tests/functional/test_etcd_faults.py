@@ -1,0 +1,119 @@
+"""Faults of etcd members under a live coordinator (3-member etcd)."""
+
+import threading
+import time
+
+import hacluster
+from hacluster.testing import servers
+
+from helpers import wait_for
+
+FAST = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
+
+
+def _member_in_use(cluster, coordinator):
+    port = coordinator.client.current().port
+    return [m for m in cluster.members if m.client_port == port][0]
+
+
+def _url_of(members):
+    return 'etcd3+http://' + ','.join(m.endpoint for m in members)
+
+
+def test_a_frozen_etcd_member_does_not_blind_the_watch(etcd_cluster,
+                                                       cluster_name):
+    """A SIGSTOPped member keeps its sockets open and sends nothing: the
+    watch on it looks idle. It must follow the client to a live member
+    within about a renewal, not after its 30 s idle timeout."""
+    a = hacluster.get_coordinator(etcd_cluster.url, cluster_name, 'a',
+                                  **FAST)
+    with a:
+        frozen = _member_in_use(etcd_cluster, a)
+        others = [m for m in etcd_cluster.members if m is not frozen]
+        frozen.pause()
+        try:
+            b = hacluster.get_coordinator(_url_of(others), cluster_name, 'b',
+                                          **FAST)
+            with b:
+                joined = time.monotonic()
+                wait_for(lambda: 'b' in a.live_members(), 20,
+                         'a to see b join')
+                seen_after = time.monotonic() - joined
+                # A lock-key deletion reaches a waiter through the watch too.
+                lock = b.get_lock('x')
+                lock.acquire()
+                waiter = a.get_lock('x')
+                released = []
+
+                def release():
+                    released.append(time.monotonic())
+                    lock.release()
+                timer = threading.Timer(0.3, release)
+                timer.start()
+                assert waiter.acquire(blocking=20)
+                handed_after = time.monotonic() - released[0]
+                waiter.release()
+                timer.join()
+            print('frozen member: join seen after %.2f s, lock handed over '
+                  'after %.2f s' % (seen_after, handed_after))
+            # Bound: a renewal noticing the frozen member (renew_interval +
+            # one request timeout, 1 s) and a reconnect; nowhere near 30 s.
+            assert seen_after < FAST['renew_deadline'] + 2.0
+            assert handed_after < FAST['renew_deadline'] + 2.0
+            assert a._watch.follows >= 1
+            assert a.session.losses == 0
+        finally:
+            frozen.resume()
+
+
+def test_a_watch_on_a_member_without_a_leader_moves_on(etcd_cluster,
+                                                       cluster_name):
+    """Quorum lost: the survivor has no raft leader. The watch asked etcd
+    to require one, so it is cancelled instead of silently serving nothing,
+    and it comes back (and sees new members) once quorum is back."""
+    a = hacluster.get_coordinator(etcd_cluster.url, cluster_name, 'a',
+                                  request_timeout=1.0, **FAST)
+    with a:
+        survivor = _member_in_use(etcd_cluster, a)
+        others = [m for m in etcd_cluster.members if m is not survivor]
+        connects = a._watch.connects
+        for m in others:
+            m.kill()
+        wait_for(lambda: not a._watch.connected.is_set(), 20,
+                 'the watch to be given up on a leaderless member')
+        for m in others:
+            m.start()
+        etcd_cluster.wait_healthy(timeout=30)
+        wait_for(lambda: a._watch.connected.is_set() and
+                 a._watch.connects > connects, 30,
+                 'the watch to connect again')
+        b = hacluster.get_coordinator(etcd_cluster.url, cluster_name, 'b',
+                                      **FAST)
+        with b:
+            wait_for(lambda: 'b' in a.live_members(), 20, 'a to see b')
+
+
+def test_the_watch_stays_idle_on_a_healthy_member(etcd, cluster_name):
+    """Following the client must not make an idle watch reconnect: with no
+    endpoint switch, one stream serves a quiet cluster."""
+    a = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    with a:
+        wait_for(lambda: a._watch.connected.is_set(), 10, 'the watch')
+        connects = a._watch.connects
+        # three times the request timeout that the headers must come within
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert a._watch.connects == connects
+        assert a._watch.follows == 0
+
+
+def test_a_lone_endpoint_never_counts_as_a_switch(cluster_name):
+    """With one endpoint, a failing request "advances" to the same one:
+    that is not a move, and the watch is not broken for it."""
+    with servers.EtcdServer(name='etcd-lone') as server:
+        a = hacluster.get_coordinator(server.url, cluster_name, 'a', **FAST)
+        with a:
+            wait_for(lambda: a._watch.connected.is_set(), 10, 'the watch')
+            a.client.advance(0)
+            assert a._watch.follows == 0
