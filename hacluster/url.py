@@ -12,9 +12,15 @@ hacluster reads the URL operators already give manila in
 
 :func:`scrub` removes the password from any text that may contain a URL; every
 message and log line hacluster writes passes through it.
+
+:func:`check_tls_files` and :func:`tls_hint` turn TLS mistakes (a missing
+certificate file, an untrusted CA, a certificate made out to another host, a
+missing client certificate) into messages that name the URL option to fix.
 """
 
+import os
 import re
+import ssl
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from hacluster import exceptions
@@ -180,3 +186,135 @@ def parse(url, option='backend_url'):
                       cert_key=options.get('cert_key'),
                       cert_cert=options.get('cert_cert'), timeout=timeout,
                       api_path=api_path)
+
+
+# the URL options that name files, in the order they are checked
+_TLS_FILE_OPTIONS = ('ca_cert', 'cert_cert', 'cert_key')
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_NAME_MISMATCH = (62, 64)
+# X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT, _DEPTH_ZERO_SELF_SIGNED_CERT,
+# _SELF_SIGNED_CERT_IN_CHAIN, _UNABLE_TO_GET_ISSUER_CERT_LOCALLY,
+# _UNABLE_TO_VERIFY_LEAF_SIGNATURE: the chain ends in a CA not trusted here
+_UNKNOWN_ISSUER = (2, 18, 19, 20, 21)
+# alerts a TLS server sends when it wants a (better) client certificate
+_CLIENT_CERT_ALERTS = ('ALERT_BAD_CERTIFICATE', 'ALERT_CERTIFICATE_REQUIRED',
+                       'ALERT_UNKNOWN_CA', 'ALERT_CERTIFICATE_UNKNOWN',
+                       'ALERT_HANDSHAKE_FAILURE')
+
+
+def check_tls_files(parsed, option='backend_url'):
+    """Check that the files a parsed URL names can be read.
+
+    :param parsed: a :class:`BackendURL`.
+    :param option: the option name to cite in the error.
+    :raises ConfigurationError: naming ``option``, the URL option
+        (``ca_cert``, ``cert_cert``, ``cert_key``) and the path that does
+        not exist, is not a file or cannot be read by this process.
+
+    Does not block (three ``stat`` calls) and touches no network; it does
+    not parse the files (a file that is not PEM fails at the first
+    connection).
+    """
+    for name in _TLS_FILE_OPTIONS:
+        path = getattr(parsed, name, None)
+        if not path:
+            continue
+        if not os.path.exists(path):
+            why = 'does not exist'
+        elif not os.path.isfile(path):
+            why = 'is not a file'
+        elif not os.access(path, os.R_OK):
+            why = 'cannot be read by this process (uid %d)' % os.getuid()
+        else:
+            continue
+        raise exceptions.ConfigurationError(
+            'invalid %s %r: the %s file %s %s' % (option, parsed.safe, name,
+                                                  path, why))
+
+
+def _ssl_error_in(exc):
+    """The first :class:`ssl.SSLError` in ``exc``'s chain (its causes,
+    contexts, urllib3's ``reason`` and exceptions among its ``args``), or
+    None."""
+    seen = set()
+    todo = [exc]
+    while todo:
+        e = todo.pop(0)
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLError):
+            return e
+        todo.extend([e.__cause__, e.__context__, getattr(e, 'reason', None)])
+        todo.extend(a for a in getattr(e, 'args', ())
+                    if isinstance(a, BaseException))
+    return None
+
+
+def tls_hint(exc, parsed, option='backend_url'):
+    """What an operator should change when ``exc`` is a TLS failure.
+
+    :param exc: an exception from a request to etcd (``requests``' own,
+        with the :class:`ssl.SSLError` somewhere in its chain).
+    :param parsed: the :class:`BackendURL` the request used.
+    :param option: the option name to cite.
+    :returns: one sentence naming the URL option at fault (``ca_cert``,
+        ``cert_cert``/``cert_key``) or the host name problem, or None if
+        ``exc`` is not a TLS failure this function recognises.
+
+    Never raises, never blocks.
+    """
+    try:
+        err = _ssl_error_in(exc)
+    except Exception:    # pragma: no cover - a hint must never fail a call
+        return None
+    if err is None:
+        return None
+    if isinstance(err, ssl.SSLCertVerificationError):
+        detail = (err.verify_message or str(err)).rstrip('.')
+        if err.verify_code in _NAME_MISMATCH or 'mismatch' in detail:
+            return ('TLS host name verification failed (%s): etcd\'s '
+                    'certificate is not made out to the host name or address '
+                    'in %s; use a name the certificate lists (its subject '
+                    'alternative names) or reissue the certificate with this '
+                    'one' % (detail, option))
+        if err.verify_code not in _UNKNOWN_ISSUER:
+            return ('TLS certificate verification failed (%s): etcd\'s '
+                    'certificate is not valid for this client (check its '
+                    'dates and key usage)' % detail)
+        if parsed.ca_cert:
+            return ('TLS certificate verification failed (%s): etcd\'s '
+                    'certificate is not signed by the CA in ca_cert=%s of '
+                    '%s' % (detail, parsed.ca_cert, option))
+        return ('TLS certificate verification failed (%s): etcd\'s '
+                'certificate is not signed by a CA this host trusts; give '
+                'the CA certificate that signed it as ca_cert=/path/ca.pem '
+                'in %s' % (detail, option))
+    reason = getattr(err, 'reason', None) or str(err)
+    # In TLS 1.3 a server checks the client's certificate after the
+    # client has finished its handshake: its alert races with closing the
+    # connection, and the client reads either the alert or just an EOF.
+    if isinstance(err, ssl.SSLEOFError) or 'UNEXPECTED_EOF' in reason:
+        if parsed.cert_cert:
+            return ('etcd closed the TLS connection (%s): it may have '
+                    'refused the client certificate in cert_cert=%s of %s '
+                    '(it must be signed by a CA in etcd\'s --trusted-ca-file, '
+                    'be valid now and allow client authentication), or it '
+                    'serves plain HTTP on this port (then use etcd3+http://)'
+                    % (reason, parsed.cert_cert, option))
+        return ('etcd closed the TLS connection (%s): it probably requires a '
+                'client certificate (etcd --client-cert-auth); give one as '
+                'cert_cert=/path/cert.pem&cert_key=/path/key.pem in %s. '
+                '(Or it serves plain HTTP on this port: then use '
+                'etcd3+http://)' % (reason, option))
+    if any(alert in reason for alert in _CLIENT_CERT_ALERTS):
+        if parsed.cert_cert:
+            return ('etcd refused the TLS client certificate in cert_cert=%s '
+                    'of %s (%s): it must be signed by a CA in etcd\'s '
+                    '--trusted-ca-file, be valid now and allow client '
+                    'authentication' % (parsed.cert_cert, option, reason))
+        return ('etcd refused the TLS connection (%s): it requires a client '
+                'certificate (etcd --client-cert-auth); give one as '
+                'cert_cert=/path/cert.pem&cert_key=/path/key.pem in %s'
+                % (reason, option))
+    return None

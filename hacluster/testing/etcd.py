@@ -5,6 +5,10 @@ Both listen on 127.0.0.1 only, on free ports, with their data in temporary
 directories; see :mod:`hacluster.testing.process` for what every private
 server guarantees.  The ``etcd`` binary is looked up on ``PATH``; the
 environment variable ``HACLUSTER_ETCD`` overrides it.
+
+An :class:`EtcdServer` may serve its client port over TLS
+(:class:`ServerTLS`); :class:`ThrowawayPKI` makes the certificates for it
+with the ``openssl`` command-line tool.
 """
 
 import json
@@ -12,6 +16,8 @@ import logging
 import os
 import secrets
 import shutil
+import ssl
+import subprocess
 import tempfile
 import time
 import urllib.error
@@ -27,11 +33,202 @@ from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS,
 LOG = logging.getLogger(__name__)
 
 
-def _http_json(url, data=None, timeout=1.0):
+def _http_json(url, data=None, timeout=1.0, context=None):
     req = urllib.request.Request(url, data=data,
                                  method='POST' if data else 'GET')
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
+    with urllib.request.urlopen(req, timeout=timeout,
+                                context=context) as resp:
         return json.loads(resp.read().decode('utf-8'))
+
+
+class ServerTLS:
+    """TLS on a private etcd's client port (the peer port stays plain).
+
+    :param cert, key: the server's certificate and key (PEM files).
+    :param ca: the CA certificate (PEM) etcd trusts for client certificates
+        (``--trusted-ca-file``); the fixture's own probes trust it too.
+    :param client_cert_auth: etcd refuses clients without a certificate
+        signed by ``ca`` (``--client-cert-auth``).
+    :param probe_cert, probe_key: the client certificate the fixture's
+        probes (health, member list) present; needed with
+        ``client_cert_auth``.
+
+    The probes check the chain but not the host name: a test may give etcd
+    a certificate made out to another host on purpose.
+    """
+
+    def __init__(self, cert, key, ca=None, client_cert_auth=False,
+                 probe_cert=None, probe_key=None):
+        if client_cert_auth and not (ca and probe_cert and probe_key):
+            raise ValueError('client_cert_auth needs ca, probe_cert and '
+                             'probe_key')
+        self.cert = cert
+        self.key = key
+        self.ca = ca
+        self.client_cert_auth = client_cert_auth
+        self.probe_cert = probe_cert
+        self.probe_key = probe_key
+
+    def etcd_args(self):
+        """The etcd command-line options for this configuration."""
+        args = ['--cert-file', self.cert, '--key-file', self.key]
+        if self.ca:
+            args += ['--trusted-ca-file', self.ca]
+        if self.client_cert_auth:
+            args.append('--client-cert-auth')
+        return args
+
+    def etcdctl_args(self):
+        """etcdctl options that trust ``ca`` and present the probes'
+        client certificate.  (etcdctl checks the host name: these do not
+        connect to etcd with a certificate made out to another host.)"""
+        args = ['--cacert', self.ca] if self.ca else []
+        if self.probe_cert:
+            args += ['--cert', self.probe_cert, '--key', self.probe_key]
+        return args
+
+    def probe_context(self):
+        """An :class:`ssl.SSLContext` for the fixture's probes."""
+        context = ssl.create_default_context(cafile=self.ca)
+        context.check_hostname = False
+        if not self.ca:
+            context.verify_mode = ssl.CERT_NONE
+        if self.probe_cert:
+            context.load_cert_chain(self.probe_cert, self.probe_key)
+        return context
+
+
+class ThrowawayPKI:
+    """A certificate authority made for one test run, and certificates
+    signed by it, made with the ``openssl`` command-line tool (P-256 keys,
+    valid two days).
+
+    Made at construction (blocks ~0.1 s); files in ``directory`` (a new
+    temporary directory unless given; :meth:`close` removes a directory
+    it made).  Attributes, each a PEM file path:
+
+    * ``ca_cert``, ``ca_key`` -- the CA (self-signed, trusted by nobody
+      else);
+    * ``server_cert``, ``server_key`` -- a server certificate for
+      ``127.0.0.1`` and ``localhost`` (subject alternative names);
+    * ``wrong_host_cert``, ``wrong_host_key`` -- signed by the same CA but
+      made out to ``wrong-host.invalid`` only;
+    * ``client_cert``, ``client_key`` -- a client certificate
+      (CN ``hacluster-client``).
+
+    Raises :class:`subprocess.CalledProcessError` (with openssl's output) if
+    openssl fails, FileNotFoundError if it is not installed.
+    """
+
+    DAYS = 2
+
+    def __init__(self, directory=None):
+        self._owns_dir = directory is None
+        self.directory = directory or tempfile.mkdtemp(
+            prefix='hacluster-pki-')
+        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        self.ca_cert, self.ca_key = self._make_ca()
+        # the server certificates may also serve as client certificates:
+        # etcd 3.4's gateway presents the server's own certificate when it
+        # dials etcd's gRPC port with --client-cert-auth
+        self.server_cert, self.server_key = self.issue(
+            'server', 'hacluster-etcd',
+            ['IP:127.0.0.1', 'DNS:localhost'], 'serverAuth,clientAuth')
+        self.wrong_host_cert, self.wrong_host_key = self.issue(
+            'wrong-host', 'wrong-host.invalid', ['DNS:wrong-host.invalid'],
+            'serverAuth,clientAuth')
+        self.client_cert, self.client_key = self.issue(
+            'client', 'hacluster-client', [], 'clientAuth')
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        """Remove the directory if this object made it.  Idempotent."""
+        if self._owns_dir:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+    def path(self, name):
+        return os.path.join(self.directory, name)
+
+    def _openssl(self, *args, config=None):
+        argv = ['openssl'] + list(args)
+        if config is not None:
+            config_path = self.path('openssl-%s.cnf'
+                                    % secrets.token_hex(4))
+            with open(config_path, 'w') as f:
+                f.write(config)
+            argv = argv[:2] + ['-config' if argv[1] == 'req'
+                               else '-extfile', config_path] + argv[2:]
+        try:
+            subprocess.run(argv, check=True, capture_output=True, text=True,
+                           timeout=60, cwd=self.directory,
+                           env=_clean_env(['OPENSSL_']))
+        except subprocess.CalledProcessError as exc:
+            raise subprocess.CalledProcessError(
+                exc.returncode, exc.cmd, exc.stdout,
+                exc.stderr) from None
+
+    def _make_ca(self):
+        cert, key = self.path('ca.pem'), self.path('ca-key.pem')
+        self._openssl(
+            'req', '-x509', '-new', '-newkey', 'ec', '-pkeyopt',
+            'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key,
+            '-out', cert, '-days', str(self.DAYS), '-sha256',
+            '-subj', '/CN=hacluster throwaway test CA',
+            config='[req]\ndistinguished_name = dn\nx509_extensions = ca\n'
+                   '[dn]\n[ca]\nbasicConstraints = critical, CA:TRUE\n'
+                   'keyUsage = critical, keyCertSign, cRLSign\n'
+                   'subjectKeyIdentifier = hash\n')
+        return cert, key
+
+    def issue(self, name, common_name, alt_names, usage):
+        """Make ``<name>.pem`` and ``<name>-key.pem`` signed by the CA.
+
+        :param common_name: the subject's CN.
+        :param alt_names: subject alternative names, e.g.
+            ``['IP:127.0.0.1', 'DNS:localhost']`` (may be empty).
+        :param usage: extended key usage, e.g. ``'serverAuth,clientAuth'``.
+        :returns: ``(cert_path, key_path)``. Blocks for openssl.
+        """
+        cert, key = self.path(name + '.pem'), self.path(name + '-key.pem')
+        csr = self.path(name + '.csr')
+        self._openssl(
+            'req', '-new', '-newkey', 'ec', '-pkeyopt',
+            'ec_paramgen_curve:prime256v1', '-nodes', '-keyout', key,
+            '-out', csr, '-subj', '/CN=' + common_name,
+            config='[req]\ndistinguished_name = dn\n[dn]\n')
+        extensions = ('[leaf]\nbasicConstraints = critical, CA:FALSE\n'
+                      'keyUsage = critical, digitalSignature, '
+                      'keyEncipherment\n'
+                      'extendedKeyUsage = %s\n'
+                      'subjectKeyIdentifier = hash\n'
+                      'authorityKeyIdentifier = keyid:always\n' % usage)
+        if alt_names:
+            extensions += 'subjectAltName = %s\n' % ', '.join(alt_names)
+        self._openssl(
+            'x509', '-req', '-in', csr, '-CA', self.ca_cert, '-CAkey',
+            self.ca_key, '-set_serial', str(secrets.randbits(63)), '-out',
+            cert, '-days', str(self.DAYS), '-sha256', '-extensions', 'leaf',
+            config=extensions)
+        os.unlink(csr)
+        return cert, key
+
+    def server_tls(self, wrong_host=False, client_cert_auth=False):
+        """A :class:`ServerTLS` with this CA: the right server certificate
+        (or the one made out to the wrong host), client certificates
+        required or not; the probes present the client certificate."""
+        if wrong_host:
+            cert, key = self.wrong_host_cert, self.wrong_host_key
+        else:
+            cert, key = self.server_cert, self.server_key
+        return ServerTLS(cert, key, ca=self.ca_cert,
+                         client_cert_auth=client_cert_auth,
+                         probe_cert=self.client_cert,
+                         probe_key=self.client_key)
 
 
 class EtcdServer(ManagedServer):
@@ -42,10 +239,12 @@ class EtcdServer(ManagedServer):
     is created if needed but never removed.  ``initial_cluster`` (an
     ``--initial-cluster`` string) makes it a member of a larger cluster; see
     :class:`EtcdCluster`.  ``extra_args`` are appended to the etcd command
-    line.
+    line.  ``tls`` (a :class:`ServerTLS`) serves the client port over
+    HTTPS: ``url`` is then ``etcd3+https://...`` (without the ``ca_cert``
+    or client certificate options: the test adds those it wants).
 
     Attributes: ``start_duration`` (seconds the last successful start took),
-    ``log_path``.
+    ``log_path``, ``tls``.
 
     :meth:`stop` sends SIGTERM and SIGKILLs after 5 s (``STOP_TIMEOUT``);
     the other lifecycle methods are those of
@@ -58,8 +257,9 @@ class EtcdServer(ManagedServer):
     def __init__(self, name='etcd0', data_dir=None, client_port=None,
                  peer_port=None, initial_cluster=None,
                  initial_cluster_state='new', cluster_token=None,
-                 extra_args=()):
+                 extra_args=(), tls=None):
         self.name = name
+        self.tls = tls
         self._owns_dir = data_dir is None
         if data_dir is None:
             data_dir = tempfile.mkdtemp(prefix='hacluster-etcd-%s-' % name)
@@ -94,13 +294,30 @@ class EtcdServer(ManagedServer):
         return '%s:%d' % (LOOPBACK, self.client_port)
 
     @property
+    def scheme(self):
+        """``'https'`` with :class:`ServerTLS`, else ``'http'``."""
+        return 'https' if self.tls else 'http'
+
+    @property
     def url(self):
-        """tooz-style backend URL, ``'etcd3+http://127.0.0.1:PORT'``."""
-        return 'etcd3+http://%s' % self.endpoint
+        """tooz-style backend URL, ``'etcd3+http://127.0.0.1:PORT'``
+        (``etcd3+https`` with TLS)."""
+        return 'etcd3+%s://%s' % (self.scheme, self.endpoint)
 
     @property
     def client_url(self):
-        return 'http://%s' % self.endpoint
+        return '%s://%s' % (self.scheme, self.endpoint)
+
+    def etcdctl_args(self):
+        """etcdctl options that reach this server: ``--endpoints`` and,
+        with TLS, the CA and the probes' client certificate."""
+        args = ['--endpoints', self.client_url]
+        if self.tls:
+            args += self.tls.etcdctl_args()
+        return args
+
+    def _probe_context(self):
+        return self.tls.probe_context() if self.tls else None
 
     @property
     def peer_url(self):
@@ -119,7 +336,8 @@ class EtcdServer(ManagedServer):
         Blocks at most ``timeout`` seconds; never raises for network errors.
         """
         try:
-            body = _http_json(self.client_url + '/health', timeout=timeout)
+            body = _http_json(self.client_url + '/health', timeout=timeout,
+                              context=self._probe_context())
         except (OSError, ValueError, urllib.error.URLError):
             return False
         return str(body.get('health')).lower() == 'true'
@@ -132,7 +350,8 @@ class EtcdServer(ManagedServer):
         """
         try:
             body = _http_json(self.client_url + '/v3/cluster/member/list',
-                              data=b'{}', timeout=timeout)
+                              data=b'{}', timeout=timeout,
+                              context=self._probe_context())
         except (OSError, ValueError, urllib.error.URLError):
             return False
         me = body.get('header', {}).get('member_id')
@@ -159,7 +378,8 @@ class EtcdServer(ManagedServer):
             '--initial-cluster-token', self.cluster_token,
             '--logger', 'zap',
             '--log-outputs', 'stderr',
-        ] + list(self.extra_args)
+        ] + (self.tls.etcd_args() if self.tls else []) + list(
+            self.extra_args)
 
     def spawn(self):
         """Start the etcd process without waiting for it.  Does not block."""
@@ -204,7 +424,7 @@ class EtcdServer(ManagedServer):
     def start(self, timeout=START_TIMEOUT):
         """Start etcd and block until it reports healthy; return self.
 
-        Polls ``GET http://127.0.0.1:PORT/health`` for up to ``timeout``
+        Polls ``GET http(s)://127.0.0.1:PORT/health`` for up to ``timeout``
         seconds per attempt.  If etcd exits because a port picked by
         :func:`free_port` was taken meanwhile, it is retried with new ports
         (3 attempts).  Raises :class:`ServerStartError` (with the log tail)
@@ -365,7 +585,8 @@ class EtcdCluster(StartCloseContext):
             try:
                 status = _http_json(member.client_url +
                                     '/v3/maintenance/status', data=b'{}',
-                                    timeout=timeout)
+                                    timeout=timeout,
+                                    context=member._probe_context())
             except (OSError, ValueError, urllib.error.URLError):
                 continue
             if status.get('leader') and \
