@@ -1,18 +1,24 @@
 """etcd with authentication enabled: user:password in the backend URL."""
 
+import base64
 import subprocess
+import time
 
 import pytest
 
 import hacluster
+from hacluster import etcd as _etcd
 from hacluster import exceptions
+from hacluster import keys
+from hacluster import url as _url
 
 
-def etcdctl(server, *args):
+def etcdctl(server, *args, input=None):
+    """Run etcdctl on ``server`` (``input`` on its stdin); its stdout."""
     out = subprocess.run(['etcdctl', '--endpoints', server.client_url] +
                          list(args), capture_output=True, text=True,
-                         timeout=30, env={'ETCDCTL_API': '3',
-                                          'PATH': '/usr/bin:/bin'})
+                         timeout=30, input=input,
+                         env={'ETCDCTL_API': '3', 'PATH': '/usr/bin:/bin'})
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -177,3 +183,124 @@ def test_the_cli_takes_the_password_from_a_file_or_the_environment(
         help_text = run('member', 'list', '--help').stdout
         assert '/proc/PID/cmdline' in help_text and '--password-file' in \
             help_text
+
+
+# -- least privilege: one etcd user and key prefix per cluster --------------
+
+ROOT = ('--user', 'root:rootpw')
+OPTS = dict(lease_ttl=3, renew_deadline=2, renew_interval=0.5)
+
+
+def add_cluster_user(server, user, password, cluster):
+    """An etcd user for one hacluster cluster only: role ``hacluster-
+    <cluster>`` with readwrite on ``/hacluster/v1/<cluster>/`` and nothing
+    else (the README's commands; the password read from stdin)."""
+    prefix = keys.Layout(cluster).root
+    role = 'hacluster-' + cluster
+    etcdctl(server, *ROOT, 'user', 'add', user, '--interactive=false',
+            input=password + '\n')
+    etcdctl(server, *ROOT, 'role', 'add', role)
+    etcdctl(server, *ROOT, 'role', 'grant-permission', role, '--prefix=true',
+            'readwrite', prefix)
+    etcdctl(server, *ROOT, 'user', 'grant-role', user, role)
+    return url_with(server, '%s:%s' % (user, password))
+
+
+@pytest.fixture
+def two_clusters(auth_etcd, cluster_name):
+    """``(server, (cluster_a, url_a), (cluster_b, url_b))``: two clusters,
+    each with its own least-privileged etcd user. Cluster B's name starts
+    with A's: only the prefix's trailing ``/`` keeps them apart."""
+    a, b = cluster_name, cluster_name + '-b'
+    return (auth_etcd, (a, add_cluster_user(auth_etcd, 'manila-a', 'pw-a', a)),
+            (b, add_cluster_user(auth_etcd, 'manila-b', 'pw-b', b)))
+
+
+def test_a_user_with_only_its_clusters_prefix_runs_the_cluster(
+        two_clusters):
+    from helpers import wait_for
+    server, (cluster, url), _ = two_clusters
+    with hacluster.get_coordinator(url, cluster, 'n1', **OPTS) as n1, \
+            hacluster.get_coordinator(url, cluster, 'n2', **OPTS) as n2:
+        wait_for(lambda: {'n1', 'n2'} <= set(n1.live_members()), 5,
+                 'n1 to see both members')
+        with n1.get_lock('share-1') as lock:
+            assert lock.is_still_owner()
+            assert not n2.get_lock('share-1').acquire(blocking=False)
+        with n2.get_lock('share-1') as lock:
+            assert lock.is_still_owner()
+        n1.campaign()
+        wait_for(lambda: n1.is_leader, 5, 'n1 to lead')
+        assert n2.get_leader()['node'] == 'n1'
+        n1.guarded_put_as_leader(n1.term, 'config', 'v1')
+        assert n2.get_data('config')[0] == b'v1'
+        with n2.claim('share', 's1', 'create') as claim:
+            assert [c.resource_id for c in n1.list_claims()] == ['s1']
+            claim.finish()
+        assert n1.list_claims() == []
+        n2.stop()
+        wait_for(lambda: 'n2' not in n1.live_members(), 5,
+                 'n1 to see n2 leave')
+        assert n1.session.losses == 0
+
+
+def test_a_cluster_user_cannot_read_or_write_another_clusters_keys(
+        two_clusters):
+    server, (cluster_a, url_a), (cluster_b, url_b) = two_clusters
+    theirs = keys.Layout(cluster_b)
+    with hacluster.get_coordinator(url_b, cluster_b, 'b1', **OPTS) as b1:
+        a = _etcd.Client(_url.parse(url_a), timeout=2)
+        for attempt in (lambda: a.get_prefix(theirs.root),
+                        lambda: a.get(theirs.member('b1')),
+                        lambda: a.put(theirs.member('intruder'), '{}'),
+                        lambda: a.delete(theirs.member('b1'))):
+            with pytest.raises(exceptions.HAClusterError) as e:
+                attempt()
+            assert 'permission denied' in str(e.value)
+        # nor can a coordinator of cluster B run on A's credentials
+        intruder = hacluster.get_coordinator(url_a, cluster_b, 'intruder',
+                                             **OPTS)
+        with pytest.raises(exceptions.HAClusterError) as e:
+            intruder.start(timeout=2)
+        assert 'permission denied' in str(e.value)
+        assert set(b1.get_members()) == {'b1'}
+        assert b1.session.losses == 0
+
+
+def test_rbac_isolates_keys_but_not_leases(two_clusters):
+    # What etcd (3.4) lets any authenticated user do to leases, whoever
+    # granted them: list them, read their TTL and the names of their keys,
+    # keep them alive; revoke them only with write permission on every key
+    # attached (so a member's session lease, which holds its member record,
+    # is safe from revocation; a lease without keys is not). Asserts etcd's
+    # behaviour, for the README; a change here means the README is wrong.
+    server, (cluster_a, url_a), (cluster_b, url_b) = two_clusters
+    a = _etcd.Client(_url.parse(url_a), timeout=2)
+    b = _etcd.Client(_url.parse(url_b), timeout=2)
+    with hacluster.get_coordinator(url_b, cluster_b, 'b1', **OPTS) as b1:
+        session_lease = b1.session.lease_id
+        listed = a.call('/lease/leases', {})['leases']
+        assert session_lease in [int(lease['ID']) for lease in listed]
+        info = a.call('/kv/lease/timetolive', {'ID': session_lease,
+                                               'keys': True})
+        assert [base64.b64decode(k).decode() for k in info['keys']] == [
+            keys.Layout(cluster_b).member('b1')]
+        with pytest.raises(exceptions.HAClusterError) as e:
+            a.lease_revoke(session_lease)
+        assert 'permission denied' in str(e.value)
+        assert b1.session.losses == 0
+
+    # a lease of B's that nobody but A renews outlives its TTL
+    lease, ttl = b.lease_grant(2)
+    b.put(keys.Layout(cluster_b).data_key('held'), 'x', lease=lease)
+    expires = time.monotonic() + ttl + 1
+    while time.monotonic() < expires:
+        assert a.lease_keepalive(lease) > 0
+        time.sleep(0.5)             # the pace of a renewal, not a wait
+    assert b.lease_time_to_live(lease) > 0
+    b.lease_revoke(lease)
+
+    # and a lease of B's without keys, A can revoke
+    lease, _ = b.lease_grant(30)
+    a.lease_revoke(lease)
+    assert b.lease_time_to_live(lease) == -1
