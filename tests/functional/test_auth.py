@@ -270,10 +270,11 @@ def test_a_cluster_user_cannot_read_or_write_another_clusters_keys(
 def test_rbac_isolates_keys_but_not_leases(two_clusters):
     # What etcd (3.4) lets any authenticated user do to leases, whoever
     # granted them: list them, read their TTL and the names of their keys,
-    # keep them alive; revoke them only with write permission on every key
-    # attached (so a member's session lease, which holds its member record,
-    # is safe from revocation; a lease without keys is not). Asserts etcd's
-    # behaviour, for the README; a change here means the README is wrong.
+    # keep them alive; revoke them, or attach a key to them, only with write
+    # permission on every key attached (so a member's session lease, which
+    # holds its member record, is safe from revocation; a lease without
+    # keys is not). Asserts etcd's behaviour, for the README; a change here
+    # means the README is wrong.
     server, (cluster_a, url_a), (cluster_b, url_b) = two_clusters
     a = _etcd.Client(_url.parse(url_a), timeout=2)
     b = _etcd.Client(_url.parse(url_b), timeout=2)
@@ -287,6 +288,12 @@ def test_rbac_isolates_keys_but_not_leases(two_clusters):
             keys.Layout(cluster_b).member('b1')]
         with pytest.raises(exceptions.HAClusterError) as e:
             a.lease_revoke(session_lease)
+        assert 'permission denied' in str(e.value)
+        # attaching a key to it needs the same permission, even a key of
+        # A's own
+        with pytest.raises(exceptions.HAClusterError) as e:
+            a.put(keys.Layout(cluster_a).data_key('mine'), 'x',
+                  lease=session_lease)
         assert 'permission denied' in str(e.value)
         assert b1.session.losses == 0
 
