@@ -133,6 +133,9 @@ class Layout:
         self.tombstones = self.root + 'tombstones/'
         #: operators' recovery requests (a write here wakes the leader)
         self.recovery_requests = self.root + 'recovery/'
+        #: the RabbitMQ queue of every fan-out server, until deleted
+        #: (owner: hacluster.periodic.queues)
+        self.fanout_queues = self.root + 'fanout/queues/'
 
     def member(self, node):
         return self.members + node
@@ -203,6 +206,11 @@ class Layout:
         return '%s%s/%s/%s.%s' % (
             self.claims_of(node), quote_segment(resource_type),
             quote_segment(resource_id), quote_segment(operation), claim_id)
+
+    def fanout_queue(self, server_name):
+        """Key recording one fan-out server's RabbitMQ queue (durable:
+        it outlives its member, so the leader can delete the queue)."""
+        return self.fanout_queues + quote_segment(server_name)
 
     def recovery_request(self):
         return self.recovery_requests + 'request'

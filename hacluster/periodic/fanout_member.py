@@ -55,6 +55,7 @@ class FanoutMember:
         self._executors = {}
         self._server = None
         self._server_name = None
+        self._janitor = None
         self._done_buffer = []
         self._done_cond = threading.Condition()
         self._flusher = None
@@ -67,14 +68,21 @@ class FanoutMember:
 
     # -- life cycle --------------------------------------------------------
 
-    def serve(self, transport, tasks, executor=None):
+    def serve(self, transport, tasks, executor=None, janitor=None):
         """Start this member's RPC server on ``transport``, publish it in
         the member record for the fan-out ``tasks`` (names) and start the
-        flusher. Blocks for the server start and one etcd request.
+        flusher. With a ``janitor`` (:class:`~hacluster.periodic.queues.
+        QueueJanitor`), the server's queue is registered first and deleted
+        by :meth:`close`. Blocks for the server start and two etcd
+        requests.
 
         :raises HAClusterError: the member record could not be written.
         """
         coord = self._coord
+        self._janitor = janitor
+        if janitor is not None:
+            # before the queue exists: none is ever left unrecorded
+            janitor.register(_rpc.safe_name(coord.member_id))
         self._server, self._server_name = _rpc.start_server(
             transport, coord.cluster, coord.member_id, self,
             executor=executor)
@@ -122,6 +130,10 @@ class FanoutMember:
             except Exception:
                 LOG.exception('hacluster: stopping the fan-out RPC server')
             self._server = None
+            if self._janitor is not None:
+                # No consumer any more: the queue can go now rather than
+                # wait for the leader's sweep.
+                self._janitor.release(self._server_name)
         with self._lock:
             executors = list(self._executors.items())
         for name, executor in executors:

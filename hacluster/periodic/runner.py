@@ -47,6 +47,7 @@ from hacluster import exceptions
 from hacluster.periodic import control as _control
 from hacluster.periodic import fanout_leader as _fanout_leader
 from hacluster.periodic import fanout_member as _fanout_member
+from hacluster.periodic import queues as _queues
 from hacluster.periodic import rpc as _rpc
 from hacluster.periodic import state as _state
 from hacluster.periodic import stats as _stats
@@ -89,6 +90,7 @@ class PeriodicRunner:
         self._started = False
         self._stopping = threading.Event()
         self._adopt_hooked = False
+        self._janitor = None
         # A single-node coordinator has no etcd: no client, layout or watch
         # (nothing is published or watched there).
         etcd = not coordinator.single_node
@@ -212,6 +214,9 @@ class PeriodicRunner:
                 self._start_fanout()
                 if not coord.single_node and not self._adopt_hooked:
                     coord.on_new_leader(self._on_new_leader)
+                    # a member left, or came back as a new incarnation
+                    coord.on_member_leave(self._on_member_change)
+                    coord.on_member_join(self._on_member_change)
                     self._adopt_hooked = True
             self._timers.open()
             self._started = True
@@ -245,8 +250,13 @@ class PeriodicRunner:
         api = _rpc.FanoutAPI(self._transport, self._coord.cluster)
         fanout = [s.name for s in self._tasks.values()
                   if s.spec.mode == _task.FANOUT]
+        coord = self._coord
+        self._janitor = _queues.QueueJanitor(
+            coord.client, coord.layout, coord.node, coord.member_id,
+            coord.get_members, _queues.Broker(self._transport))
         self._member.serve(self._transport, fanout,
-                           executor=self._rpc_executor)
+                           executor=self._rpc_executor,
+                           janitor=self._janitor)
         self._leader.open(api, self._member.server_name)
 
     def stop(self):
@@ -402,6 +412,7 @@ class PeriodicRunner:
                                                     term=term))
                     else:
                         self._leader.run_cycle(state, lock, term)
+                        self._sweep_queues()
                 finally:
                     if lock.held or lock.lost:
                         try:
@@ -416,6 +427,23 @@ class PeriodicRunner:
             if ran or error is not None:
                 state.stats.record_run(time.monotonic() - started, error)
                 self._stats.publish(state)
+
+    # -- fan-out: queues of departed members --------------------------------
+
+    def _on_member_change(self, record):
+        """Watch thread: an incarnation is gone; its fan-out queue can
+        go."""
+        janitor = self._janitor
+        if janitor is None or not self._started:
+            return
+        janitor.note_departure()
+        if self._coord.is_leader:
+            self._timers.spawn(self._sweep_queues)
+
+    def _sweep_queues(self):
+        janitor = self._janitor
+        if janitor is not None and self._coord.is_leader:
+            janitor.sweep_if_due()
 
     # -- fan-out: adoption ---------------------------------------------------
 

@@ -296,3 +296,99 @@ def test_single_node_mode_runs_every_task_here(tmp_path):
         runner.stop()
     assert seen['lead'] >= 2 and seen['each'] >= 2
     assert seen['x'] == seen['y'] == seen['z'] >= 2
+
+
+# -- RabbitMQ queues of departed members ---------------------------------------
+
+def server_queues(rabbitmq, cluster):
+    """{queue name: consumers} of the per-server fan-out queues of
+    ``cluster`` (``hacluster.<cluster>.<server>``; not the shared topic
+    queue, not the self-expiring fan-out queues)."""
+    from hacluster.periodic import rpc as _rpc
+    prefix = _rpc.topic_for(cluster) + '.'
+    out = rabbitmq.rabbitmqctl('list_queues', '-q', '--no-table-headers',
+                               'name', 'consumers').stdout
+    queues = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0].startswith(prefix):
+            queues[parts[0]] = int(parts[1])
+    return queues
+
+
+def test_departed_members_leave_no_queues_behind(etcd, rabbitmq,
+                                                 cluster_name, workers,
+                                                 tmp_path):
+    """Every incarnation listens on its own queue; killed ones must not
+    accumulate (the leader deletes a queue no live member serves), and a
+    clean stop deletes its own at once."""
+    record = str(tmp_path / 'record')
+    args = ('--items', '6', '--poll-spacing', '0.5')
+    members = start_members(workers, etcd.url, rabbitmq.transport_url,
+                            cluster_name, record, ['a', 'b', 'c'], *args)
+    with observer(etcd.url, cluster_name) as obs:
+        wait_for(lambda: len(server_queues(rabbitmq, cluster_name)) == 3,
+                 20, 'three server queues')
+        leader = obs.get_leader()['node']
+        victim = next(n for n in members if n != leader)
+        # Three incarnations of the victim killed one after another.
+        for _ in range(3):
+            members[victim].proc.kill()
+            members[victim].proc.wait(10)
+            members.update(start_members(
+                workers, etcd.url, rabbitmq.transport_url, cluster_name,
+                record, [victim], *args))
+        wait_for(lambda: len(server_queues(rabbitmq, cluster_name)) == 3,
+                 30, 'the killed incarnations\' queues to be deleted')
+        queues = server_queues(rabbitmq, cluster_name)
+        assert set(queues.values()) == {1}, queues
+        # every registered queue is a live one
+        kvs, _ = obs.client.get_prefix(obs.layout.fanout_queues)
+        assert len(kvs) == 3
+        # a clean stop removes its own queue and record at once
+        stop_members({victim: members.pop(victim)})
+        queues = server_queues(rabbitmq, cluster_name)
+        assert len(queues) == 2, queues
+        kvs, _ = obs.client.get_prefix(obs.layout.fanout_queues)
+        assert len(kvs) == 2
+        # and the others still finish cycles
+        cycle = _ledger.Ledger(obs, 'poll').current()['cycle_id']
+        wait_for(lambda: (_ledger.Ledger(obs, 'poll').current() or {})
+                 .get('cycle_id') != cycle and cycle_done(
+                     obs, _ledger.Ledger(obs, 'poll').current()['cycle_id']),
+                 20, 'a later cycle to finish')
+    stop_members(members)
+
+
+def test_a_queue_with_a_consumer_is_never_deleted(rabbitmq, cluster_name):
+    """The guard against deleting the queue of a member that is alive but
+    looks gone (frozen with its connection up, or its record deleted)."""
+    import amqp
+    from oslo_config import cfg
+    from hacluster.periodic import queues as _queues
+    from hacluster.periodic import rpc as _rpc
+
+    conf = cfg.ConfigOpts()
+    conf([], project='hacluster', default_config_files=[])
+    transport = _rpc.get_transport(conf, rabbitmq.transport_url)
+    try:
+        broker = _queues.Broker(transport)
+        name = _queues.server_queue(cluster_name, 'frozen')
+        url = transport._driver._url.hosts[0]
+        conn = amqp.Connection(host='%s:%d' % (url.hostname, url.port),
+                               userid=url.username, password=url.password)
+        conn.connect()
+        channel = conn.channel()
+        channel.queue_declare(name, auto_delete=False)
+        tag = channel.basic_consume(name, callback=lambda m: None)
+        assert broker.delete_unused([name, name + '-absent']) == \
+            ([name + '-absent'], [name])
+        channel.basic_cancel(tag)
+        assert broker.delete_unused([name]) == ([name], [])
+        conn.close()
+        assert name not in server_queues(rabbitmq, cluster_name)
+        # another driver has no such queues: nothing to do
+        fake = _rpc.get_transport(conf, 'fake:/')
+        assert _queues.Broker(fake).delete_unused([name]) == ([], [])
+    finally:
+        transport.cleanup()
