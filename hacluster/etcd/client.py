@@ -127,6 +127,9 @@ class Client:
     """
 
     def __init__(self, backend_url, timeout=5.0):
+        # A CA or certificate file that cannot be read is a configuration
+        # error, named now rather than at the first request.
+        _url.check_tls_files(backend_url)
         self.url = backend_url
         self.timeout = backend_url.timeout or timeout
         self._lock = threading.Lock()
@@ -313,11 +316,14 @@ class Client:
                 errors.append((index, exc))
                 self._advance(index)
         index, last = errors[-1]
+        # A TLS refusal stays "unavailable" (another endpoint may have a
+        # good certificate), but says which option to fix.
+        hint = _url.tls_hint(last, self.url)
         raise exceptions.BackendUnavailable(
-            'no etcd endpoint answered (tried %s); last error: %s'
+            'no etcd endpoint answered (tried %s); last error: %s%s'
             % (', '.join(dict.fromkeys(self._endpoint_name(i)
                                        for i, _ in errors)),
-               _url.scrub(last)), cause=last)
+               _url.scrub(last), '; ' + hint if hint else ''), cause=last)
 
     def _endpoint_name(self, index):
         host, port = self.url.endpoints[index]

@@ -20,19 +20,6 @@ from helpers import wait_for
 
 OPTS = dict(lease_ttl=3, renew_deadline=2, renew_interval=0.5)
 
-# What hacluster/etcd/client.py lacks for the xfail tests below (see the
-# report of issue 17): Client.call puts the hint of url.tls_hint() in its
-# BackendUnavailable message, and Client.__init__ calls
-# url.check_tls_files().
-NEEDS_TLS_HINT = pytest.mark.xfail(
-    strict=True, reason='hacluster/etcd/client.py Client.call does not add '
-    'url.tls_hint(last, self.url) to its BackendUnavailable message: the '
-    'error quotes OpenSSL but names no backend_url option')
-NEEDS_FILE_CHECK = pytest.mark.xfail(
-    strict=True, reason='hacluster/etcd/client.py Client.__init__ does not '
-    'call url.check_tls_files(backend_url): a missing file fails only at '
-    'the first request, without naming the option')
-
 
 @pytest.fixture(scope='module')
 def pki():
@@ -113,14 +100,12 @@ def test_a_certificate_made_out_to_another_host_is_refused(
     assert "mismatch, certificate is not valid for '127.0.0.1'" in message
 
 
-@NEEDS_TLS_HINT
 def test_a_certificate_made_out_to_another_host_is_refused_saying_so(
         wrong_host_etcd, pki, cluster_name):
     message = refusal(full_url(wrong_host_etcd, pki), cluster_name)
     assert 'host name verification failed' in message
 
 
-@NEEDS_TLS_HINT
 def test_without_ca_cert_an_unknown_ca_is_refused_naming_ca_cert(
         tls_etcd, pki, cluster_name):
     message = refusal(tls_url(tls_etcd, cert=pki.client_cert,
@@ -129,7 +114,6 @@ def test_without_ca_cert_an_unknown_ca_is_refused_naming_ca_cert(
     assert 'ca_cert=' in message
 
 
-@NEEDS_TLS_HINT
 def test_without_a_client_certificate_etcd_refuses_naming_cert_cert(
         tls_etcd, pki, cluster_name):
     message = refusal(tls_url(tls_etcd, ca=pki.ca_cert), cluster_name)
@@ -156,7 +140,6 @@ def test_check_tls_files_names_the_option_and_the_path(
     assert 'is not a file' in str(e.value)
 
 
-@NEEDS_FILE_CHECK
 @pytest.mark.parametrize('option', ['ca_cert', 'cert_cert'])
 def test_a_file_that_does_not_exist_is_refused_at_construction(
         tls_etcd, pki, tmp_path, cluster_name, option):
@@ -180,8 +163,8 @@ def _client_error(url):
 
 def test_tls_hint_names_what_to_fix_for_each_real_failure(
         tls_etcd, wrong_host_etcd, etcd, pki, other_pki):
-    # url.tls_hint on the very exceptions hacluster's client gets: what
-    # the xfail tests above need once Client.call adds it to its message
+    # url.tls_hint on the very exceptions hacluster's client gets (what
+    # Client.call adds to its message)
     cases = [
         (full_url(wrong_host_etcd, pki), 'host name verification failed'),
         (tls_url(tls_etcd, cert=pki.client_cert, key=pki.client_key),
