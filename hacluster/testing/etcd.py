@@ -9,6 +9,11 @@ environment variable ``HACLUSTER_ETCD`` overrides it.
 An :class:`EtcdServer` may serve its client port over TLS
 (:class:`ServerTLS`); :class:`ThrowawayPKI` makes the certificates for it
 with the ``openssl`` command-line tool.
+
+Authentication: :func:`jwt_args` (etcd options for JWT tokens, with a key
+pair made here), :func:`enable_auth` (a root and an application user, then
+``auth enable``), :func:`etcdctl` (run etcdctl against a server) and
+:func:`url_with` (a backend URL with credentials).
 """
 
 import json
@@ -229,6 +234,90 @@ class ThrowawayPKI:
                          client_cert_auth=client_cert_auth,
                          probe_cert=self.client_cert,
                          probe_key=self.client_key)
+
+
+# --------------------------------------------------------------------------
+# authentication
+
+#: ``user:password`` of the root user :func:`enable_auth` makes.
+ROOT_CREDENTIALS = 'root:rootpw'
+
+
+class EtcdctlError(RuntimeError):
+    """etcdctl exited with an error; the message has its stderr."""
+
+
+def jwt_args(directory, ttl=60):
+    """etcd command-line options for JWT auth tokens (RS256) signed with
+    an RSA key pair made in ``directory`` (created if needed) with the
+    ``openssl`` command-line tool; tokens are valid ``ttl`` seconds.
+
+    Pass them as ``EtcdServer(extra_args=...)``. Blocks for openssl
+    (~0.2 s); raises :class:`subprocess.CalledProcessError` if it fails.
+    """
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    key = os.path.join(directory, 'jwt.key')
+    pub = os.path.join(directory, 'jwt.pub')
+    env = _clean_env(['OPENSSL_'])
+    for argv in (['openssl', 'genrsa', '-out', key, '2048'],
+                 ['openssl', 'rsa', '-in', key, '-pubout', '-out', pub]):
+        subprocess.run(argv, check=True, capture_output=True, timeout=60,
+                       env=env)
+    return ['--auth-token', 'jwt,pub-key=%s,priv-key=%s,sign-method=RS256,'
+            'ttl=%ds' % (pub, key, ttl)]
+
+
+def etcdctl(server, *args, input=None, timeout=30):
+    """Run ``etcdctl`` (API v3) against ``server`` (an :class:`EtcdServer`:
+    its endpoint and TLS options), ``input`` on its stdin; return its
+    stdout. Blocks up to ``timeout`` s.
+
+    :raises EtcdctlError: etcdctl failed (the message has its stderr; the
+        password of a ``--user`` argument is masked).
+    """
+    argv = [_which('HACLUSTER_ETCDCTL', 'etcdctl')] + \
+        server.etcdctl_args() + [str(a) for a in args]
+    env = _clean_env(['ETCDCTL_'])
+    env['ETCDCTL_API'] = '3'
+    out = subprocess.run(argv, capture_output=True, text=True,
+                         timeout=timeout, input=input, env=env)
+    if out.returncode != 0:
+        shown = list(args)
+        for i, arg in enumerate(shown[:-1]):
+            if arg == '--user':
+                shown[i + 1] = str(shown[i + 1]).split(':', 1)[0] + ':***'
+        raise EtcdctlError('etcdctl %s failed (status %d): %s' % (
+            ' '.join(str(a) for a in shown), out.returncode,
+            out.stderr.strip()))
+    return out.stdout
+
+
+def enable_auth(server, user='manila', password='s3cret',
+                prefix='/hacluster/'):
+    """Turn authentication on in ``server``: users ``root`` (password
+    ``rootpw``, role root: everything) and ``user`` (role ``hacluster``:
+    readwrite on keys under ``prefix``), then ``auth enable``. Returns
+    ``server``. Blocks for a few etcdctl runs; raises
+    :class:`EtcdctlError`."""
+    root, root_password = ROOT_CREDENTIALS.split(':', 1)
+    etcdctl(server, 'user', 'add', root, '--interactive=false',
+            input=root_password + '\n')
+    etcdctl(server, 'role', 'add', 'root')   # may already exist in 3.4
+    etcdctl(server, 'user', 'grant-role', 'root', 'root')
+    etcdctl(server, 'user', 'add', user, '--interactive=false',
+            input=password + '\n')
+    etcdctl(server, 'role', 'add', 'hacluster')
+    etcdctl(server, 'role', 'grant-permission', 'hacluster', '--prefix',
+            'readwrite', prefix)
+    etcdctl(server, 'user', 'grant-role', user, 'hacluster')
+    etcdctl(server, 'auth', 'enable')
+    return server
+
+
+def url_with(server, userinfo):
+    """``server``'s backend URL with ``userinfo`` (``'user:password'`` or
+    ``'user'``) in it: ``etcd3+http://manila:s3cret@127.0.0.1:PORT``."""
+    return 'etcd3+%s://%s@%s' % (server.scheme, userinfo, server.endpoint)
 
 
 class EtcdServer(ManagedServer):

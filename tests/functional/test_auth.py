@@ -11,31 +11,9 @@ from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys
 from hacluster import url as _url
-
-
-def etcdctl(server, *args, input=None):
-    """Run etcdctl on ``server`` (``input`` on its stdin); its stdout."""
-    out = subprocess.run(['etcdctl', '--endpoints', server.client_url] +
-                         list(args), capture_output=True, text=True,
-                         timeout=30, input=input,
-                         env={'ETCDCTL_API': '3', 'PATH': '/usr/bin:/bin'})
-    assert out.returncode == 0, out.stderr
-    return out.stdout
-
-
-def enable_auth(server):
-    """Users root (everything) and manila (readwrite on /hacluster/), then
-    authentication on."""
-    etcdctl(server, 'user', 'add', 'root:rootpw')
-    etcdctl(server, 'role', 'add', 'root')   # may already exist in 3.4
-    etcdctl(server, 'user', 'grant-role', 'root', 'root')
-    etcdctl(server, 'user', 'add', 'manila:s3cret')
-    etcdctl(server, 'role', 'add', 'hacluster')
-    etcdctl(server, 'role', 'grant-permission', 'hacluster', '--prefix',
-            'readwrite', '/hacluster/')
-    etcdctl(server, 'user', 'grant-role', 'manila', 'hacluster')
-    etcdctl(server, 'auth', 'enable')
-    return server
+from hacluster.testing import etcd as _etcd_rig
+from hacluster.testing import servers
+from hacluster.testing.etcd import enable_auth, etcdctl, url_with
 
 
 @pytest.fixture
@@ -44,20 +22,9 @@ def auth_etcd(fresh_etcd):
 
 
 def token_server(tmp_path, kind, ttl=60):
-    """A private etcd with auth, its tokens ``simple`` or ``jwt`` (RS256,
-    a key made here, valid ``ttl`` seconds)."""
-    from hacluster.testing import servers
-    args = []
-    if kind == 'jwt':
-        key = tmp_path / 'jwt.key'
-        subprocess.run(['openssl', 'genrsa', '-out', str(key), '2048'],
-                       check=True, capture_output=True, timeout=60)
-        subprocess.run(['openssl', 'rsa', '-in', str(key), '-pubout', '-out',
-                        str(tmp_path / 'jwt.pub')], check=True,
-                       capture_output=True, timeout=60)
-        args = ['--auth-token', 'jwt,pub-key=%s,priv-key=%s,'
-                'sign-method=RS256,ttl=%ds' % (tmp_path / 'jwt.pub', key,
-                                               ttl)]
+    """A private etcd (not started) whose auth tokens are ``simple`` or
+    ``jwt`` (valid ``ttl`` seconds)."""
+    args = _etcd_rig.jwt_args(str(tmp_path), ttl) if kind == 'jwt' else []
     return servers.EtcdServer(name='etcd-' + kind, extra_args=args)
 
 
@@ -65,10 +32,6 @@ def token_server(tmp_path, kind, ttl=60):
 def token_etcd(request, tmp_path):
     with token_server(tmp_path, request.param) as server:
         yield enable_auth(server)
-
-
-def url_with(server, userinfo):
-    return 'etcd3+http://%s@%s' % (userinfo, server.endpoint)
 
 
 def test_a_user_with_a_password_can_lock(auth_etcd, cluster_name):
@@ -110,10 +73,9 @@ def test_an_rbac_change_does_not_stop_a_live_member_from_writing(
                                    renew_deadline=2, renew_interval=0.5) as c:
         with c.get_lock('before') as lock:
             assert lock.is_still_owner()
-        etcdctl(auth_etcd, '--user', 'root:rootpw', 'role', 'add',
-                'unrelated')
-        etcdctl(auth_etcd, '--user', 'root:rootpw', 'role',
-                'grant-permission', 'unrelated', 'read', '/elsewhere')
+        etcdctl(auth_etcd, *ROOT, 'role', 'add', 'unrelated')
+        etcdctl(auth_etcd, *ROOT, 'role', 'grant-permission', 'unrelated',
+                'read', '/elsewhere')
         with c.get_lock('after') as lock:
             assert lock.is_still_owner()
         with c.claim('share', 's1', 'create') as claim:
@@ -187,7 +149,7 @@ def test_the_cli_takes_the_password_from_a_file_or_the_environment(
 
 # -- least privilege: one etcd user and key prefix per cluster --------------
 
-ROOT = ('--user', 'root:rootpw')
+ROOT = ('--user', _etcd_rig.ROOT_CREDENTIALS)
 OPTS = dict(lease_ttl=3, renew_deadline=2, renew_interval=0.5)
 
 
