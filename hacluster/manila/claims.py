@@ -22,9 +22,10 @@ operation runs in a thread:
   finish the database decides); a final write that etcd cannot confirm,
   on a row no such comparison guards, is refused and the claim handed over
   to recovery;
-* once the claim is known to be recovered, or a cluster lock taken in this
-  thread is lost, any other write raises :class:`hacluster.exceptions.
-  Fenced` (no further shared write);
+* once the claim is known to be recovered, or handed over to recovery
+  while the operation runs (the node stopping before it finished), or a
+  cluster lock taken in this thread is lost, any other write raises
+  :class:`hacluster.exceptions.Fenced` (no further shared write);
 * each write is a fence point: with ``[hacluster] fencing = exit`` a
   process past its renew deadline while holding work exits there.
 
@@ -136,6 +137,9 @@ class _Operation:
         #: statuses the operation's rows may be moved from
         self.expected = set(fenced[1]) if fenced else set()
         self._row_ids = None
+        #: why the claim was given up to recovery while the operation ran
+        #: (the node stopping), or None; its writes are refused from then on
+        self.handed_over = None
 
     def row_ids(self, db, context):
         """The ids of the rows this operation moves (read once, with the
@@ -277,6 +281,13 @@ class FencedDB:
         op = current()
         if op is None or op.claim is None:
             return fn(*args, **kwargs)
+        if op.handed_over is not None:
+            # a survivor may be recovering the resource now: any write of
+            # ours could land over its outcome
+            raise exceptions.Fenced(
+                '%s of %s %s was handed over to recovery (%s): %s not made'
+                % (op.operation, op.resource_type, op.resource_id,
+                   op.handed_over, name))
         op.coord.fence_point()      # exits here when fencing says so
         claim = op.claim
         values = _values(args, kwargs)

@@ -88,7 +88,7 @@ class HAShareDriverMixin:
             self.ha_coordinator.register_recovery(resource_type,
                                                   self.ha_recover)
 
-    # -- locks and claims ---------------------------------------------------------
+    # -- locks and claims -----------------------------------------------------
 
     def ha_lock(self, name, shared=False):
         """A lock named ``name`` for the whole backend, as a context manager.
@@ -124,7 +124,7 @@ class HAShareDriverMixin:
             return contextlib.nullcontext()
         return coordinator.claim(resource_type, resource_id, operation, data)
 
-    # -- recovery -------------------------------------------------------------------
+    # -- recovery -------------------------------------------------------------
 
     def ha_recover(self, claim):
         """Bring the resource of a dead node's ``claim`` to a final state.

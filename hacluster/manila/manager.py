@@ -33,15 +33,24 @@ What changes against manila's own ``ShareManager`` when clustered:
   :data:`TASK_MODES`: the leader alone polls backend stats and cleans up;
   the per-share status and replica polls are handed out share by share to
   the members, each share once per cycle.
+* A stop (SIGTERM) leaves the cluster within manila's
+  ``graceful_shutdown_timeout``: leadership passes on and the periodic
+  tasks stop as soon as manila stops its RPC server; the operations in
+  flight get half of that time, after which their claims are handed over
+  to recovery; then the node's locks, member record and lease go
+  (:meth:`HAShareManager.ha_stop`).
 
 In single-node mode (``backend_url`` unset or ``file://``, manila's
 default) locks, periodic tasks and ensure stay manila's own; claims are
 kept in local files and recovered when the node starts again.
 """
 
+import contextlib
 import functools
 import inspect
 import logging
+import threading
+import time
 
 from oslo_config import cfg
 
@@ -84,6 +93,45 @@ TASK_MODES = {
 
 ENSURE_LOCK = 'hacluster-ensure'
 
+#: Seconds a stop waits for the operations in flight when manila's
+#: ``graceful_shutdown_timeout`` is 0 (no bound), as long as hacluster's
+#: coordinator waits for open claims.
+CLAIM_GRACE = 30.0
+#: Shares of ``graceful_shutdown_timeout``, counted from the SIGTERM: the
+#: operations in flight may run until the first (then their claims are
+#: handed over to recovery); the periodic tasks and the fan-out RPC server
+#: have until the second to stop; leaving the cluster (a few etcd
+#: requests) and the rest of manila's stop take what is left, before
+#: oslo.service's alarm kills the worker.
+CLAIMS_SHARE = 0.5
+PERIODIC_SHARE = 0.7
+#: The share after which :meth:`HAShareManager.ha_stop` returns even if
+#: leaving the cluster has not finished (the lease then expires instead).
+LEAVE_SHARE = 0.9
+
+
+def graceful_shutdown_timeout(conf=CONF):
+    """manila's ``[DEFAULT] graceful_shutdown_timeout`` (oslo.service's
+    option: seconds from SIGTERM until the worker is killed; 0 = no
+    bound). 60, oslo.service's default, where it is not registered."""
+    try:
+        return max(0.0, float(conf.graceful_shutdown_timeout or 0))
+    except cfg.NoSuchOptError:
+        return 60.0
+
+
+def stop_deadlines(began, graceful):
+    """``(claims, periodic, leave)``: the ``time.monotonic()`` deadlines of
+    a stop that began at ``began`` under a ``graceful_shutdown_timeout``
+    of ``graceful`` seconds (see :data:`CLAIMS_SHARE`); with 0 (no bound)
+    :data:`CLAIM_GRACE` for the claims, twice that for the rest."""
+    if not graceful:
+        return (began + CLAIM_GRACE, began + 2 * CLAIM_GRACE,
+                began + 3 * CLAIM_GRACE)
+    return (began + min(CLAIM_GRACE, CLAIMS_SHARE * graceful),
+            began + PERIODIC_SHARE * graceful,
+            began + LEAVE_SHARE * graceful)
+
 
 def task_name(manila_name):
     """hacluster's name of a manila periodic task (``[hacluster]
@@ -110,10 +158,14 @@ def _claimed(method_name):
             return base(self, *args, **kwargs)
         data = {name: bound.arguments[name] for name in recorded
                 if name in bound.arguments} or None
-        with _SafeClaim(self.ha_coordinator, resource_type, resource_id,
-                        operation, data) as claim, \
+        safe = _SafeClaim(self.ha_coordinator, resource_type, resource_id,
+                          operation, data)
+        inflight = getattr(self, '_ha_inflight', None)
+        with safe as claim, \
                 _claims.operation(self.ha_coordinator, claim, resource_type,
-                                  resource_id, operation):
+                                  resource_id, operation) as op, \
+                (inflight.running(safe, op) if inflight is not None
+                 else contextlib.nullcontext()):
             # (manila's database writes in this thread are fenced by the
             # claim: see hacluster.manila.claims)
             return base(self, *args, **kwargs)
@@ -135,6 +187,7 @@ class _SafeClaim:
         self._args = (resource_type, resource_id, operation, data)
         self._coord = coordinator
         self._claim = None
+        self._lock = threading.Lock()
 
     def __enter__(self):
         if self._coord is None:
@@ -147,20 +200,156 @@ class _SafeClaim:
                       '(%s); running it without crash protection',
                       self._args[2], self._args[0], self._args[1], exc)
             return None
-        self._claim = claim
+        with self._lock:
+            self._claim = claim
         return claim
 
     def __exit__(self, *exc):
-        if self._claim is not None:
-            try:
-                self._claim.__exit__(*exc)
-            except (exceptions.HAClusterError, OSError) as err:
-                # the operation is over; a claim left behind is recovered
-                # as if this node died (idempotent handlers)
-                LOG.error('hacluster: could not remove the claim for %s of '
-                          '%s %s: %s', self._args[2], self._args[0],
-                          self._args[1], err)
+        self._close(exc)
         return False
+
+    def hand_over(self, reason):
+        """Give the claim up to recovery now, while the operation may still
+        run (the node is stopping and cannot wait for it): its record is
+        left in etcd bound to no lease, for the leader to recover at once,
+        and the operation's own end no longer touches it. Blocks for one
+        etcd request; never raises. Returns True if a claim was open."""
+        claim = self._take()
+        if claim is None:
+            return False
+        claim.hand_over(reason)
+        self._end(claim, (None, None, None))
+        return True
+
+    def _close(self, exc):
+        claim = self._take()
+        if claim is not None:
+            self._end(claim, exc)
+
+    def _take(self):
+        # once: the operation's end and a hand-over at stop may race, and
+        # whichever comes first ends the claim its way
+        with self._lock:
+            claim, self._claim = self._claim, None
+        return claim
+
+    def _end(self, claim, exc):
+        try:
+            claim.__exit__(*exc)
+        except (exceptions.HAClusterError, OSError) as err:
+            # the operation is over; a claim left behind is recovered
+            # as if this node died (idempotent handlers)
+            LOG.error('hacluster: could not remove the claim for %s of '
+                      '%s %s: %s', self._args[2], self._args[0],
+                      self._args[1], err)
+
+
+class _InFlight:
+    """The claimed operations running in this process, so that a stop can
+    wait for them (up to a deadline) and hand the rest over to recovery.
+
+    Once closed (:meth:`hand_over`), an operation that still arrives --
+    an RPC message dispatched after the stop began, already acknowledged
+    -- is not run: its claim is opened and handed over at once, so a
+    survivor brings the resource to a final state (one whose claim cannot
+    be recorded runs unprotected, as :class:`_SafeClaim` runs it).
+    Thread-safe.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._entries = set()        # (_SafeClaim, claims._Operation)
+        self._closed = None          # the hand-over reason, once closed
+
+    @contextlib.contextmanager
+    def running(self, safe, op):
+        """Context manager around one claimed operation.
+
+        :raises Fenced: (on entering) the registry is closed; the
+            operation's claim has been handed over to recovery.
+        """
+        entry = (safe, op)
+        with self._cond:
+            closed = self._closed
+            if closed is None:
+                self._entries.add(entry)
+        if closed is not None:
+            if self._give_up(entry, closed):
+                raise exceptions.Fenced(
+                    '%s of %s %s not started: %s' % (
+                        op.operation, op.resource_type, op.resource_id,
+                        closed))
+            # no claim to hand over (it could not be recorded): run it
+            # unprotected, as _SafeClaim does -- dropping it would strand
+            # the resource with no trace
+            yield
+            return
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._entries.discard(entry)
+                self._cond.notify_all()
+
+    def wait(self, deadline):
+        """Block until no claimed operation runs, or until ``deadline``
+        (``time.monotonic()``); returns how many still run."""
+        with self._cond:
+            while self._entries:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            return len(self._entries)
+
+    def hand_over(self, reason):
+        """Close the registry and hand the claims of the operations still
+        running over to recovery (their further database writes are
+        refused: hacluster.manila.claims). Blocks for one etcd request per
+        claim; never raises. Returns the number handed over."""
+        with self._cond:
+            self._closed = reason
+            entries = list(self._entries)
+        return sum(1 for entry in entries if self._give_up(entry, reason))
+
+    @staticmethod
+    def _give_up(entry, reason):
+        safe, op = entry
+        # first the writes, then the record: once a survivor can take the
+        # claim, this thread must not write any more
+        op.handed_over = reason
+        return safe.hand_over(reason)
+
+
+def _join_by(thread, deadline, start=False):
+    """Join ``thread`` (starting it first if ``start``) until ``deadline``
+    (``time.monotonic()``); True if it ended."""
+    if start:
+        thread.start()
+    thread.join(max(0.0, deadline - time.monotonic()))
+    return not thread.is_alive()
+
+
+class _StopNotifyingServer:
+    """manila's RPC server of an HA manager, as manila's Service uses it
+    (``start``, ``stop``, ``wait``: everything is the server's own), except
+    that ``stop`` first tells the manager -- so it stops taking periodic
+    work and passes leadership on while oslo.messaging takes up to 5 s to
+    stop the listener, instead of after."""
+
+    def __init__(self, server, on_stop):
+        self.server = server
+        self._on_stop = on_stop
+
+    def stop(self):
+        try:
+            self._on_stop()
+        except Exception:
+            LOG.exception('hacluster: starting to leave the cluster')
+        return self.server.stop()
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
 
 
 class HAShareManager(share_manager.ShareManager):
@@ -223,6 +412,14 @@ class HAShareManager(share_manager.ShareManager):
         self.ha_coordinator = None
         self.ha_runner = None
         self._ha_starting = False
+        # the claimed operations running, for the stop to wait for
+        self._ha_inflight = _InFlight()
+        # start-up and stop exclude each other (a SIGTERM may come while
+        # init_host_with_rpc starts the periodic tasks)
+        self._ha_life_lock = threading.Lock()
+        self._ha_stop_began = None       # time.monotonic() of the stop
+        self._ha_quiesce = None          # its first phase's thread
+        self._ha_rpcserver = None        # manila's, once it is built
         self._ha_manila_tasks = list(type(self)._periodic_tasks)
         if self.ha_clustered:
             # A claimed operation's final writes are fenced by its claim: a
@@ -237,7 +434,7 @@ class HAShareManager(share_manager.ShareManager):
             # nothing: every task runs on hacluster's runner, in its mode.
             self._periodic_tasks = []
 
-    # -- start and stop ---------------------------------------------------------
+    # -- start and stop -------------------------------------------------------
 
     def init_host(self, service_id=None):
         """Join the cluster, then manila's own init_host (driver set-up,
@@ -250,18 +447,23 @@ class HAShareManager(share_manager.ShareManager):
             super().init_host(service_id=service_id)
         finally:
             self._ha_starting = False
+        if not self.ha_coordinator.single_node:
+            self._ha_hook_rpc_server()
 
     def init_host_with_rpc(self, *args, **kwargs):
         """Once the node serves: recovery handlers (which make it run for
         leader -- only a node that serves may lead), then the periodic
-        tasks."""
+        tasks (none of it once a stop has begun)."""
         super().init_host_with_rpc(*args, **kwargs)
         coord = self.ha_coordinator
         if coord is not None:
-            self._ha_recoverer.ha_register_recovery()
-            if not coord.single_node:
-                self._ha_update_member(ready=True)
-                self._ha_start_periodic()
+            with self._ha_life_lock:
+                if self._ha_stop_began is not None:
+                    return
+                self._ha_recoverer.ha_register_recovery()
+                if not coord.single_node:
+                    self._ha_update_member(ready=True)
+                    self._ha_start_periodic()
         # (the test rig waits for this line)
         LOG.info('hacluster: manila-share ready: %s serves %s (%s)',
                  coord.node if coord else CONF.host, self.host,
@@ -367,9 +569,12 @@ class HAShareManager(share_manager.ShareManager):
         self.ha_runner = runner
 
     def _ha_retry_periodic(self, delay, max_delay):
-        if self.ha_coordinator is None or not self.ha_coordinator.running:
-            return                   # stopped meanwhile
-        self._ha_start_periodic(delay, max_delay)
+        with self._ha_life_lock:
+            if self._ha_stop_began is not None or \
+                    self.ha_coordinator is None or \
+                    not self.ha_coordinator.running:
+                return               # stopped meanwhile
+            self._ha_start_periodic(delay, max_delay)
 
     def _ha_task(self, name, task):
         """A hacluster periodic task running manila's task ``name``."""
@@ -393,32 +598,129 @@ class HAShareManager(share_manager.ShareManager):
         return _task.periodic_task(spacing=spacing, mode=mode,
                                    name=hname)(run)
 
-    def ha_stop(self):
-        """Leave the cluster cleanly: stop the periodic tasks, then the
-        coordinator, which waits (up to its claim grace, 30 s) for the
-        operations still running under claims -- manila's RPC server stops
-        taking messages before this, but does not wait for the handlers
-        that run. Called when manila's Service stops. Blocks.
+    def _ha_hook_rpc_server(self):
+        """Have the RPC server that manila's Service builds right after
+        :meth:`init_host` (``manila.rpc.get_server``, looked up when
+        called) tell this manager when it stops: see
+        :class:`_StopNotifyingServer`. One server only; manila's function
+        is put back as soon as it is called."""
+        from manila import rpc as manila_rpc
+        original = manila_rpc.get_server
+        manager = self
 
-        manila's locks are not given back: the process is exiting, and an
-        operation still running must not fall back to node-local locks
-        while the other nodes use cluster locks. A lock asked for after the
-        coordinator stopped raises (fails closed)."""
-        coord = self.ha_coordinator
-        if coord is not None and not coord.single_node:
-            # a node starting while this one stops must not count it as
-            # serving (it would skip the ensure pass)
-            self._ha_update_member(ready=False, ensured=False)
-        runner, self.ha_runner = self.ha_runner, None
+        def get_server(target, endpoints, serializer=None):
+            manila_rpc.get_server = original
+            server = original(target, endpoints, serializer)
+            if not any(endpoint is manager for endpoint in endpoints):
+                return server
+            manager._ha_rpcserver = server
+            return _StopNotifyingServer(server, manager._ha_begin_stop)
+        manila_rpc.get_server = get_server
+
+    def _ha_begin_stop(self):
+        """The first phase of a stop, started when manila stops its RPC
+        server (or by :meth:`ha_stop`): in a thread of its own, take this
+        node out of the serving ones, pass leadership on, stop the
+        periodic tasks and the fan-out RPC server. Returns at once;
+        idempotent."""
+        with self._ha_life_lock:
+            if self._ha_stop_began is not None:
+                return
+            self._ha_stop_began = time.monotonic()
+            runner, self.ha_runner = self.ha_runner, None
+            coord = self.ha_coordinator
+        if coord is None or coord.single_node:
+            return
+        LOG.info('hacluster: %s leaving cluster %s (graceful_shutdown_timeout '
+                 '%g s)', coord.node, coord.cluster,
+                 graceful_shutdown_timeout())
+        self._ha_quiesce = threading.Thread(
+            target=self._ha_stop_work, args=(coord, runner), daemon=True,
+            name='hacluster-stop-work')
+        self._ha_quiesce.start()
+
+    def _ha_stop_work(self, coord, runner):
+        # a node starting while this one stops must not count it as
+        # serving (it would skip the ensure pass)
+        self._ha_update_member(ready=False, ensured=False)
+        # Another node leads at once, not when this one's claims are done
+        # or its lease expires; this one's leader-only work ends here.
+        try:
+            coord.resign()
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: resigning the leadership: %s', exc)
         if runner is not None:
             try:
                 runner.stop()
             except Exception:
                 LOG.exception('hacluster: stopping the periodic tasks')
-        if coord is not None:
-            coord.stop()
 
-    # -- ensure -------------------------------------------------------------------
+    def ha_stop(self):
+        """Leave the cluster cleanly, within manila's
+        ``graceful_shutdown_timeout`` (see :func:`stop_deadlines`). Called
+        when manila's Service stops, after its RPC server stopped taking
+        messages (whose ``stop`` began the first phase:
+        :meth:`_ha_begin_stop`):
+
+        * wait for the RPC operations still running (manila's own
+          ``wait``) and the claimed ones, until the claims deadline; hand
+          the claims of those still running over to recovery (a survivor
+          recovers them at once; their writes are refused from then on);
+        * wait for the periodic tasks and the fan-out RPC server to stop,
+          until the periodic deadline;
+        * stop the coordinator: cluster locks released, membership record
+          deleted, session lease revoked.
+
+        Blocks until then (at most until the leave deadline; never
+        raises). manila's locks are not given back: the process is
+        exiting, and an operation still running must not fall back to
+        node-local locks while the other nodes use cluster locks. A lock
+        asked for after the coordinator stopped raises (fails closed)."""
+        self._ha_begin_stop()
+        coord = self.ha_coordinator
+        if coord is None:
+            return
+        claims_by, periodic_by, leave_by = stop_deadlines(
+            self._ha_stop_began, graceful_shutdown_timeout())
+        server = self._ha_rpcserver
+        if server is not None:
+            # manila's Service waits for its handlers only after its own
+            # stop: wait here, bounded, so that none starts unclaimed once
+            # this node has left
+            _join_by(threading.Thread(target=server.wait, daemon=True,
+                                      name='hacluster-rpc-wait'), claims_by,
+                     start=True)
+        left = self._ha_inflight.wait(claims_by)
+        handed = self._ha_inflight.hand_over(
+            'manila-share %s stopped before the operation finished'
+            % coord.node)
+        if left or handed:
+            LOG.warning('hacluster: %s: %d claimed operations still ran at '
+                        'the stop deadline: %d handed over to recovery',
+                        coord.node, left, handed)
+        if self._ha_quiesce is not None and \
+                not _join_by(self._ha_quiesce, periodic_by):
+            LOG.warning('hacluster: %s: the periodic tasks did not stop in '
+                        'time; leaving the cluster all the same', coord.node)
+        leaving = threading.Thread(target=self._ha_stop_coordinator,
+                                   args=(coord,), daemon=True,
+                                   name='hacluster-leave')
+        if not _join_by(leaving, leave_by, start=True):
+            LOG.error('hacluster: %s did not leave cluster %s in time: its '
+                      'lease will expire instead', coord.node, coord.cluster)
+            return
+        LOG.info('hacluster: %s left cluster %s %.1f s after the stop began',
+                 coord.node, coord.cluster,
+                 time.monotonic() - self._ha_stop_began)
+
+    @staticmethod
+    def _ha_stop_coordinator(coord):
+        try:
+            coord.stop()
+        except Exception:
+            LOG.exception('hacluster: stopping the coordinator')
+
+    # -- ensure ---------------------------------------------------------------
 
     def ensure_driver_resources(self, ctxt, skip_backend_info_check=False):
         """manila's ensure pass; at start-up, on the first node only.
@@ -490,7 +792,7 @@ class HAShareManager(share_manager.ShareManager):
         old = self.db.backend_info_get(ctxt, self.host)
         return (old or {}).get('info_hash') != new_hash
 
-    # -- fan-out periodic tasks -------------------------------------------------------
+    # -- fan-out periodic tasks -----------------------------------------------
 
     def _ha_list_periodic_share_status_update(self, ctx):
         """Share instances whose status the driver must be asked for."""
