@@ -33,6 +33,17 @@ PLAIN_DRIVER = 'manila.tests.share.drivers.dummy.DummyDriver'
 TEMPLATE_DB = 'manila_template'
 BACKEND = 'dummy'
 READY_MARK = 'hacluster: manila-share ready'
+#: manila's ``graceful_shutdown_timeout`` on every node (oslo.service's
+#: alarm kills a worker whose stop takes longer): :meth:`Node.stop` checks
+#: that a node stops cleanly within it.
+GRACEFUL_SHUTDOWN_TIMEOUT = 10
+#: What cotyledon logs (worker and master) when that alarm ends a stop:
+#: the exit status is 0 all the same, so the log is what tells.
+ALARM_MARK = 'Graceful shutdown timeout'
+
+
+class UncleanStop(AssertionError):
+    """A node did not stop cleanly on SIGTERM (see :meth:`Node.stop`)."""
 
 
 def _bin(name):
@@ -173,11 +184,52 @@ class Node:
             self.child.signal(signal.SIGKILL)
             self.child.kill()
 
-    def stop(self, timeout=30.0):
-        """SIGTERM the master (manila's clean stop), SIGKILL after
-        ``timeout``. Blocks."""
-        if self.child is not None:
-            self.child.stop(timeout)
+    def stop(self, timeout=None, check=True):
+        """SIGTERM the master (manila's clean stop) and wait for it to exit;
+        SIGKILL the group after ``timeout`` seconds (default: the cluster's
+        ``graceful_shutdown_timeout`` plus 5). Blocks until the group is
+        gone.
+
+        :returns: seconds from the SIGTERM to the master's exit (None if
+            the node was not running).
+        :raises UncleanStop: (with ``check``, once the node is gone) it did
+            not exit within ``graceful_shutdown_timeout``, exited with a
+            status other than 0, or oslo.service's alarm ended the stop --
+            with the tail of its log.
+        """
+        child = self.child
+        if child is None or child.reaped:
+            return None
+        if child.exited():
+            child.kill()            # reap (it died on its own: no stop)
+            return None
+        if timeout is None:
+            timeout = self.cluster.graceful_shutdown_timeout + 5
+        began = time.monotonic()
+        child.signal(signal.SIGTERM, group=False)
+        child.signal(signal.SIGCONT)        # in case it was paused
+        exited = child.wait_exited(timeout)
+        took = time.monotonic() - began
+        status = child.exit_status() if exited else None
+        child.kill()                # reap, and any straggler of the group
+        log = self.log_since_start()
+        problems = []
+        if not exited:
+            problems.append('still running %.0f s after SIGTERM: killed'
+                            % timeout)
+        elif took > self.cluster.graceful_shutdown_timeout:
+            problems.append('exited %.1f s after SIGTERM (limit %g s)'
+                            % (took, self.cluster.graceful_shutdown_timeout))
+        if exited and status != 0:
+            problems.append('exit status %s' % status)
+        if ALARM_MARK in log:
+            problems.append('ended by oslo.service\'s graceful_shutdown_'
+                            'timeout alarm')
+        if check and problems:
+            raise UncleanStop('manila-share %s did not stop cleanly: %s; log '
+                              'tail:\n%s' % (self.name, ', '.join(problems),
+                                             servers.log_tail(self.log_path)))
+        return took
 
 
 class ManilaCluster:
@@ -197,14 +249,18 @@ class ManilaCluster:
     :param manager: the share manager class path (manila's own
         ``PLAIN_MANAGER`` for baselines).
     :param extra: more config, ``{section: {key: value}}`` for every node.
+    :param graceful_shutdown_timeout: manila's (oslo.service's) option on
+        every node; :meth:`Node.stop` checks a stop against it.
     """
 
     def __init__(self, pg, transport_url, backend_url=None,
                  nodes=('node1', 'node2', 'node3'), cluster=None,
                  periodic_interval=2, delays=None, driver=HA_DRIVER,
                  extra=None, extra_env=None, host='hagroup',
-                 workdir=None, manager=HA_MANAGER, node_extra=None):
+                 workdir=None, manager=HA_MANAGER, node_extra=None,
+                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN_TIMEOUT):
         self.pg = pg
+        self.graceful_shutdown_timeout = graceful_shutdown_timeout
         self.transport_url = transport_url
         self.backend_url = backend_url
         self.cluster = cluster or 'manila-' + uuid.uuid4().hex[:8]
@@ -248,6 +304,7 @@ class ManilaCluster:
                 'state_path': node.dir if node else self.workdir,
                 'periodic_interval': self.periodic_interval,
                 'periodic_fuzzy_delay': 0,
+                'graceful_shutdown_timeout': self.graceful_shutdown_timeout,
                 'report_interval': 5,
                 'debug': 'false',
                 'use_stderr': 'true',
@@ -298,15 +355,19 @@ class ManilaCluster:
     def kill(self, name):
         self.nodes[name].kill()
 
-    def stop(self, name, timeout=30.0):
-        self.nodes[name].stop(timeout)
+    def stop(self, name, timeout=None, check=True):
+        """:meth:`Node.stop` of node ``name``: seconds it took to exit.
+
+        :raises UncleanStop: see there."""
+        return self.nodes[name].stop(timeout, check=check)
 
     def close(self):
-        """Stop every node, drop the database, remove the work directory
-        (kept when ``HACLUSTER_KEEP`` is set). Blocks."""
+        """Stop every node (SIGTERM, SIGKILL after graceful_shutdown_timeout
+        plus 5 s), drop the database, remove the work directory (kept when
+        ``HACLUSTER_KEEP`` is set). Blocks."""
         for node in self.nodes.values():
             try:
-                node.stop(10)
+                node.stop(check=False)
             except Exception:
                 node.kill()
         if self._engine is not None:
@@ -324,7 +385,7 @@ class ManilaCluster:
     def __exit__(self, *exc):
         self.close()
 
-    # -- inspecting and driving ---------------------------------------------------
+    # -- inspecting and driving -----------------------------------------------
 
     def client(self, *args, timeout=120):
         """Run a :mod:`hacluster.testing.manila_client` command; its JSON.
