@@ -33,6 +33,8 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import threading
 import time
 
@@ -617,3 +619,78 @@ class ManagedServer(StartCloseContext):
 # (the names the rig used when it was one module)
 _log_tail = log_tail
 _group_members = group_members
+
+# --------------------------------------------------------------------------
+# scripted workers
+
+
+class LineWorker:
+    """A Python script run as a subprocess whose stdout lines are collected
+    (in a reader thread) and whose stderr goes to a temporary file, so a
+    chatty worker can never block on a full pipe.
+
+    :param script: path of the script; ``args`` follow it (as strings).
+
+    ``lines`` grows as lines arrive; :meth:`wait_line` blocks until one
+    starts with a prefix. Thread-safe.
+    """
+
+    def __init__(self, script, *args, env=None):
+        self._stderr = tempfile.TemporaryFile(mode='w+')
+        self.proc = subprocess.Popen(
+            [sys.executable, '-W', 'ignore', script] + [str(a) for a in args],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=self._stderr, text=True, env=env)
+        self.lines = []
+        self._cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self._cond:
+                self.lines.append(line.rstrip('\n'))
+                self._cond.notify_all()
+
+    def wait_line(self, prefix, timeout=10.0):
+        """The first line starting with ``prefix``; blocks up to
+        ``timeout`` s for it. Raises AssertionError (with the lines and the
+        stderr tail) if it does not come, or the process exits first."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for line in self.lines:
+                    if line.startswith(prefix):
+                        return line
+                left = deadline - time.monotonic()
+                if left <= 0 or self.proc.poll() is not None and \
+                        not any(ln.startswith(prefix) for ln in self.lines):
+                    if left > 0:
+                        self._cond.wait(0.2)   # drain what is buffered
+                        if any(ln.startswith(prefix) for ln in self.lines):
+                            continue
+                    raise AssertionError(
+                        'no %r line from worker (rc=%s); got %r; stderr: %s'
+                        % (prefix, self.proc.poll(), self.lines,
+                           self.stderr_tail()))
+                self._cond.wait(left)
+
+    def stderr_tail(self, size=2000):
+        """The last ``size`` characters the worker wrote to stderr."""
+        try:
+            self._stderr.flush()
+            self._stderr.seek(0)
+            return self._stderr.read()[-size:]
+        except ValueError:      # closed
+            return ''
+
+    def send(self, line):
+        """Write ``line`` to the worker's stdin."""
+        self.proc.stdin.write(line + '\n')
+        self.proc.stdin.flush()
+
+    def close(self):
+        """SIGKILL the worker if it runs; reap it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self._stderr.close()

@@ -1,11 +1,9 @@
 import os
-import subprocess
-import sys
-import threading
-import time
 import uuid
 
 import pytest
+
+from hacluster.testing import process
 
 WORKER = os.path.join(os.path.dirname(__file__), 'lockworker.py')
 
@@ -16,58 +14,12 @@ def cluster_name():
     return 'test-' + uuid.uuid4().hex[:10]
 
 
-class Worker:
-    """A lockworker.py subprocess whose stdout lines are collected."""
+class Worker(process.LineWorker):
+    """A worker subprocess (lockworker.py unless ``script`` says which)
+    whose stdout lines are collected."""
 
     def __init__(self, *args, script=WORKER):
-        self.proc = subprocess.Popen(
-            [sys.executable, '-W', 'ignore', script] + [str(a) for a in args],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        self._cond = threading.Condition()
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self):
-        for line in self.proc.stdout:
-            with self._cond:
-                self.lines.append(line.rstrip('\n'))
-                self._cond.notify_all()
-
-    def wait_line(self, prefix, timeout=10.0):
-        """The first line starting with ``prefix`` (waits for it)."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            while True:
-                for line in self.lines:
-                    if line.startswith(prefix):
-                        return line
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None and \
-                        not any(ln.startswith(prefix) for ln in self.lines):
-                    if left > 0:
-                        self._cond.wait(0.2)   # drain what is buffered
-                        if any(ln.startswith(prefix) for ln in self.lines):
-                            continue
-                    raise AssertionError(
-                        'no %r line from worker (rc=%s); got %r; stderr: %s'
-                        % (prefix, self.proc.poll(), self.lines,
-                           self.stderr_tail()))
-                self._cond.wait(left)
-
-    def stderr_tail(self):
-        if self.proc.poll() is None:
-            return '(running)'
-        return self.proc.stderr.read()[-2000:]
-
-    def send(self, line):
-        self.proc.stdin.write(line + '\n')
-        self.proc.stdin.flush()
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.wait(10)
+        super().__init__(script, *args)
 
 
 @pytest.fixture

@@ -163,7 +163,7 @@ def test_a_frozen_owner_fences_itself_when_it_resumes(
     os.kill(owner.proc.pid, signal.SIGCONT)
     # at once when it runs again: past its renew deadline with a claim
     assert owner.proc.wait(10) == _fencing.EXIT_STATUS
-    assert 'FENCED' in owner.proc.stderr.read()
+    assert 'FENCED' in owner.stderr_tail(100000)
     assert len(handled(store)) == 1
 
 

@@ -41,7 +41,7 @@ def stop_members(members, timeout=30):
             time.sleep(1)
             w.proc.kill()
             w.proc.wait(10)
-            stuck.append('%s:\n%s' % (name, w.proc.stderr.read()[-6000:]))
+            stuck.append('%s:\n%s' % (name, w.stderr_tail(6000)))
     assert not stuck, 'members did not stop:\n' + '\n'.join(stuck)
 
 
