@@ -57,8 +57,9 @@ class CoordinatorAPI(abc.ABC):
         """Join the cluster; returns self. Idempotent."""
 
     @abc.abstractmethod
-    def stop(self):
-        """Leave gracefully: waits for open claims (up to a grace),
+    def stop(self, claim_grace=None):
+        """Leave gracefully: waits for open claims (up to ``claim_grace``
+        seconds, default the coordinator's), hands over those still open,
         releases everything. Idempotent."""
 
     def __enter__(self):

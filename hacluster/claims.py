@@ -140,6 +140,9 @@ class Claim:
         self.late = None
         #: why this process gave the claim up for recovery, or None
         self.handed_over = None
+        #: True once the claim's record was ended in etcd ahead of its
+        #: block (handed over by a stopping coordinator)
+        self.ended = False
 
     def __repr__(self):
         return '<Claim %s %s/%s>' % (self.record['operation'],
@@ -275,6 +278,10 @@ class ClaimBook:
                 return claim
             if claim.recovered_elsewhere:
                 raise self._refused(claim)
+            if claim.ended:
+                raise exceptions.Fenced(
+                    '%s was handed over to recovery (%s): its result must '
+                    'not be written' % (claim, claim.handed_over))
             record = dict(claim.record, state=FINISHING,
                           finishing_at=time.time())
             resp = self._ctx.client.txn(
@@ -371,7 +378,8 @@ class ClaimBook:
         if fenced and claim.handed_over is None:
             self.hand_over(claim, 'the operation was fenced midway')
         try:
-            self._end(claim, failed)
+            if not claim.ended:
+                self._end(claim, failed)
         except exceptions.HAClusterError as exc:
             LOG.warning('hacluster: could not end %s (%s); retrying in the '
                         'background', claim, _url.scrub(exc))
@@ -464,6 +472,34 @@ class ClaimBook:
                     LOG.error('hacluster: %s was recovered by another node '
                               'while this one had no session; its result '
                               'will not be written', claim)
+
+    def hand_over_open(self, reason):
+        """Hand every claim still open over to recovery and end its record
+        now (left in etcd bound to no lease, so the leader recovers it at
+        once instead of after this session's lease and the absence grace):
+        for a coordinator that stops while operations still run. Their
+        blocks may still end later; their ``finish()`` raises
+        :class:`~hacluster.exceptions.Fenced`. Returns how many were handed
+        over. Blocks for one etcd request per claim; a claim etcd did not
+        take is left to the lease revoke (recovered a little later)."""
+        with self._open_cond:
+            claims = list(self._claims.values())
+        handed = 0
+        for claim in claims:
+            with claim.mutex:
+                if claim.finished or claim.ended or claim.revision is None:
+                    continue    # finishing: its own write ends it
+            self.hand_over(claim, reason)
+            try:
+                self._end(claim, failed=True)
+            except exceptions.HAClusterError as exc:
+                LOG.warning('hacluster: could not hand %s over (%s); it is '
+                            'recovered once the lease is revoked', claim,
+                            _url.scrub(exc))
+                continue
+            claim.ended = True
+            handed += 1
+        return handed
 
     def wait_open_claims(self, timeout):
         """Block until no claim of this process is open, or ``timeout``;

@@ -197,13 +197,13 @@ class Coordinator(_api.CoordinatorAPI):
         self._leader_view.load(resp.kvs(1))
         return resp.revision
 
-    def stop(self):
+    def stop(self, claim_grace=None):
         """Leave the cluster gracefully: wait up to ``claim_grace`` seconds
-        (default 30) for open claims to finish (those still open are left for
-        recovery by another node), resign leadership (if leading), mark the
-        member record ``leaving``, revoke the session lease
-        (releasing every lock at once, in etcd) and stop the background
-        threads.
+        (default: the coordinator's, 30) for open claims to finish (those
+        still open are handed over, for another node to recover at once),
+        resign leadership (if leading), mark the member record ``leaving``,
+        revoke the session lease (releasing every lock at once, in etcd) and
+        stop the background threads.
 
         Locks still held are marked lost with reason "coordinator stopped"
         (their ``on_lost`` callbacks run). Blocks for at most a couple of
@@ -221,12 +221,15 @@ class Coordinator(_api.CoordinatorAPI):
         with self._state_lock:
             if not self._running:
                 return
-        left = self._claims.wait_open_claims(self._recovery.claim_grace)
+        grace = self._recovery.claim_grace if claim_grace is None \
+            else claim_grace
+        left = self._claims.wait_open_claims(grace)
         if left:
             LOG.warning('hacluster: %s/%s stopping with %d claims still open '
-                        'after %ss: they will be recovered by another node',
-                        self.cluster, self.node, left,
-                        self._recovery.claim_grace)
+                        'after %ss: handed over to recovery by another node',
+                        self.cluster, self.node, left, grace)
+            self._claims.hand_over_open(
+                'the coordinator stopped while it ran')
         self._recovery.stop()
         self._claims.close()
         with self._state_lock:

@@ -370,9 +370,11 @@ class LocalCoordinator(_api.CoordinatorAPI):
         self._recover_previous()
         return self
 
-    def stop(self):
+    def stop(self, claim_grace=None):
         """Resign leadership, release every lock still held (marking it
-        lost, "coordinator stopped")."""
+        lost, "coordinator stopped"). ``claim_grace`` is accepted for the
+        API's sake: one node has nobody to hand claims over to; they are
+        recovered by this node's next start."""
         if not self._running:
             return
         self.resign()

@@ -199,3 +199,49 @@ def test_bad_claims_are_refused(etcd, cluster_name, obs):
     assert 'JSON' in str(e.value)
     with pytest.raises(exceptions.ConfigurationError):
         obs.register_recovery('share', 'not callable')
+
+
+def test_a_stop_hands_over_the_claims_it_cannot_wait_for(etcd, cluster_name):
+    """A node told to stop while a claimed operation still runs hands the
+    claim over at the end of its grace: the leader recovers it at once, not
+    after the lease and the absence grace, and the operation's late finish
+    is refused."""
+    import threading
+    recovered = []
+    fast = dict(lease_ttl=3, renew_deadline=2, renew_interval=0.5)
+    leader = hacluster.get_coordinator(etcd.url, cluster_name, 'leader',
+                                       **fast)
+    leader.register_recovery('share', lambda claim: recovered.append(
+        (time.monotonic(), claim.resource_id)))
+    owner = hacluster.get_coordinator(etcd.url, cluster_name, 'owner',
+                                      **fast)
+    with leader:
+        wait_for(lambda: leader.is_leader, 10, 'the leader')
+        owner.start()
+        entered, release, outcome = (threading.Event(), threading.Event(),
+                                     [])
+
+        def operation():
+            with owner.claim('share', 's1', 'create') as claim:
+                entered.set()
+                release.wait(20)
+                try:
+                    claim.finish()
+                    outcome.append('finished')
+                except exceptions.Fenced as exc:
+                    outcome.append(type(exc).__name__)
+        t = threading.Thread(target=operation)
+        t.start()
+        entered.wait(10)
+        stopping = time.monotonic()
+        owner.stop(claim_grace=0.3)
+        stopped = time.monotonic()
+        wait_for(lambda: recovered, 10, 'the recovery')
+        release.set()
+        t.join(10)
+    assert [r for _, r in recovered] == ['s1']
+    assert stopped - stopping < 2.0
+    # recovered at once: no waiting for the revoked lease's absence grace
+    print("recovered %.3f s after the stop" % (recovered[0][0] - stopped))
+    assert recovered[0][0] - stopped < 0.5, recovered[0][0] - stopped
+    assert outcome == ['Fenced']
