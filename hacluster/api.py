@@ -174,6 +174,11 @@ class CoordinatorAPI(abc.ABC):
         ``hand_over(reason)``, ``still_owned()``)."""
 
     @abc.abstractmethod
+    def can_claim(self, resource_type, operation):
+        """True if every live member can recover such a claim (a new kind
+        of claim waits until an upgrade is complete)."""
+
+    @abc.abstractmethod
     def register_recovery(self, resource_type, handler):
         """``handler(claim_record)`` repairs a dead owner's claims."""
 

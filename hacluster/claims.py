@@ -237,6 +237,11 @@ class ClaimBook:
         coord = self._ctx
         record = new_claim_record(coord.node, coord.member_id, resource_type,
                                   resource_id, operation, data)
+        if coord.compat is not None:
+            # the newest format every live member reads (hacluster.protocol)
+            record['format'] = coord.compat.write_format('claim')
+            if record['format'] >= 2:
+                record['written_by'] = coord.compat.own.protocol
         key = coord.layout.claim(coord.node, resource_type, resource_id,
                                  operation, record['claim_id'])
         return Claim(self, key, record)

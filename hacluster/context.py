@@ -23,17 +23,20 @@ class Context:
         :meth:`hacluster.coordinator.Coordinator.fence_point`.
     :param check_running: callable raising NotStarted when stopped.
     :param is_running: callable, True while the coordinator runs.
+    :param compat: :class:`hacluster.protocol.ClusterCompat`: what the
+        cluster's members speak (record formats to write, the fan-out RPC
+        version to send at); None in contexts that write no records.
 
     Immutable after construction; thread-safe.
     """
 
     __slots__ = ('client', 'session', 'layout', 'cluster', 'node',
                  'member_id', 'clock', 'subscribe', 'unsubscribe',
-                 'fence_point', 'check_running', 'is_running')
+                 'fence_point', 'check_running', 'is_running', 'compat')
 
     def __init__(self, client, session, layout, cluster, node, member_id,
                  clock, subscribe, unsubscribe, fence_point, check_running,
-                 is_running):
+                 is_running, compat=None):
         self.client = client
         self.session = session
         self.layout = layout
@@ -46,3 +49,4 @@ class Context:
         self.fence_point = fence_point
         self.check_running = check_running
         self.is_running = is_running
+        self.compat = compat

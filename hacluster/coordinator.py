@@ -27,8 +27,10 @@ from hacluster import fencing as _fencing
 from hacluster import keys as _keys
 from hacluster import locks as _locks
 from hacluster import membership as _membership
+from hacluster import protocol as _protocol
 from hacluster import recovery as _recovery
 from hacluster import session as _session
+from hacluster.version import __version__
 
 LOG = logging.getLogger(__name__)
 
@@ -106,12 +108,17 @@ class Coordinator(_api.CoordinatorAPI):
         #: session, new at every process start.
         self.member_id = '%s-%s' % (node, uuid.uuid4().hex[:8])
         #: What the parts get of this coordinator (see hacluster.context).
+        #: What the cluster's members speak (see hacluster.protocol).
+        self.compat = _protocol.ClusterCompat(
+            self._own_compat, lambda: self._membership.view(), node)
         self.ctx = _context.Context(
             self.client, self.session, self.layout, cluster, node,
             self.member_id, clock, self.subscribe, self.unsubscribe,
-            self.fence_point, self._check_running, lambda: self._running)
+            self.fence_point, self._check_running, lambda: self._running,
+            compat=self.compat)
         self._membership = _membership.Membership(
-            self.ctx, self.member_id, config=config, rpc_version=rpc_version)
+            self.ctx, self.member_id, config=config, rpc_version=rpc_version,
+            compat=lambda: self._own_compat().as_record())
         self._leader_view = _election.LeaderView(self.ctx)
         self._election = None
         self._claims = _claims.ClaimBook(self.ctx)
@@ -124,6 +131,9 @@ class Coordinator(_api.CoordinatorAPI):
     def __repr__(self):
         return '<Coordinator %s/%s %s>' % (self.cluster, self.node,
                                            self.url.safe)
+
+    def _own_compat(self):
+        return _protocol.local(__version__, self._recovery.recovers())
 
     # -- life cycle ---------------------------------------------------------
 
@@ -149,6 +159,11 @@ class Coordinator(_api.CoordinatorAPI):
             if self._running:
                 return self
             revision = self._first_view(timeout)
+            # Join only a cluster whose live members this version can work
+            # with; never form a second cluster beside them.
+            self._own_compat().check_join(
+                {n: r for n, r in self._membership.view().items()
+                 if n != self.node})
             self.subscribe(self.layout.members, self._membership)
             self.subscribe(self.layout.leader, self._leader_view)
             self.subscribe(self.layout.recovery_requests, self._recovery)
@@ -460,6 +475,16 @@ class Coordinator(_api.CoordinatorAPI):
         return self._claims.claim(resource_type, resource_id, operation,
                                   data)
 
+    def can_claim(self, resource_type, operation):
+        """True if every live member can recover a claim of
+        ``resource_type``/``operation`` should this node die while it runs
+        (see :mod:`hacluster.protocol`). During a rolling upgrade, an
+        operation that is new in this version is claimed only once no
+        member of the older version is left (as cinder gates its cleanup on
+        the pinned version); until then it runs as the older version ran
+        it. No request (the membership view)."""
+        return self.compat.everyone_recovers(resource_type, operation)
+
     def register_recovery(self, resource_type, handler):
         """Register ``handler(claim_record)`` to finish or undo the
         operations of dead nodes on ``resource_type`` (e.g. set a share
@@ -469,6 +494,8 @@ class Coordinator(_api.CoordinatorAPI):
         this coordinator run for leader."""
         self._recovery.register(resource_type, handler)
         if self._running:
+            # what this node recovers is in its record (hacluster.protocol)
+            self._membership.update()
             self._campaign_for_recovery()
 
     def _campaign_for_recovery(self):

@@ -500,6 +500,10 @@ class LocalCoordinator(_api.CoordinatorAPI):
 
     # -- claims: files, recovered by the next incarnation ---------------------
 
+    def can_claim(self, resource_type, operation):
+        """Always True: one node, one version."""
+        return True
+
     def claim(self, resource_type, resource_id, operation, data=None):
         """As :meth:`hacluster.coordinator.Coordinator.claim`; the record
         is a file in the lock directory, recovered by this node's next

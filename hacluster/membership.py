@@ -148,8 +148,10 @@ class Membership:
     is ``coordinator.get_members()`` and the ``on_member_*`` callbacks.
     """
 
-    def __init__(self, ctx, member_id, config=None, rpc_version=None):
+    def __init__(self, ctx, member_id, config=None, rpc_version=None,
+                 compat=None):
         self._ctx = ctx
+        self._compat = compat or (lambda: None)
         self.member_id = member_id
         self._fingerprint = fingerprint(config)
         self._rpc_version = rpc_version
@@ -174,6 +176,7 @@ class Membership:
             'boot_id': machine_identity()[1],
             'version': __version__, 'rpc_version': self._rpc_version,
             'protocol': KEY_LAYOUT_VERSION,
+            'compat': self._compat(), 'format': 1,
             'config_fingerprint': self._fingerprint,
             'joined_at': self._joined_at, 'lease': '%x' % lease,
             'lease_ttl': coord.session.lease_ttl,

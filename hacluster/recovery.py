@@ -51,6 +51,7 @@ from hacluster import backoff as _backoff
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
+from hacluster import protocol as _protocol
 from hacluster import claims as _claims
 from hacluster.claims import (ACTIVE, CLAIM_FORMAT, FAILED, FINISHING,
                               RECOVERING, ClaimRecord)
@@ -99,6 +100,7 @@ class RecoveryManager:
         self._inflight_lock = threading.Lock()
         self._next_due = None
         self._skipped_types = set()
+        self._unreadable = set()     # claim keys in a format not read here
         #: recoveries this node completed / failed (for status and tests)
         self.recovered = 0
         self.failures = 0
@@ -131,6 +133,19 @@ class RecoveryManager:
     @property
     def has_handlers(self):
         return bool(self._handlers)
+
+    def recovers(self):
+        """What this node can recover, for its member record:
+        ``type:operation`` for a handler that lists its ``operations``
+        (an attribute), else ``type:*``."""
+        out = set()
+        for rtype, handler in list(self._handlers.items()):
+            ops = getattr(handler, 'operations', None)
+            if ops is None:
+                out.add('%s:*' % rtype)
+            else:
+                out.update('%s:%s' % (rtype, op) for op in ops)
+        return out
 
     def register(self, resource_type, handler):
         if not callable(handler):
@@ -328,6 +343,8 @@ class RecoveryManager:
             if record.get('member_id') == self._ctx.member_id and \
                     record.get('state') in (ACTIVE, FINISHING):
                 continue            # our own, running here
+            if not self._readable(kv, record):
+                continue
             if not self._orphaned(record, live, now, leases,
                                   revision=kv.mod_revision):
                 continue
@@ -344,6 +361,24 @@ class RecoveryManager:
             if self._take_and_handle(kv, record, handler, term):
                 count += 1
         return count
+
+    def _readable(self, kv, record):
+        """False for a claim in a format this version does not read
+        (written by a newer version): it is left exactly as it is, for a
+        leader that reads it -- never taken, marked failed or rewritten in
+        an older format. Warned about once per claim."""
+        compat = self._ctx.compat
+        if compat is None:
+            return True
+        try:
+            compat.check_format('claim', record)
+            return True
+        except _protocol.UnknownFormat as exc:
+            if kv.key not in self._unreadable:
+                self._unreadable.add(kv.key)
+                LOG.warning('hacluster: claim %s of %s: %s', record.get(
+                    'claim_id'), record.get('node'), exc)
+            return False
 
     def _tombstone_lease(self):
         """A lease of TOMBSTONE_TTL seconds shared by the tombstones of one

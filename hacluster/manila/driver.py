@@ -85,8 +85,8 @@ class HAShareDriverMixin:
         it once the driver is set up and the node serves: a node that
         cannot serve must not lead."""
         for resource_type in RESOURCE_TYPES:
-            self.ha_coordinator.register_recovery(resource_type,
-                                                  self.ha_recover)
+            self.ha_coordinator.register_recovery(
+                resource_type, _Recoverer(self, resource_type))
 
     # -- locks and claims -----------------------------------------------------
 
@@ -194,3 +194,21 @@ class DefaultRecovery(HAShareDriverMixin):
     """The mixin's database-only recovery on its own: what the HA manager
     uses for a driver without the mixin (allowed in single-node mode only),
     so a crash there is repaired at the next start all the same."""
+
+
+class _Recoverer:
+    """The recovery handler of one resource type: calls the driver's
+    :meth:`HAShareDriverMixin.ha_recover`, and says which operations it
+    recovers (the driver's ``ha_recover_<type>_<op>`` methods), which the
+    member record advertises: a new kind of claim is only written once
+    every member recovers it (:mod:`hacluster.protocol`)."""
+
+    def __init__(self, driver, resource_type):
+        self._driver = driver
+        prefix = 'ha_recover_%s_' % resource_type
+        self.operations = sorted(
+            name[len(prefix):] for name in dir(driver)
+            if name.startswith(prefix) and callable(getattr(driver, name)))
+
+    def __call__(self, claim):
+        return self._driver.ha_recover(claim)

@@ -227,6 +227,19 @@ class FanoutLeader:
                 servers[server] = node
         return servers
 
+    def _rpc_cap(self, task):
+        """The fan-out RPC version to send ``task``'s items at: the newest
+        that this node and every live member running ``task`` serve
+        (hacluster.protocol), so an older member is never sent a message it
+        would drop as UnsupportedVersion. Read afresh at every dispatch:
+        a member joining or leaving moves the pin at once."""
+        from hacluster import protocol as _protocol
+        members = [_protocol.Compat.from_record(rec)
+                   for rec in self._coord.live_members().values()
+                   if rec.get('fanout_server') and
+                   task in (rec.get('fanout_tasks') or ())]
+        return _protocol.fanout_cap(self._coord.compat.own, members)
+
     def _assign_new(self, state, listed):
         """Owners for a new cycle's items: consistent hashing with bounded
         loads. The ring picks each item's member (the same one cycle after
@@ -269,12 +282,18 @@ class FanoutLeader:
                  'payload': a.get('payload')})
         size = state.spec.batch_size
         unsent = set()
+        version = self._rpc_cap(state.name)
+        if version != state.rpc_pin:
+            LOG.info('hacluster: task %s: fan-out RPC pinned to %s',
+                     state.name, version)
+            state.rpc_pin = version
         for owner, batch in by_owner.items():
             for i in range(0, len(batch), size):
                 chunk = batch[i:i + size]
                 try:
-                    self._api.process_items(owner, state.name, cycle_id,
-                                            chunk)
+                    self._api.process_items(
+                        owner, state.name, cycle_id, chunk, version=version,
+                        item_timeout=state.spec.item_timeout)
                     state.stats.count(rpc_casts=1)
                 except exceptions.HAClusterError as exc:
                     LOG.warning('hacluster: %s; retrying', _url.scrub(exc))

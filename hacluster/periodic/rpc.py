@@ -86,6 +86,13 @@ class FanoutAPI:
     API version history:
 
     * 1.0 - Initial version: ``process_items``.
+    * 1.1 - (the canary protocol only, see :mod:`hacluster.protocol`)
+      ``process_items`` takes ``item_timeout``: how long the leader waits
+      for each item.
+
+    The version sent is chosen by the leader per dispatch (the lowest every
+    member serves); never more than :data:`hacluster.protocol.FANOUT_RPC`
+    allows this node.
     """
 
     BASE_RPC_API_VERSION = '1.0'
@@ -94,12 +101,19 @@ class FanoutAPI:
         import oslo_messaging
 
         self.topic = topic_for(cluster)
+        from hacluster import protocol as _protocol
         target = oslo_messaging.Target(topic=self.topic,
                                        version=self.BASE_RPC_API_VERSION)
-        self.client = oslo_messaging.get_rpc_client(transport, target)
+        # a cast above what this node speaks is refused by oslo.messaging
+        # (version_cap), whatever a caller asks for
+        self._cap = _protocol.local().fanout_rpc[-1]
+        self.client = oslo_messaging.get_rpc_client(
+            transport, target, version_cap=self._cap)
 
-    def process_items(self, server, task, cycle_id, items):
-        """Cast a batch of items to the member listening as ``server``.
+    def process_items(self, server, task, cycle_id, items, version='1.0',
+                      item_timeout=None):
+        """Cast a batch of items to the member listening as ``server``, at
+        RPC API ``version`` (arguments newer than it are left out).
 
         :param items: ``[{'id': ..., 'attempt': n, 'payload': ...}]``.
         :raises HAClusterError: the message could not be handed to the
@@ -107,11 +121,13 @@ class FanoutAPI:
         """
         # retry=1: with the broker down, fail fast instead of blocking the
         # leader's cycle; the ledger re-sends the items at their deadline.
-        call_context = self.client.prepare(server=server, version='1.0',
+        call_context = self.client.prepare(server=server, version=version,
                                            retry=1)
+        kwargs = {'task': task, 'cycle_id': cycle_id, 'items': items}
+        if version != '1.0' and item_timeout is not None:
+            kwargs['item_timeout'] = item_timeout
         try:
-            call_context.cast({}, 'process_items', task=task,
-                              cycle_id=cycle_id, items=items)
+            call_context.cast({}, 'process_items', **kwargs)
         except Exception as exc:
             raise exceptions.HAClusterError(
                 'cannot send %d items of %s to %s: %s'
@@ -130,10 +146,15 @@ class FanoutEndpoint:
     def __init__(self, receiver):
         import oslo_messaging
 
-        self.target = oslo_messaging.Target(namespace=None, version='1.0')
+        from hacluster import protocol as _protocol
+        # the newest version served: oslo.messaging accepts any 1.x up to it
+        self.target = oslo_messaging.Target(
+            namespace=None, version=_protocol.local().fanout_rpc[-1])
         self._receiver = receiver
 
-    def process_items(self, ctxt, task, cycle_id, items):
+    def process_items(self, ctxt, task, cycle_id, items, item_timeout=None):
+        # item_timeout (1.1) is informational: the leader's ledger keeps
+        # the deadlines
         self._receiver.receive(task, cycle_id, items)
 
 

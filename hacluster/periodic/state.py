@@ -27,3 +27,6 @@ class TaskState:
         self.paused = False
         self.stopped = False
         self.stats = _stats.TaskStats()
+        #: the fan-out RPC version the last dispatch was sent at (the
+        #: leader's pin, hacluster.protocol), or None
+        self.rpc_pin = None

@@ -114,7 +114,8 @@ class StatsPublisher:
             return
         record = dict(counts, node=self._node, member_id=self._member_id,
                       mode=state.spec.mode, spacing=state.spacing,
-                      stopped=state.stopped)
+                      stopped=state.stopped, rpc_pin=state.rpc_pin,
+                      format=1)
         try:
             self._client.put(self._layout.task_stats(state.name, self._node),
                              json.dumps(record))
