@@ -159,6 +159,18 @@ class FanoutLeader:
             return self._run_here(state, term)
         ledger = _ledger.Ledger(coord, state.name)
         current = ledger.current()
+        if current and current.get('status') == 'running' and \
+                not ledger.readable(current):
+            # Left by a newer version, in a format this one does not read:
+            # never adopt what cannot be understood. A fresh cycle lists
+            # the items again (each handled again at worst, as after any
+            # lost cycle).
+            LOG.warning('hacluster: task %s: cycle %s was left running in '
+                        'format %s, which this version does not read; '
+                        'starting a new cycle instead of adopting it',
+                        state.name, current.get('cycle_id'),
+                        current.get('format'))
+            current = None
         if current and current.get('status') == 'running':
             cycle_id = current['cycle_id']
             record = current

@@ -82,6 +82,26 @@ class Ledger:
         self.cycle_key = coord.layout.task_cycle(task)
         self._cycles = coord.layout.task_cycles(task)
 
+    def _fmt(self, kind, record):
+        """``record`` with the ``format`` every live member reads
+        (hacluster.protocol)."""
+        compat = getattr(self._coord, 'compat', None)
+        fmt = compat.write_format(kind) if compat is not None else 1
+        return dict(record, format=fmt)
+
+    def readable(self, record, kind='cycle'):
+        """True if this version reads ``record`` (a cycle, item or done
+        marker) -- False for one a newer version wrote in a newer
+        format."""
+        compat = getattr(self._coord, 'compat', None)
+        if compat is None:
+            return True
+        try:
+            compat.check_format(kind, record)
+            return True
+        except Exception:       # UnknownFormat
+            return False
+
     def _items_prefix(self, cycle_id):
         return self._layout.cycle_items(self._task, cycle_id)
 
@@ -143,29 +163,32 @@ class Ledger:
         lock.guarded_txn([_etcd.delete_op(self._cycles,
                                           _keys.prefix_end(self._cycles))])
         prefix = self._items_prefix(record['cycle_id'])
-        ops = [_etcd.put_op(prefix + q, json.dumps(a))
+        ops = [_etcd.put_op(prefix + q, json.dumps(self._fmt('item', a)))
                for q, a in items.items()]
         for chunk in _chunks(ops):
             lock.guarded_txn(chunk)
-        lock.guarded_txn([_etcd.put_op(self.cycle_key, json.dumps(record))])
+        lock.guarded_txn([_etcd.put_op(
+            self.cycle_key, json.dumps(self._fmt('cycle', record)))])
 
     def assign(self, lock, cycle_id, changes):
         """Rewrite the assignments of some items (re-dispatch)."""
         prefix = self._items_prefix(cycle_id)
-        ops = [_etcd.put_op(prefix + q, json.dumps(a))
+        ops = [_etcd.put_op(prefix + q, json.dumps(self._fmt('item', a)))
                for q, a in changes.items()]
         for chunk in _chunks(ops):
             lock.guarded_txn(chunk)
 
     def update_cycle(self, lock, record):
-        lock.guarded_txn([_etcd.put_op(self.cycle_key, json.dumps(record))])
+        lock.guarded_txn([_etcd.put_op(
+            self.cycle_key, json.dumps(self._fmt('cycle', record)))])
 
     def finish(self, lock, record):
         """Record the cycle as finished and drop its item keys (the record
         keeps the counts)."""
         cycle = '%s%s/' % (self._cycles, record['cycle_id'])
         lock.guarded_txn([
-            _etcd.put_op(self.cycle_key, json.dumps(record)),
+            _etcd.put_op(self.cycle_key,
+                         json.dumps(self._fmt('cycle', record))),
             _etcd.delete_op(cycle, _keys.prefix_end(cycle))])
 
     # -- worker writes ---------------------------------------------------------
@@ -175,7 +198,8 @@ class Ledger:
         worker's markers are unguarded (``lock`` None: a marker is a fact
         about work done, whoever leads); the leader's "given up" markers
         are guarded by its task lock."""
-        ops = [_etcd.put_op(self.done_prefix(cid) + q, json.dumps(m))
+        ops = [_etcd.put_op(self.done_prefix(cid) + q,
+                            json.dumps(self._fmt('done', m)))
                for cid, q, m in markers]
         for chunk in _chunks(ops):
             if lock is None:

@@ -165,3 +165,42 @@ def test_a_claim_in_a_format_this_version_does_not_read_is_left_alone(
         assert [c['resource_id'] for c in handled] == ['s2']
         kv = leader.client.get(key)
         assert json.loads(kv.value) == record     # untouched
+
+
+def test_a_cycle_left_running_in_a_newer_format_is_not_adopted(
+        etcd, rabbitmq, cluster_name):
+    """A newer leader died mid-cycle, its ledger in a format this version
+    does not read: the next leader starts a fresh cycle (every item
+    handled) instead of adopting a record it cannot understand."""
+    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    from hacluster.periodic import ledger as _ledger
+    handled = []
+
+    class Tasks:
+        @periodic_task(spacing=3600, mode=FANOUT, handler='_item',
+                       initial_delay=0.1, item_timeout=20)
+        def poll(self, ctx):
+            return ['i%d' % i for i in range(5)]
+
+        def _item(self, ctx, item_id, payload):
+            handled.append(item_id)
+
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    with c:
+        ledger = _ledger.Ledger(c, 'poll')
+        newer = {'cycle_id': 'newer-1', 'status': 'running', 'items': 9,
+                 'node': 'gone', 'member_id': 'gone-1', 'format': 2}
+        c.client.put(ledger.cycle_key, json.dumps(newer))
+        runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
+        runner.add_all(Tasks())
+        runner.start()
+        try:
+            wait_for(lambda: len(handled) >= 5, 30, 'the items')
+            wait_for(lambda: (ledger.current() or {}).get('status') ==
+                     'done', 10, 'the cycle to finish')
+        finally:
+            runner.stop()
+        current = ledger.current()
+    assert sorted(handled) == ['i%d' % i for i in range(5)]
+    assert current['cycle_id'] != 'newer-1'
+    assert current['format'] == 1 and 'adopted_by' not in current
