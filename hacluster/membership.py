@@ -56,7 +56,41 @@ def fingerprint(config):
     """
     if config is None:
         return None
+    canonical = json.dumps(_clean(config), sort_keys=True,
+                           separators=(',', ':'))
+    return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
 
+
+def fingerprints(config):
+    """``{key: short hash}`` of each top-level key of a configuration dict
+    (secrets excluded as in :func:`fingerprint`), or None for None.
+
+    Drift is judged per key, on the keys two members both have: a version
+    that adds a key to what it fingerprints does not look drifted from the
+    version before it for the whole of a rolling upgrade, while a real
+    difference in a key both have still shows."""
+    if config is None:
+        return None
+    cleaned = _clean(config)
+    if not isinstance(cleaned, dict):
+        cleaned = {'': cleaned}
+    out = {}
+    for key, value in cleaned.items():
+        canonical = json.dumps(value, sort_keys=True, separators=(',', ':'))
+        out[key] = hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:8]
+    return out
+
+
+def drifted(a, b):
+    """The keys whose values differ between two members' per-key
+    fingerprints (:func:`fingerprints`); keys only one has are not drift.
+    Empty when either member has none."""
+    if not isinstance(a, dict) or not isinstance(b, dict):
+        return []
+    return sorted(k for k in set(a) & set(b) if a[k] != b[k])
+
+
+def _clean(config):
     def clean(value):
         if isinstance(value, dict):
             return {str(k): clean(v) for k, v in value.items()
@@ -68,10 +102,7 @@ def fingerprint(config):
         if value is None or isinstance(value, (bool, int, float)):
             return value
         return str(value)
-
-    canonical = json.dumps(clean(config), sort_keys=True,
-                           separators=(',', ':'))
-    return hashlib.sha256(canonical.encode('utf-8')).hexdigest()[:16]
+    return clean(config)
 
 
 class MemberRecord(dict):
@@ -154,6 +185,7 @@ class Membership:
         self._compat = compat or (lambda: None)
         self.member_id = member_id
         self._fingerprint = fingerprint(config)
+        self._fingerprints = fingerprints(config)
         self._rpc_version = rpc_version
         self._joined_at = None
         self._key = ctx.layout.member(ctx.node)
@@ -178,6 +210,7 @@ class Membership:
             'protocol': KEY_LAYOUT_VERSION,
             'compat': self._compat(), 'format': 1,
             'config_fingerprint': self._fingerprint,
+            'config_fingerprints': self._fingerprints,
             'joined_at': self._joined_at, 'lease': '%x' % lease,
             'lease_ttl': coord.session.lease_ttl,
             'renew_interval': coord.session.renew_interval,

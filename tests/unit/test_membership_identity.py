@@ -31,3 +31,18 @@ def test_a_reused_pid_is_recognised_by_its_start_time():
     assert not membership._incarnation_dead(record())
     assert membership._incarnation_dead(
         record(pid_start=membership.pid_start(os.getpid()) + 1))
+
+
+def test_drift_is_judged_on_the_keys_both_members_have():
+    from hacluster import membership as m
+    old = m.fingerprints({'lease_ttl': 10, 'url': 'etcd3+http://u:pw@h'})
+    new = m.fingerprints({'lease_ttl': 10, 'url': 'etcd3+http://u:pw2@h',
+                          'added_in_n_plus_1': True})
+    # a key only the newer version fingerprints is not drift, and neither
+    # is a password (scrubbed before hashing)
+    assert m.drifted(old, new) == []
+    changed = m.fingerprints({'lease_ttl': 20})
+    assert m.drifted(old, changed) == ['lease_ttl']
+    assert m.drifted(None, changed) == []
+    # the whole-config fingerprint older versions compare is unchanged
+    assert m.fingerprint([1, 2]) == '49a64717d5d4cb19'
