@@ -564,13 +564,16 @@ class EtcdCluster(StartCloseContext):
     All data lives under one temporary directory (``data_dir``), one
     sub-directory per member.  ``members`` is the list of
     :class:`EtcdServer`; kill/pause/restart them individually.
+    ``extra_args`` are appended to every member's etcd command line (e.g.
+    ``['--heartbeat-interval', '50', '--election-timeout', '500']``).
     """
 
-    def __init__(self, size=3, name_prefix='etcd'):
+    def __init__(self, size=3, name_prefix='etcd', extra_args=()):
         if size < 1:
             raise ValueError('size must be >= 1')
         self.size = size
         self.name_prefix = name_prefix
+        self.extra_args = tuple(extra_args)
         self.data_dir = tempfile.mkdtemp(prefix='hacluster-etcd-cluster-')
         self.members = []
         self.start_duration = None
@@ -596,7 +599,8 @@ class EtcdCluster(StartCloseContext):
                        data_dir=os.path.join(self.data_dir, '%s-%d' % (
                            name, self._generation)),
                        client_port=client, peer_port=peer,
-                       initial_cluster=initial, cluster_token=token)
+                       initial_cluster=initial, cluster_token=token,
+                       extra_args=self.extra_args)
             for name, (client, peer) in zip(names, ports)]
 
     @property
