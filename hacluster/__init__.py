@@ -15,14 +15,15 @@ from hacluster.decorators import synchronized
 from hacluster.exceptions import (AcquireTimeout, BackendUnavailable,
                                   ConfigurationError, HAClusterError,
                                   InvalidName, LockLost, LockNotHeld,
-                                  NotLeader, NotStarted, SessionLost,
-                                  StaleFencingToken)
+                                  NotLeader, NotStarted, OutcomeUnknown,
+                                  SessionLost, StaleFencingToken)
 from hacluster.version import __version__
 
 __all__ = [
     'get_coordinator', 'get_default', 'set_default', 'synchronized',
     'HAClusterError', 'AcquireTimeout', 'BackendUnavailable',
     'ConfigurationError', 'InvalidName', 'LockLost', 'LockNotHeld',
-    'NotLeader', 'NotStarted', 'SessionLost', 'StaleFencingToken',
+    'NotLeader', 'NotStarted', 'OutcomeUnknown', 'SessionLost',
+    'StaleFencingToken',
     '__version__',
 ]

@@ -45,6 +45,13 @@ class BackendUnavailable(HAClusterError):
     """No etcd endpoint answered (all were tried). Transient: retry later."""
 
 
+class OutcomeUnknown(BackendUnavailable):
+    """A guarded write was sent but no answer came while this process was
+    still entitled to write (its session's renew deadline passed first):
+    it may or may not have been made. Never reported as a success, since by
+    then the process may have been told its lock or term is over."""
+
+
 class SessionLost(HAClusterError):
     """The coordinator's session lease expired or could not be renewed in
     time: everything held under it (locks, leadership) is gone."""

@@ -507,11 +507,35 @@ class Lock:
         :returns: the :class:`hacluster.etcd.TxnResult`.
         :raises StaleFencingToken: the lock is no longer held with this
             token (the write was not made).
+        :raises OutcomeUnknown: no answer came before this session's renew
+            deadline (the write may have been made; by then this process
+            must act as if the lock were lost).
         """
         key, token = self._guard()
-        resp = self._ctx.client.txn(
-            compare=[_etcd.create_revision_is(key, token)] + list(compare),
-            success=success)
+        session = self._ctx.session
+        epoch = self._epoch
+        # The request may not outlive the time this process is entitled to
+        # write: an answer arriving after its step-down (quorum lost, etcd
+        # answering again later) must not be taken for a success.
+        budget = session.time_left(epoch)
+        if budget <= 0:
+            self._guard()           # raises: the deadline just passed
+        try:
+            resp = self._ctx.client.txn(
+                compare=[_etcd.create_revision_is(key, token)] +
+                list(compare), success=success, budget=budget)
+        except exceptions.BackendUnavailable as exc:
+            if session.valid(epoch):
+                raise
+            raise exceptions.OutcomeUnknown(
+                'lock %r (token %s): no answer from etcd before the renew '
+                'deadline; the write may or may not have been made'
+                % (self.name, token), cause=exc) from exc
+        if resp.succeeded and not session.valid(epoch):
+            raise exceptions.OutcomeUnknown(
+                'lock %r (token %s): etcd answered after the renew deadline; '
+                'the write may have been made but is not reported as done'
+                % (self.name, token))
         if not resp.succeeded:
             # Either our key is gone or an extra comparison failed.
             kv = self._ctx.client.get(key)

@@ -188,6 +188,16 @@ class Session:
             return self.active and (epoch is None or epoch == self.epoch) \
                 and self._within_deadline()
 
+    def time_left(self, epoch=None):
+        """Seconds until the renew deadline of the live session (of
+        ``epoch``, if given), or 0.0 when it is not valid. No request."""
+        with self._cond:
+            if not (self.active and (epoch is None or epoch == self.epoch)
+                    and self._within_deadline()):
+                return 0.0
+            return max(0.0, self.renew_deadline -
+                       (self._clock() - self._last_ok))
+
     def wait_active(self, timeout=None):
         """Block until a session is live (or ``timeout`` seconds pass, or the
         session is stopped). Returns ``(epoch, lease_id)``; lease_id is None

@@ -331,12 +331,15 @@ class Client:
 
     # -- key-value -------------------------------------------------------
 
-    def txn(self, compare=(), success=(), failure=()):
+    def txn(self, compare=(), success=(), failure=(), budget=None):
         """Run a transaction; return its :class:`TxnResult` (``succeeded``
-        tells which branch ran; ``kvs(i)`` the reads of that branch)."""
+        tells which branch ran; ``kvs(i)`` the reads of that branch). With
+        ``budget``, every try ends within that many seconds (see
+        :meth:`call`)."""
         return TxnResult(self.call('/kv/txn', {'compare': list(compare),
                                                'success': list(success),
-                                               'failure': list(failure)}))
+                                               'failure': list(failure)},
+                                   budget=budget))
 
     def get(self, key):
         """The :class:`KV` at ``key``, or None."""

@@ -402,3 +402,45 @@ def test_a_wall_clock_step_on_the_leader_does_not_resend_a_cycle(
                               'poll', lambda: len(finished) >= 5)
     assert sorted(calls) == ['i%d' % i for i in range(5)]   # once each
     assert stats['redispatched'] == 0
+
+
+def test_a_guarded_write_answered_after_the_renew_deadline_is_no_success(
+        etcd, cluster_name):
+    """Found by the fault suite (quorum loss): a guarded write sent while
+    the session was valid, answered only once etcd was reachable again --
+    after this process had stepped down -- was reported as done. It must
+    end by the renew deadline as OutcomeUnknown instead."""
+    from hacluster import exceptions
+    from hacluster.testing.proxy import TcpProxy
+    with TcpProxy(etcd.client_port) as link:
+        # a request timeout longer than the renew deadline: only the
+        # deadline can end the write in time
+        c = hacluster.get_coordinator(
+            'etcd3+http://' + link.address, cluster_name, 'a',
+            request_timeout=5.0, **FAST)
+        with c:
+            lost = threading.Event()
+            lock = c.get_lock('x', on_lost=lambda lk, why: lost.set())
+            lock.acquire()
+            outcome = []
+
+            def write():
+                try:
+                    lock.guarded_put('k', 'v')
+                    outcome.append(('done', time.monotonic()))
+                except exceptions.HAClusterError as exc:
+                    outcome.append((type(exc).__name__, time.monotonic()))
+            link.cut()
+            cut = time.monotonic()
+            t = threading.Thread(target=write)
+            t.start()
+            deadline = time.monotonic() + 10
+            while c.session.valid() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            # etcd reachable again before the lease expires (ttl 3 s): the
+            # held request lands and is answered
+            link.restore()
+            t.join(10)
+    assert outcome and outcome[0][0] == 'OutcomeUnknown', outcome
+    assert outcome[0][1] - cut < FAST['renew_deadline'] + 0.5
+    assert lost.is_set()
