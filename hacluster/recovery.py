@@ -476,9 +476,16 @@ class RecoveryManager:
                             record.get('claim_id'), taken['attempt'],
                             failed['last_error'], backoff)
             try:
-                coord.client.txn(
+                resp = coord.client.txn(
                     compare=[_etcd.mod_revision_is(kv.key, revision)],
                     success=[_etcd.put_op(kv.key, json.dumps(failed))])
+                if resp.succeeded:
+                    # The retry's wait starts now, when this node failed,
+                    # not when its next scan first reads the failure (that
+                    # made every retry wait about twice its retry_in).
+                    self._absent_since.setdefault(
+                        ('failed', record.get('claim_id'), resp.revision),
+                        time.monotonic())
             except exceptions.HAClusterError:
                 pass    # left 'recovering' by us: retaken by our next scan
             self._due_in(backoff)

@@ -245,3 +245,41 @@ def test_a_stop_hands_over_the_claims_it_cannot_wait_for(etcd, cluster_name):
     print("recovered %.3f s after the stop" % (recovered[0][0] - stopped))
     assert recovered[0][0] - stopped < 0.5, recovered[0][0] - stopped
     assert outcome == ['Fenced']
+
+
+def test_a_failed_recovery_is_retried_after_its_retry_in_not_twice_that(
+        etcd, cluster_name):
+    """Found by the fault suite: the wait before a retry started when the
+    next scan first read the failure, so each retry came about twice its
+    recorded retry_in after the failure."""
+    attempts, recorded = [], []
+    fast = dict(lease_ttl=3, renew_deadline=2, renew_interval=0.5)
+    leader = hacluster.get_coordinator(etcd.url, cluster_name, 'leader',
+                                       **fast)
+
+    def handler(claim):
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise RuntimeError('backend busy')
+    leader.register_recovery('share', handler)
+    owner = hacluster.get_coordinator(etcd.url, cluster_name, 'owner',
+                                      **fast)
+    with leader:
+        wait_for(lambda: leader.is_leader, 10, 'the leader')
+        owner.start()
+        owner.claim('share', 's1', 'create').__enter__()
+        owner.session.stop(revoke=True)     # the owner is gone
+
+        def note_retry_in():
+            claims = leader.list_claims('owner')
+            if claims and claims[0].state == 'failed' and \
+                    claims[0].retry_in not in recorded:
+                recorded.append(claims[0].retry_in)
+            return len(attempts) >= 3
+        wait_for(note_retry_in, 30, 'three attempts')
+        owner.stop(claim_grace=0)
+    gaps = [b - a for a, b in zip(attempts, attempts[1:])]
+    print('retry_in %s, retried after %s' % (recorded, gaps))
+    assert len(recorded) == 2
+    for gap, retry_in in zip(gaps, recorded):
+        assert gap <= retry_in + 0.5, (gaps, recorded)
