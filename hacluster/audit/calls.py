@@ -45,10 +45,27 @@ _FACTORIES = {
 
 
 class _Factory:
-    """A name bound to ``lockutils.*_with_prefix(...)``."""
+    """A name bound to ``lockutils.*_with_prefix(...)`` (``prefix``: its
+    literal prefix, else None)."""
 
-    def __init__(self, flavour):
+    def __init__(self, flavour, prefix=None):
         self.flavour = flavour
+        self.prefix = prefix
+
+
+def _literal_arg(call, index, keyword):
+    """The str constant given as argument ``index`` or ``keyword`` of
+    ``call``, or None."""
+    value = None
+    if len(call.args) > index and not any(
+            isinstance(a, ast.Starred) for a in call.args[:index + 1]):
+        value = call.args[index]
+    for kw in call.keywords:
+        if kw.arg == keyword:
+            value = kw.value
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return value.value
+    return None
 
 
 def _aliases(nodes):
@@ -79,7 +96,8 @@ def _aliases(nodes):
             qualified = _qualify(node.value.func, aliases)
             if qualified in _FACTORIES:
                 aliases[node.targets[0].id] = _Factory(
-                    _FACTORIES[qualified])
+                    _FACTORIES[qualified],
+                    _literal_arg(node.value, 0, 'lock_file_prefix'))
     return aliases
 
 
@@ -98,7 +116,8 @@ def _qualify(func, aliases):
 
 def _form(call, aliases):
     """The ``(family, flavour)`` of the lock that ``call`` makes, or
-    None when it makes none."""
+    None when it makes none. ``HAShareDriverMixin.ha_lock`` is any call of
+    an attribute named ``ha_lock`` (``self.ha_lock(...)``)."""
     qualified = _qualify(call.func, aliases)
     if isinstance(qualified, _Factory):
         return 'oslo', qualified.flavour
@@ -108,7 +127,36 @@ def _form(call, aliases):
         inner = _qualify(call.func.func, aliases)
         if inner in _FACTORIES:
             return 'oslo', _FACTORIES[inner]
+    if isinstance(call.func, ast.Attribute) and call.func.attr == 'ha_lock':
+        return 'distributed', 'ha_lock'
     return None
+
+
+def _file_prefix(call, aliases):
+    """The lock file prefix of an oslo lock ``call``: ``manila-`` for
+    manila's utils.synchronized, a prefix factory's, or the literal
+    ``lock_file_prefix`` argument (None when there is none or it is not a
+    literal)."""
+    qualified = _qualify(call.func, aliases)
+    if qualified == 'manila.utils.synchronized':
+        return 'manila-'
+    if isinstance(qualified, _Factory):
+        return qualified.prefix
+    if isinstance(call.func, ast.Call):
+        return _literal_arg(call.func, 0, 'lock_file_prefix')
+    if qualified in ('oslo_concurrency.lockutils.synchronized',
+                     'oslo_concurrency.lockutils.lock',
+                     'oslo_concurrency.lockutils.external_lock'):
+        return _literal_arg(call, 1, 'lock_file_prefix')
+    return None
+
+
+def _swappable(call, aliases):
+    """Whether ``call`` is ``manila.utils.synchronized`` looked up on the
+    module (``utils.synchronized``), which the HA manager replaces: a name
+    bound by ``from manila.utils import synchronized`` is not."""
+    return isinstance(call.func, ast.Attribute) and \
+        _qualify(call.func, aliases) == 'manila.utils.synchronized'
 
 
 class _Auditor:
@@ -194,5 +242,6 @@ class _Auditor:
             _judge_distributed(self, site, call, scope, flavour)
         else:
             _judge_oslo(self, site, call, scope, flavour, usage, region,
-                        parent)
+                        parent, swappable=_swappable(call, self.aliases),
+                        prefix=_file_prefix(call, self.aliases))
         self.sites.append(site)

@@ -7,6 +7,7 @@ its parents, lock names and guard.
 
 import ast
 
+from hacluster.audit import runtime as _runtime
 from hacluster.audit.guarded import _CONDITION_METHODS, _Guard
 from hacluster.audit.naming import _name_arg, _origin, _show
 from hacluster.audit.scopes import _lookup
@@ -49,26 +50,67 @@ _DRIVER_OPERATIONS = frozenset('''
 '''.split())
 
 
+def _keyword(call, name):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value
+    return None
+
+
 def _judge_distributed(auditor, site, call, scope, flavour):
-    """Coordination and hacluster locks: distributed already."""
+    """Coordination and hacluster locks, ``ha_lock``: cluster locks under
+    the HA manager (a hacluster lock without a coordinator only there)."""
     site.kind = 'distributed'
     site.verdict = 'already-distributed'
+    site.family = flavour
     if flavour == 'hacluster':
         names = [a for a in call.args if not isinstance(a, ast.Starred)]
-        site.name = ', '.join(_show(auditor.names.parts(n, scope))
-                              for n in names)
-        site.reason = 'hacluster lock on etcd'
+        shown = [_show(auditor.names.parts(n, scope)) for n in names]
+        site.name = ', '.join(shown)
+        site.cluster = tuple(shown)
+        external = _keyword(call, 'external')
+        local = 'in-process' if isinstance(external, ast.Constant) and \
+            external.value is False else 'file'
+        if _keyword(call, 'coordinator') is not None:
+            site.runtime = 'coordinator ' + site.name
+            site.reason = ('hacluster lock on the coordinator given '
+                           '(coordinator=): a cluster lock when that is an '
+                           'etcd coordinator')
+        else:
+            site.runtime = 'etcd ' + site.name
+            site.reason = (
+                'hacluster lock: the cluster lock %s in manila-share under '
+                'the HA manager, which sets the default coordinator; in a '
+                'process without one (single-node mode, any other program) '
+                'an oslo.concurrency %s lock' % (site.name, local))
+        return
+    name = _name_arg(call, 'name' if flavour == 'ha_lock' else 'lock_name')
+    if name is not None:
+        site.name = _show(auditor.names.parts(name, scope))
+        site.cluster = _runtime.cluster_name(site.name)
+        site.runtime = 'etcd ' + site.cluster
+    if flavour == 'ha_lock':
+        shared = _keyword(call, 'shared')
+        mode = ' (shared)' if shared is not None and not (
+            isinstance(shared, ast.Constant) and shared.value is False) \
+            else ''
+        site.reason = ("HAShareDriverMixin.ha_lock%s: the cluster lock %s "
+                       "under the HA manager; manila's own file lock of "
+                       "that name in single-node mode"
+                       % (mode, site.cluster or _runtime.PREFIX + '<name>'))
     else:
-        name = _name_arg(call, 'lock_name')
-        if name is not None:
-            site.name = _show(auditor.names.parts(name, scope))
-        site.reason = ("manila coordination (tooz) lock: distributed "
-                       "once [coordination] backend_url is shared")
+        site.reason = ("manila coordination lock: the cluster lock %s under "
+                       "the HA manager, which replaces manila's lock "
+                       "coordinator; with manila's own manager a tooz lock "
+                       "on [coordination] backend_url"
+                       % (site.cluster or _runtime.PREFIX + '<name>'))
 
 
 def _judge_oslo(auditor, site, call, scope, flavour, usage, region,
-                parent):
-    """oslo.concurrency locks (manila's utils.synchronized among them)."""
+                parent, swappable=False, prefix=None):
+    """oslo.concurrency locks (manila's utils.synchronized among them):
+    first what the HA manager makes of it (:mod:`hacluster.audit.runtime`),
+    then, for a lock that stays node-local, what it guards."""
     external = _external(call, flavour)
     site.external = external
     site.kind = 'internal' if external is False else 'external'
@@ -76,6 +118,7 @@ def _judge_oslo(auditor, site, call, scope, flavour, usage, region,
     if name_node is None:
         site.verdict = 'review'
         site.reason = 'no lock name given as written: cannot tell'
+        site.runtime = 'file' if external is not False else 'in-process'
         return
     # The scope the name is evaluated in: for a decorator, the one
     # enclosing the decorated function (already ``scope``).
@@ -88,14 +131,55 @@ def _judge_oslo(auditor, site, call, scope, flavour, usage, region,
                 values and len(values) == 1 and values[0] is not None:
             display = auditor.names.parts(values[0], owner)
     site.name = _show(display)
+    site.cluster = _runtime.cluster_name(site.name)
     origin = _origin(parts, scope)
-    function = scope if scope.kind == 'function' else None
-    suggestion, fix_text = _suggest(
-        auditor.names, call, name_node, parts, usage, function, external,
-        flavour)
-    site.proposal = (suggestion, (call.lineno, call.col_offset,
-                                  call.end_lineno, call.end_col_offset,
-                                  fix_text) if fix_text else None)
+    decorated = parent.name if usage == 'decorator' else None
+    early = _runtime.too_early(scope)
+    if swappable and early is None:
+        # manila's own lock, looked up at each call: swapped
+        site.runtime = 'etcd ' + site.cluster
+        how = ("manila's utils.synchronized, looked up each time %s runs: "
+               "the HA manager makes it the cluster lock %s"
+               % (_runtime_scope(scope), site.cluster))
+        if origin:
+            site.verdict = 'review'
+            site.reason = ('%s; but named from %s: check it names the same '
+                           'resource on every node' % (how, origin))
+        else:
+            site.verdict = 'swapped'
+            site.reason = how
+        return
+    site.proposal = _suggest(auditor, call, name_node, parts, usage, scope,
+                             external, flavour)
+    if usage == 'decorator' and swappable:
+        entry = _runtime.rewrapped(auditor.filename, scope, decorated,
+                                   site.name)
+        if entry is not None:
+            site.runtime = 'etcd ' + site.cluster
+            site.verdict = 'rewrapped'
+            site.reason = (
+                'applied at import, so it captured the file lock; the HA '
+                'manager decorates %s.%s again with the cluster lock %s '
+                '(hacluster.manila.locks.IMPORT_TIME_LOCKS)'
+                % (entry[1], entry[2], site.cluster))
+            return
+        why = _runtime.local_on_purpose(auditor.filename, scope, decorated,
+                                        site.name)
+        if why is not None:
+            site.runtime = 'file ' + _runtime.file_name(prefix, site.name)
+            site.verdict = 'keep'
+            site.reason = ('file lock on this host\'s own state (%s): the HA '
+                           'manager leaves it node-local on purpose' % why)
+            return
+    if external is False:
+        site.runtime = 'in-process ' + site.name
+    else:
+        site.runtime = 'file ' + _runtime.file_name(prefix, site.name)
+    # said of manila's own lock where the HA manager cannot swap it
+    unswapped = ''
+    if swappable:
+        unswapped = ('; applied %s, before the HA manager makes manila\'s '
+                     'locks cluster locks' % early)
     outside = None
     if external is not True and region is not None:
         lazy = _Guard.lazy_target(region)
@@ -122,13 +206,14 @@ def _judge_oslo(auditor, site, call, scope, flavour, usage, region,
     resource = any(not isinstance(p, str) for p in parts)
     if external:
         site.verdict = 'replace'
-        site.reason = 'file lock: excludes processes of this node only'
+        site.reason = ('file lock: excludes processes of this node only'
+                       + unswapped)
     elif resource or _in_driver(scope, parent, usage):
         site.verdict = 'replace'
         site.reason = ('in-process lock %s: other nodes run the same '
                        'code at the same time' % (
                            'named after a resource' if resource
-                           else 'in a driver method'))
+                           else 'in a driver method') + unswapped)
     else:
         site.verdict = 'review'
         if outside:
@@ -141,6 +226,13 @@ def _judge_oslo(auditor, site, call, scope, flavour, usage, region,
             site.reason = ('in-process lock object: cannot see what '
                            'it guards')
         return
+
+
+def _runtime_scope(scope):
+    """The function a call-time lock is evaluated in, for a reason."""
+    while scope is not None and scope.kind != 'function':
+        scope = scope.parent
+    return scope.qualname if scope is not None else '<module>'
 
 
 def _external(call, flavour):
@@ -185,6 +277,7 @@ def _judge_threading(auditor, site, call, scope, usage):
     """``threading`` locks: one stored in a name or a ``self`` attribute is
     judged by the ``with`` blocks that use it; any other is ``review``."""
     site.kind = 'threading'
+    site.runtime = 'in-process'
     parent = auditor.parents.get(call)
     target = None
     if isinstance(parent, ast.Assign) and len(parent.targets) == 1:

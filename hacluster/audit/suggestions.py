@@ -1,17 +1,23 @@
 """Fix suggestions: for each oslo site that is to be replaced or reviewed,
-the hacluster lock to use instead (``hacluster.synchronized`` with the same
-name, as a template when the name allows, or ``coord.get_lock`` for a
-``with``), and, for a ``replace`` decorator, the text that replaces it;
-:func:`fix_source` applies those to the source and :func:`fix_diff` shows
-the result as the unified diff ``hacluster audit --fix-suggestions``
+the cluster lock to use instead -- always ``manila-`` + the name as
+written, the name manila's own locks take under the HA manager: for a
+decorator ``hacluster.synchronized('manila-...')`` (a template when the
+name allows), for a ``with`` in a share driver's method
+``self.ha_lock(<name>)`` (which adds the prefix itself), elsewhere
+``hacluster.synchronized`` on the function or on a nested function holding
+the block -- and, for a ``replace`` decorator (and a ``with`` in a driver
+that mixes in ``HAShareDriverMixin``), the text that replaces the lock
+call; :func:`fix_source` applies those to the source and :func:`fix_diff`
+shows the result as the unified diff ``hacluster audit --fix-suggestions``
 prints. Nothing is written.
 """
-
 import ast
 import difflib
 import sys
 
+from hacluster.audit import runtime as _runtime
 from hacluster.audit.naming import _origin, _template
+from hacluster.audit.scopes import _dotted
 
 FIX_IMPORT = 'from hacluster import synchronized as ha_synchronized'
 _FIX_NAME = 'ha_synchronized'
@@ -22,10 +28,10 @@ def _byte_to_char(line, column):
     return len(line.encode('utf-8')[:column].decode('utf-8', 'replace'))
 
 
-def _moved_segment(names, call, node):
+def _moved_segment(names, call, node, head):
     """The source of ``node``, its continuation lines re-indented for
-    it to start right after ``ha_synchronized(`` where ``call``
-    starts."""
+    it to start right after ``head`` (the text the replacement puts before
+    it) where ``call`` starts."""
     segment = names.segment(node)
     if segment is None:
         return ast.unparse(node)
@@ -35,7 +41,7 @@ def _moved_segment(names, call, node):
     source_lines = names.source.split('\n')
     old = _byte_to_char(source_lines[node.lineno - 1], node.col_offset)
     new = _byte_to_char(source_lines[call.lineno - 1],
-                        call.col_offset) + len(_FIX_NAME) + 1
+                        call.col_offset) + len(head)
     delta = new - old
     for i in range(1, len(lines)):
         line = lines[i]
@@ -47,44 +53,125 @@ def _moved_segment(names, call, node):
     return '\n'.join(lines)
 
 
-def _suggest(names, call, name_node, parts, usage, function, external,
+# Expressions that bind at least as tightly as ``+`` on their right: no
+# parentheses needed after ``'manila-' + ``.
+_TIGHT = (ast.Constant, ast.Name, ast.Attribute, ast.Subscript, ast.Call,
+          ast.JoinedStr)
+
+
+def _prefixed(names, call, node, head):
+    """``'manila-' + <node>`` as source, for a replacement that puts
+    ``head`` before it."""
+    plus = '%r + ' % _runtime.PREFIX
+    tight = isinstance(node, _TIGHT) or (
+        isinstance(node, ast.BinOp) and not isinstance(
+            node.op, (ast.BitOr, ast.BitXor, ast.BitAnd, ast.LShift,
+                      ast.RShift)))
+    if tight:
+        return plus + _moved_segment(names, call, node, head + plus)
+    return plus + '(' + _moved_segment(names, call, node,
+                                       head + plus + '(') + ')'
+
+
+def _driver_method(scope):
+    """``(class scope, has the mixin)`` when ``scope`` is inside a method
+    (first argument ``self``) of a share driver class -- named ...Driver,
+    or with a base named ...ShareDriver or HAShareDriverMixin -- else
+    None: there ``self.ha_lock`` exists (with the mixin)."""
+    current, method = scope, None
+    while current is not None and current.kind != 'class':
+        if current.kind == 'module':
+            return None
+        method = current
+        current = current.parent
+    if current is None or method is None:
+        return None
+    args = method.node.args
+    first = (args.posonlyargs + args.args)[:1]
+    if not first or first[0].arg != 'self':
+        return None
+    for decorator in method.node.decorator_list:
+        if _dotted(decorator) in ('staticmethod', 'classmethod'):
+            return None
+    bases = [(_dotted(b) or '').rsplit('.', 1)[-1]
+             for b in current.node.bases]
+    mixin = 'HAShareDriverMixin' in bases
+    if not (current.name.endswith('Driver') or mixin or
+            any(b.endswith('ShareDriver') for b in bases)):
+        return None
+    return current, mixin
+
+
+def _suggest(auditor, call, name_node, parts, usage, scope, external,
              flavour):
-    """(suggestion text, decorator replacement text or None) for an oslo
-    lock ``call`` of ``flavour`` named by ``name_node`` (``parts`` rendered
-    by ``names``); ``function`` is the function scope it is evaluated in,
-    or None."""
+    """``(suggestion text, fix or None)`` for an oslo lock ``call`` of
+    ``flavour`` named by ``name_node`` (``parts`` rendered by
+    ``auditor.names``), evaluated in ``scope``. The fix is ``(lineno, col,
+    end_lineno, end_col, text)``: the call's span and what replaces it.
+
+    The cluster lock is always ``manila-`` + the name as written
+    (:func:`hacluster.audit.runtime.cluster_name`), the name manila's own
+    swapped locks and ``ha_lock`` use."""
+    names = auditor.names
+    span = (call.lineno, call.col_offset, call.end_lineno,
+            call.end_col_offset)
     extra = ''
     if external is False:
         extra += ', external=False'
+    blocking = None
     for kw in call.keywords:
         if kw.arg == 'blocking':
-            extra += ', blocking=%s' % names.text(kw.value)
+            blocking = names.text(kw.value)
+            extra += ', blocking=%s' % blocking
     template = _template(parts)
     literal = all(isinstance(p, str) for p in parts)
+    function = scope if scope.kind == 'function' else None
     if usage == 'decorator':
+        head = _FIX_NAME + '('
         if literal:
-            argument = repr(template)
+            argument = repr(_runtime.PREFIX + template)
         else:
-            argument = _moved_segment(names, call, name_node)
-        fix = '%s(%s%s)' % (_FIX_NAME, argument, extra)
+            argument = _prefixed(names, call, name_node, head)
+        fix = '%s%s%s)' % (head, argument, extra)
         return ('hacluster.synchronized(%s%s)'
-                % (' '.join(argument.split()), extra), fix)
+                % (' '.join(argument.split()), extra), span + (fix,))
     expression = names.text(name_node)
+    method = _driver_method(scope)
+    if method is not None and usage == 'context':
+        cls, mixin = method
+        text = 'with self.ha_lock(%s)' % expression
+        if blocking is not None:
+            return (text + ' (it always waits: blocking=%s is not kept)'
+                    % blocking, None)
+        if not mixin:
+            return (text + ' (mix hacluster.manila.driver.HAShareDriverMixin '
+                    'into %s)' % cls.name, None)
+        head = 'self.ha_lock('
+        return text, span + ('%s%s)' % (head, _moved_segment(
+            names, call, name_node, head)),)
+    nested = ('@hacluster.synchronized(%r + %s%s) on a nested function '
+              'holding the block' % (_runtime.PREFIX, expression, extra))
     if usage == 'context':
-        text = 'with coord.get_lock(%s)' % expression
         if function is not None and template is not None and \
                 _origin(parts, function) is None:
-            text = ('hacluster.synchronized(%r%s) on %s, or %s'
-                    % (template, extra, function.name, text))
-        return text, None
+            return ('hacluster.synchronized(%r%s) on %s, or %s'
+                    % (_runtime.PREFIX + template, extra, function.name,
+                       nested), None)
+        return nested, None
     if 'synchronized' in flavour:
-        return 'hacluster.synchronized(%s%s)' % (expression, extra), None
-    return 'coord.get_lock(%s)' % expression, None
+        return ('hacluster.synchronized(%r + %s%s)'
+                % (_runtime.PREFIX, expression, extra), None)
+    if method is not None:
+        return 'self.ha_lock(%s)' % expression, None
+    return nested, None
 
 
 def fix_source(source, sites):
     """Source with every ``replace`` decorator switched to
-    ``ha_synchronized(...)`` and :data:`FIX_IMPORT` added (once).
+    ``ha_synchronized('manila-...')`` and :data:`FIX_IMPORT` added (once,
+    when a decorator was switched), and every ``replace`` ``with`` lock in
+    a method of a driver with ``HAShareDriverMixin`` switched to
+    ``self.ha_lock(...)``.
 
     :param sites: sites of this source, from
         :func:`hacluster.audit.audit_source`.
@@ -93,6 +180,7 @@ def fix_source(source, sites):
     fixes = [s.fix for s in sites if s.fix and s.verdict == 'replace']
     if not fixes:
         return source
+    needs_import = any(_FIX_NAME + '(' in fix[4] for fix in fixes)
     lines = source.splitlines(keepends=True)
     offsets = [0]
     for line in lines:
@@ -106,7 +194,7 @@ def fix_source(source, sites):
                                                         reverse=True):
         start, end = absolute(lineno, col), absolute(end_lineno, end_col)
         text = text[:start] + new + text[end:]
-    if FIX_IMPORT not in text:
+    if needs_import and FIX_IMPORT not in text:
         text = _add_import(text)
     return text
 

@@ -14,29 +14,38 @@ class Audit(lister.Lister):
     Parses the given Python files (directories are walked for *.py; nothing
     is imported or run) and lists every lock: manila's utils.synchronized,
     oslo.concurrency lockutils locks, manila coordination locks, hacluster
-    locks and threading locks, through any import alias.
+    locks, HAShareDriverMixin.ha_lock and threading locks, through any
+    import alias, and the lock each takes in manila-share under
+    hacluster.manila.manager.HAShareManager with etcd (column runtime).
 
     Verdicts: "replace" (a node-local lock -- a file lock, or an in-process
     lock in a driver method or named after a resource -- that other nodes
-    do not see: use hacluster.synchronized, as in the suggestion), "review"
-    (cannot tell: a name built from instance state or a global, a lock
-    object passed around, an in-process lock around unknown calls), "keep"
-    (guards only this process's own objects), "already-distributed",
+    do not see: use the cluster lock of the suggestion, manila- + its name,
+    the one manila's own locks take), "review" (cannot tell: a name built
+    from instance state or a global, a lock object passed around, an
+    in-process lock around unknown calls), "keep" (guards only this
+    process's own objects, or this host's own state on purpose),
+    "swapped" (manila's utils.synchronized looked up at each call: the HA
+    manager makes it a cluster lock), "rewrapped" (an import-time lock the
+    HA manager decorates again with a cluster lock),
+    "already-distributed" (coordination locks, ha_lock, hacluster locks),
     "error" (a file that could not be read or parsed: also reported on
     stderr). Each row has a one-line reason; hacluster.audit's module
     documentation has the rules.
 
     Columns: file, line, where, kind (external, internal, distributed,
     threading), usage (decorator, context, call), name (dynamic parts as
-    {expression}), verdict, reason, suggestion.
+    {expression}), runtime (etcd NAME, file NAME, in-process NAME), verdict,
+    reason, suggestion.
 
     A summary goes to stderr. Exit status: 1 when a "replace" site remains
     or a file could not be audited, 2 when a path does not exist, else 0.
 
     --fix-suggestions prints, instead of the list, a unified diff (paths
     relative to the current directory, for "git apply" or "patch -p1") that
-    switches every "replace" decorator to hacluster's synchronized; it never
-    writes a file.
+    switches every "replace" decorator to hacluster's synchronized with
+    manila's cluster lock name, and every "replace" with-block in a driver
+    with HAShareDriverMixin to self.ha_lock; it never writes a file.
     """
 
     def get_parser(self, prog_name):
@@ -48,8 +57,9 @@ class Audit(lister.Lister):
         parser.add_argument(
             '--fix-suggestions', action='store_true',
             help='print a unified diff switching the "replace" decorators '
-                 'to hacluster.synchronized instead of the list (no file '
-                 'is written)')
+                 'to hacluster.synchronized (and with-blocks in a driver '
+                 'with HAShareDriverMixin to self.ha_lock) instead of the '
+                 'list (no file is written)')
         return parser
 
     def run(self, parsed_args):

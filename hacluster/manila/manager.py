@@ -60,6 +60,7 @@ from manila.share import manager as share_manager
 
 from hacluster import backoff as _backoff
 from hacluster import exceptions
+from hacluster import factory as _factory
 from hacluster import opts as _opts
 from hacluster import url as _url
 from hacluster.manila import claims as _claims
@@ -501,6 +502,12 @@ class HAShareManager(share_manager.ShareManager):
         if not coord.single_node:
             # (manila's locks are never given back: see ha_stop)
             _locks.install(coord, on_stop=self.ha_stop)
+            # hacluster.synchronized without a coordinator= takes its locks
+            # here too (a driver's, as `hacluster audit` suggests them);
+            # never cleared: after the stop it fails closed as well. In
+            # single-node mode it stays unset: the fall-back is an
+            # oslo.concurrency lock (on manila's own lock file of the name).
+            _factory.set_default(coord)
 
     def _ha_join(self, coord, max_backoff=60.0):
         """Start ``coord``, retrying until it is a member.

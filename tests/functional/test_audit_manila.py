@@ -23,6 +23,11 @@ line ast gives the call. A looser grep (any ``synchronized``, any mention of
 a threading lock) finds 14 more lines; :data:`NOT_SITES` lists them and why
 they are not lock sites, and the test checks that list is exactly the
 difference.
+
+What the HA share manager makes of each site (swapped at call time,
+re-wrapped at import, left local on purpose, node-local) is checked site by
+site against lists made by reading manila's code (:data:`SWAPPED` and the
+others).
 """
 
 import io
@@ -82,6 +87,48 @@ NOT_SITES = {
 }
 
 
+# What hacluster.manila.manager.HAShareManager does with manila 23.0.1's
+# driver locks, read off the code: manila's utils.synchronized decorating a
+# nested function is looked up at each call, so the manager's swap makes it
+# a cluster lock ...
+SWAPPED = {
+    ('generic.py', 361), ('generic.py', 408), ('generic.py', 445),
+    ('generic.py', 553), ('helpers.py', 174),
+    ('dell_emc/plugins/powermax/object_manager.py', 1895),
+    ('dell_emc/plugins/powermax/object_manager.py', 1953),
+    ('dell_emc/plugins/powermax/object_manager.py', 1999),
+    ('dell_emc/plugins/vnx/object_manager.py', 1894),
+    ('dell_emc/plugins/vnx/object_manager.py', 1951),
+    ('dell_emc/plugins/vnx/object_manager.py', 1997),
+    ('hpe/hpe_3par_mediator.py', 438),
+    ('netapp/dataontap/cluster_mode/lib_base.py', 5389),
+    ('netapp/dataontap/cluster_mode/lib_multi_svm.py', 454),
+    ('netapp/dataontap/cluster_mode/lib_multi_svm.py', 2103),
+    ('netapp/dataontap/protocols/base.py', 30),
+    ('zfsonlinux/utils.py', 43),
+}
+# ... and so are these, whose names are built from instance state or a
+# local: reviewed for the name, not for the kind of lock.
+SWAPPED_REVIEW = {
+    ('ganesha/manager.py', 318), ('glusterfs/__init__.py', 294),
+    ('netapp/dataontap/cluster_mode/lib_multi_svm.py', 996),
+}
+# Import-time decorators the manager decorates again
+# (hacluster.manila.locks.IMPORT_TIME_LOCKS) ...
+REWRAPPED = {('service_instance.py', line) for line in (
+    407, 540, 975, 1026, 1159, 1182, 1203, 1225, 1245)}
+# ... the one it leaves node-local on purpose (plugging an interface into
+# this host) ...
+LOCAL_ON_PURPOSE = {('service_instance.py', 1137)}
+# ... and the import-time locks nothing makes cluster locks: to replace.
+NODE_LOCAL = {
+    ('container/driver.py', 153), ('container/driver.py', 269),
+    ('container/driver.py', 324), ('glusterfs/glusterfs_native.py', 151),
+    ('hitachi/hnas/ssh.py', 671),
+} | {('qnap/qnap.py', line) for line in (
+    199, 300, 389, 411, 455, 509, 528, 628)}
+
+
 @pytest.fixture(scope='session')
 def manila_drivers():
     """The path of manila 23.0.1's ``manila/share/drivers`` (unzipped from
@@ -90,8 +137,8 @@ def manila_drivers():
     wheels = sorted(CACHE.glob('manila-23.0.1-*.whl'))
     if not wheels:
         pip = REPO / '.venv' / 'bin' / 'pip'
-        command = [str(pip)] if pip.exists() else [sys.executable, '-m',
-                                                    'pip']
+        command = [str(pip)] if pip.exists() else [
+            sys.executable, '-m', 'pip']
         proc = subprocess.run(
             command + ['download', '--no-deps', MANILA, '-d', str(CACHE)],
             capture_output=True, text=True)
@@ -160,16 +207,16 @@ def test_every_driver_file_parses(manila_drivers, audited):
     assert [s for s in sites if s.verdict == 'error'] == []
 
 
-def test_the_sites_are_the_ones_the_independent_count_finds(manila_drivers,
-                                                           audited):
+def test_the_sites_are_the_ones_the_independent_count_finds(
+        manila_drivers, audited):
     sites, _ = audited
     strict, _ = _grep(manila_drivers)
     found = {_key(s, manila_drivers): s.kind for s in sites}
     assert found == strict
 
 
-def test_the_counts_per_kind_match_the_independent_count(manila_drivers,
-                                                        audited):
+def test_the_counts_per_kind_match_the_independent_count(
+        manila_drivers, audited):
     sites, _ = audited
     strict, _ = _grep(manila_drivers)
     expected = {k: list(strict.values()).count(k) for k in audit.KINDS}
@@ -198,11 +245,22 @@ def test_verdicts_follow_the_documented_rules(manila_drivers, audited):
         assert (site.kind == 'distributed') == (
             site.verdict == 'already-distributed'), site
         if site.kind == 'external':
-            # A file lock is replaced, unless its name needs a look.
-            assert site.verdict in ('replace', 'review'), site
+            # A file lock the HA manager leaves is replaced, unless its name
+            # needs a look or it is local on purpose.
+            assert site.verdict in ('replace', 'review', 'swapped',
+                                    'rewrapped', 'keep'), site
+            if site.verdict == 'keep':
+                assert _key(site, manila_drivers) in LOCAL_ON_PURPOSE
         if site.verdict in ('replace', 'review') and site.kind != \
-                'threading':
-            assert site.suggestion.startswith('hacluster.synchronized('), site
+                'threading' and not site.runtime.startswith('etcd '):
+            # the cluster lock manila's own call sites take
+            assert site.suggestion.startswith(
+                "hacluster.synchronized('manila-"), site
+        if site.runtime.startswith('etcd '):
+            assert site.suggestion == '', site
+        # never a cluster lock in the reason of a node-local lock
+        if site.runtime.startswith(('file ', 'in-process')):
+            assert 'the HA manager makes it' not in site.reason, site
     # Hand-checked examples of each rule.
     assert by_key[('service_instance.py', 281)].reason == (
         'lazy one-time set-up of self._network_helper: each process builds '
@@ -212,18 +270,37 @@ def test_verdicts_follow_the_documented_rules(manila_drivers, audited):
     assert by_key[('qnap/qnap.py', 300)].verdict == 'replace'
     assert by_key[('huawei/v3/helper.py', 135)].verdict == 'review'
     vlan = by_key[('netapp/dataontap/cluster_mode/lib_multi_svm.py', 996)]
-    assert (vlan.verdict, vlan.name) == ('review', 'netapp-VLAN-{vlan_id}')
+    assert (vlan.verdict, vlan.name, vlan.runtime) == (
+        'review', 'netapp-VLAN-{vlan_id}', 'etcd manila-netapp-VLAN-{vlan_id}')
     assert by_key[('helpers.py', 174)].name == 'nfs-{...}'
     # Creating an fpolicy takes a file lock, deleting one a coordination
-    # lock of the same name: they do not exclude each other.
+    # lock of the same name: with manila's own manager they do not exclude
+    # each other; under the HA manager both are one cluster lock.
     fpolicy = by_key[('netapp/dataontap/cluster_mode/lib_base.py', 5389)]
     assert fpolicy.reason.endswith(
-        'the distributed lock at line 5495 has the same name: the two do '
-        'not exclude each other')
+        'the distributed lock at line 5495 has the same name: under the HA '
+        'manager both are the cluster lock manila-netapp-fpolicy-{vserver} '
+        '(with manila\'s own manager the two do not exclude each other)')
+    assert by_key[('netapp/dataontap/cluster_mode/lib_base.py', 5495)] \
+        .runtime == 'etcd manila-netapp-fpolicy-{vserver}'
+    # What the HA manager makes of the 40 node-local locks manila names.
+    verdicts = {}
+    for site in sites:
+        verdicts.setdefault(site.verdict, set()).add(
+            _key(site, manila_drivers))
+    assert verdicts['swapped'] == SWAPPED
+    assert SWAPPED_REVIEW <= verdicts['review']
+    assert verdicts['rewrapped'] == REWRAPPED
+    assert LOCAL_ON_PURPOSE <= verdicts['keep']
+    assert verdicts['replace'] == NODE_LOCAL
+    assert len(SWAPPED | REWRAPPED | LOCAL_ON_PURPOSE | NODE_LOCAL) == 40
+    for key in SWAPPED | SWAPPED_REVIEW | REWRAPPED:
+        assert by_key[key].runtime == (
+            'etcd manila-' + by_key[key].name), by_key[key]
     # The totals, as reviewed by hand on manila 23.0.1.
     assert audit.summarize(sites)['verdict'] == {
-        'replace': 40, 'review': 11, 'keep': 5, 'already-distributed': 8,
-        'error': 0}
+        'replace': 13, 'review': 11, 'keep': 6, 'swapped': 17,
+        'rewrapped': 9, 'already-distributed': 8, 'error': 0}
 
 
 def test_the_command_reports_them_and_exits_1(manila_drivers):
@@ -235,26 +312,40 @@ def test_the_command_reports_them_and_exits_1(manila_drivers):
     assert len(rows) == 64
     assert err.getvalue().splitlines()[-1] == (
         'hacluster audit: 64 lock sites in 184 files; kind: external 23, '
-        'internal 28, distributed 8, threading 5; verdict: replace 40, '
-        'review 11, keep 5, already-distributed 8; 0 files not audited')
+        'internal 28, distributed 8, threading 5; verdict: replace 13, '
+        'review 11, keep 6, swapped 17, rewrapped 9, already-distributed 8; '
+        '0 files not audited')
 
 
 def test_the_suggested_fixes_apply_and_leave_nothing_to_replace(
         manila_drivers, tmp_path):
-    copy = tmp_path / 'drivers'
+    # (under manila/share/drivers/: what the HA manager re-wraps is found
+    # by module, manila.share.drivers.service_instance)
+    copy = tmp_path / 'manila' / 'share' / 'drivers'
+    copy.parent.mkdir(parents=True)
     subprocess.run(['cp', '-r', str(manila_drivers), str(copy)], check=True)
     out = io.StringIO()
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        cli_main.main(['audit', '--fix-suggestions', 'drivers'], stdout=out,
-                      stderr=io.StringIO())
+        cli_main.main(['audit', '--fix-suggestions', 'manila/share/drivers'],
+                      stdout=out, stderr=io.StringIO())
     finally:
         os.chdir(cwd)
     (tmp_path / 'fix.diff').write_text(out.getvalue())
     subprocess.run(['git', 'apply', 'fix.diff'], cwd=tmp_path, check=True)
+    before = {_key(s, manila_drivers): s for s in
+              audit.audit_paths([str(manila_drivers)])[0]}
     sites, _ = audit.audit_paths([str(copy)])
     counts = audit.summarize(sites)['verdict']
     assert counts['error'] == 0
     assert counts['replace'] == 0
-    assert counts['already-distributed'] == 8 + 40
+    assert counts['already-distributed'] == 8 + 13
+    # Each fixed site takes the cluster lock manila- + its old name (the
+    # diff changes no line count: the import goes on a line of its own,
+    # before the first import it sorts ahead of, so look them up by name).
+    fixed = sorted(s.runtime for s in sites
+                   if s.verdict == 'already-distributed' and
+                   s.family == 'hacluster')
+    assert fixed == sorted('etcd manila-' + before[key].name
+                           for key in NODE_LOCAL)

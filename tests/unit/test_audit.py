@@ -261,26 +261,84 @@ def test_a_name_held_in_a_local_variable_is_shown_as_its_value():
     ''')
     assert site.name == 'nfs-{...}'
     assert site.where == 'nfs_synchronized.wrapped_func.source_func'
+    # utils.synchronized is looked up each time wrapped_func runs: the HA
+    # manager's cluster lock, named as manila names it.
+    assert (site.verdict, site.runtime) == ('swapped', 'etcd manila-nfs-{...}')
+    assert site.reason == (
+        "manila's utils.synchronized, looked up each time "
+        "nfs_synchronized.wrapped_func runs: the HA manager makes it the "
+        "cluster lock manila-nfs-{...}")
+    assert site.suggestion == ''
+
+
+def test_a_name_imported_from_manila_utils_is_not_swapped():
+    site = only('''
+        from manila.utils import synchronized
+
+        def nfs_synchronized(f):
+            def wrapped_func(self, *args, **kwargs):
+                key = "nfs-%s" % args[0]["instance_id"]
+
+                @synchronized(key, external=True)
+                def source_func(self, *args, **kwargs):
+                    return f(self, *args, **kwargs)
+
+                return source_func(self, *args, **kwargs)
+            return wrapped_func
+    ''')
     # args is an argument of the function the decorator runs in.
-    assert site.verdict == 'replace'
-    assert site.suggestion == 'hacluster.synchronized(key)'
+    assert (site.verdict, site.runtime) == (
+        'replace', 'file manila-nfs-{args[0]["instance_id"]}')
+    assert site.suggestion == "hacluster.synchronized('manila-' + key)"
 
 
 def test_a_with_lock_named_from_arguments_suggests_an_arg_template():
     site = only('''
         from oslo_concurrency import lockutils
 
-        class NetAppDriver(object):
+        class NetAppLibrary(object):
             def create_share(self, context, share, share_server=None):
                 with lockutils.lock('share-%s' % share['id'], external=True):
                     self.client.create(share)
     ''')
     assert (site.where, site.kind, site.usage, site.verdict) == (
-        'NetAppDriver.create_share', 'external', 'context', 'replace')
+        'NetAppLibrary.create_share', 'external', 'context', 'replace')
     assert site.name == "share-{share['id']}"
-    assert site.suggestion.startswith(
-        "hacluster.synchronized('share-{share[id]}') on create_share, or "
-        "with coord.get_lock('share-%s' % share['id'])")
+    assert site.runtime == "file share-{share['id']}"
+    assert site.suggestion == (
+        "hacluster.synchronized('manila-share-{share[id]}') on "
+        "create_share, or @hacluster.synchronized('manila-' + 'share-%s' % "
+        "share['id']) on a nested function holding the block")
+    assert site.fix is None
+
+
+def test_a_with_lock_in_a_driver_method_suggests_ha_lock():
+    sites = sites_of('''
+        from oslo_concurrency import lockutils
+
+        from hacluster.manila import driver as ha_driver
+
+        class NetAppDriver(object):
+            def create_share(self, context, share, share_server=None):
+                with lockutils.lock('share-%s' % share['id'], external=True):
+                    self.client.create(share)
+
+        class HADriver(ha_driver.HAShareDriverMixin, object):
+            def extend_share(self, share, new_size, share_server=None):
+                with lockutils.lock('share-%s' % share['id'],
+                                    lock_file_prefix='manila-',
+                                    external=True):
+                    self.client.extend(share)
+    ''')
+    assert [s.verdict for s in sites] == ['replace', 'replace']
+    # without the mixin: said, not rewritten
+    assert sites[0].suggestion == (
+        "with self.ha_lock('share-%s' % share['id']) (mix "
+        "hacluster.manila.driver.HAShareDriverMixin into NetAppDriver)")
+    assert sites[0].fix is None
+    assert sites[1].runtime == "file manila-share-{share['id']}"
+    assert sites[1].suggestion == "with self.ha_lock('share-%s' % share['id'])"
+    assert sites[1].fix[4] == "self.ha_lock('share-%s' % share['id'])"
 
 
 def test_literal_braces_in_an_oslo_name_are_escaped_in_the_template():
@@ -291,7 +349,8 @@ def test_literal_braces_in_an_oslo_name_are_escaped_in_the_template():
         def f(id):
             pass
     ''')
-    assert site.suggestion == "hacluster.synchronized('share-{{id}}')"
+    assert site.suggestion == (
+        "hacluster.synchronized('manila-share-{{id}}')")
 
 
 # -- verdicts ----------------------------------------------------------------
@@ -309,10 +368,8 @@ def test_nested_functions_are_named_by_their_full_path():
                 return do_attach(volume)
     ''')
     assert site.where == 'GenericShareDriver._attach_volume.do_attach'
-    assert site.verdict == 'replace'
-    assert site.reason == 'file lock: excludes processes of this node only'
-    assert site.suggestion == (
-        'hacluster.synchronized("attach_detach_%s" % instance_id)')
+    assert site.verdict == 'swapped'
+    assert site.runtime == 'etcd manila-attach_detach_{instance_id}'
 
 
 @pytest.mark.parametrize('setup, expression, culprit', [
@@ -321,23 +378,35 @@ def test_nested_functions_are_named_by_their_full_path():
     ('    vlan = None\n    if share:\n        vlan = share.vlan\n',
      "'vlan-%s' % vlan", 'vlan, a local variable'),
 ])
-def test_a_name_not_built_from_arguments_is_for_review(setup, expression,
-                                                      culprit):
+@pytest.mark.parametrize('form', ['lockutils.synchronized',
+                                  'utils.synchronized'])
+def test_a_name_not_built_from_arguments_is_for_review(
+        setup, expression, culprit, form):
     site = only('''
 from manila import utils
+from oslo_concurrency import lockutils
 from oslo_config import cfg
 CONF = cfg.CONF
 
 def f(self, share):
 %s
-    @utils.synchronized(%s, external=True)
+    @%s(%s, external=True)
     def inner():
         share.go()
     return inner()
-''' % (setup, expression))
+''' % (setup, form, expression))
     assert site.verdict == 'review'
-    assert site.reason == ('named from %s: check it names the same resource '
-                           'on every node' % culprit)
+    question = ('named from %s: check it names the same resource on every '
+                'node' % culprit)
+    if form == 'lockutils.synchronized':
+        assert site.reason == question
+    else:
+        # a cluster lock under the HA manager all the same
+        assert site.runtime.startswith('etcd manila-')
+        assert site.reason.startswith("manila's utils.synchronized, looked "
+                                      "up each time f runs")
+        assert site.reason.endswith('; but ' + question)
+        assert site.suggestion == ''
 
 
 def test_in_process_oslo_locks_get_their_verdict_from_what_they_guard():
@@ -373,27 +442,33 @@ def test_in_process_oslo_locks_get_their_verdict_from_what_they_guard():
 
         class Mediator(object):
             def quota(self, fstore, size):
-                @utils.synchronized('quota-' + fstore)
+                @lockutils.synchronized('quota-' + fstore)
                 def locked(fstore, size):
                     self.client.setquota(fstore, size)
                 locked(fstore, size)
-    ''')
+    '''.replace('from manila import utils',
+                'from manila import utils\n'
+                '        from oslo_concurrency import lockutils'))
     verdicts = [(s.name, s.verdict) for s in sites]
     assert verdicts == [('driver-op', 'replace'), ('rest-session', 'review'),
                         ('lazy', 'keep'), ('cache', 'keep'),
                         ('quota-{fstore}', 'replace')]
-    assert sites[0].reason == ('in-process lock in a driver method: other '
-                               'nodes run the same code at the same time')
+    assert sites[0].reason == (
+        'in-process lock in a driver method: other nodes run the same code '
+        'at the same time; applied at import, before the HA manager makes '
+        'manila\'s locks cluster locks')
+    assert sites[0].runtime == 'in-process driver-op'
     assert sites[4].reason == ('in-process lock named after a resource: '
                                'other nodes run the same code at the same '
                                'time')
     assert sites[1].reason.startswith(
-        'in-process lock around self.session.post() (line 12)')
+        'in-process lock around self.session.post() (line 13)')
     assert sites[2].reason == ('lazy one-time set-up of self._client: '
                                'each process builds its own')
     assert sites[3].suggestion == ''
     assert sites[4].suggestion == (
-        "hacluster.synchronized('quota-' + fstore, external=False)")
+        "hacluster.synchronized('manila-' + 'quota-' + fstore, "
+        "external=False)")
 
 
 def test_threading_locks_are_kept_only_when_guarding_in_process_state():
@@ -478,7 +553,7 @@ def test_sites_sharing_a_fixed_name_get_the_strictest_verdict():
         'shares its name with line 8 (review there); on its own: guards '
         'only in-process objects')
     assert sites[1].suggestion == (
-        "hacluster.synchronized('vols', external=False)")
+        "hacluster.synchronized('manila-vols', external=False)")
 
 
 # -- errors, files, summary --------------------------------------------------
@@ -524,6 +599,7 @@ def test_summary_counts_sites_per_kind_and_per_verdict():
     assert counts['kind'] == {'external': 2, 'internal': 0,
                               'distributed': 2, 'threading': 2}
     assert counts['verdict'] == {'replace': 2, 'review': 0, 'keep': 2,
+                                 'swapped': 0, 'rewrapped': 0,
                                  'already-distributed': 2, 'error': 0}
 
 
@@ -554,8 +630,8 @@ class CafeShareDriver(object):
         self.client.delete(share)
 
     def _mount(self, server):
-        @mutils.synchronized('mounts_'
-                             '%s' % server['id'], external=True)
+        @lockutils.synchronized('mounts_'
+                                '%s' % server['id'], external=True)
         def locked():
             self.client.mount(server)
         return locked()
@@ -567,16 +643,21 @@ def test_fix_source_switches_replace_decorators_and_still_parses():
     assert [s.verdict for s in sites] == ['replace'] * 3
     fixed = audit.fix_source(FIXABLE, sites)
     ast.parse(fixed)
-    assert "    @ha_synchronized('create')\n" in fixed
-    assert "    @ha_synchronized('delete', external=False)\n" in fixed
-    assert ("        @ha_synchronized('mounts_'\n"
-            "                         '%s' % server['id'])\n") in fixed
+    # manila's name for each: its cluster lock under the HA manager
+    assert "    @ha_synchronized('manila-create')\n" in fixed
+    assert "    @ha_synchronized('manila-delete', external=False)\n" in fixed
+    assert ("        @ha_synchronized('manila-' + 'mounts_'\n"
+            "                                     '%s' % server['id'])\n"
+            ) in fixed
     # The import goes where OpenStack's import order wants it.
     assert fixed.index(audit.FIX_IMPORT) < fixed.index(
         'from oslo_concurrency import lockutils')
     assert fixed.count(audit.FIX_IMPORT) == 1
     again = audit.audit_source(fixed, 'drv.py')
     assert [s.verdict for s in again] == ['already-distributed'] * 3
+    assert [s.runtime for s in again] == [
+        'etcd manila-create', 'etcd manila-delete',
+        "etcd manila-mounts_{server['id']}"]
 
 
 def test_fix_source_leaves_a_source_without_replace_sites_alone():
@@ -609,7 +690,8 @@ def test_the_json_output_has_the_documented_columns():
     assert err.splitlines()[-1] == (
         'hacluster audit: 6 lock sites in 2 files; kind: external 2, '
         'internal 0, distributed 2, threading 2; verdict: replace 2, '
-        'review 0, keep 2, already-distributed 2; 0 files not audited')
+        'review 0, keep 2, swapped 0, rewrapped 0, already-distributed 2; '
+        '0 files not audited')
 
 
 def test_columns_can_be_chosen_and_exit_status_is_0_when_nothing_to_replace():
@@ -639,8 +721,8 @@ def test_a_missing_path_is_named_and_exits_2(tmp_path):
     assert 'no such file or directory: %s' % (tmp_path / 'missing') in err
 
 
-def test_fix_suggestions_print_a_diff_that_applies_and_parses(tmp_path,
-                                                             monkeypatch):
+def test_fix_suggestions_print_a_diff_that_applies_and_parses(
+        tmp_path, monkeypatch):
     (tmp_path / 'drv').mkdir()
     (tmp_path / 'drv' / 'fixable.py').write_text(FIXABLE, encoding='utf-8')
     shutil.copy(FIXTURES / 'driver_pkg' / 'driver.py', tmp_path / 'drv')
@@ -695,8 +777,8 @@ def test_constants_in_the_module_or_class_body_become_literal_text():
                 pass
     ''')
     assert [(s.name, s.verdict, s.suggestion) for s in sites] == [
-        ('drv-pool', 'replace', "hacluster.synchronized('drv-pool')"),
-        ('drv-x', 'replace', "hacluster.synchronized('drv-x')")]
+        ('drv-pool', 'replace', "hacluster.synchronized('manila-drv-pool')"),
+        ('drv-x', 'replace', "hacluster.synchronized('manila-drv-x')")]
 
 
 def test_a_class_attribute_threading_lock_is_followed_through_self():
@@ -714,31 +796,311 @@ def test_a_class_attribute_threading_lock_is_followed_through_self():
     assert (site.where, site.verdict) == ('Cache', 'keep')
 
 
+FPOLICY = '''
+    from manila import coordination
+    from manila import utils
+    from oslo_concurrency import lockutils
+
+    class Library(object):
+        def create(self, vserver):
+            @%s('fpolicy-%%s' %% vserver, external=True)
+            def locked():
+                self.client.create_fpolicy(vserver)
+            locked()
+
+        def delete(self, vserver):
+            @coordination.synchronized('fpolicy-%%s' %% vserver)
+            def locked():
+                self.client.delete_fpolicy(vserver)
+            locked()
+'''
+
+
 def test_an_oslo_lock_named_like_a_coordination_lock_is_pointed_out():
-    sites = sites_of('''
-        from manila import coordination
-        from manila import utils
+    # manila's own lock: under the HA manager the same cluster lock
+    sites = sites_of(FPOLICY % 'utils.synchronized')
+    assert [(s.kind, s.verdict) for s in sites] == [
+        ('external', 'swapped'), ('distributed', 'already-distributed')]
+    assert [s.runtime for s in sites] == [
+        'etcd manila-fpolicy-{vserver}'] * 2
+    assert sites[0].reason.endswith(
+        '; the distributed lock at line 14 has the same name: under the HA '
+        'manager both are the cluster lock manila-fpolicy-{vserver} (with '
+        'manila\'s own manager the two do not exclude each other)')
+    assert sites[1].reason.endswith(
+        '; the external lock at line 8 has the same name: under the HA '
+        'manager both are the cluster lock manila-fpolicy-{vserver} (with '
+        'manila\'s own manager the two do not exclude each other)')
+    # Audit of several files: the note is added once.
+    assert audit.unify(sites) == sites and sites[0].reason.count('; the') == 1
 
-        class Library(object):
-            def create(self, vserver):
-                @utils.synchronized('fpolicy-%s' % vserver, external=True)
-                def locked():
-                    self.client.create_fpolicy(vserver)
-                locked()
-
-            def delete(self, vserver):
-                @coordination.synchronized('fpolicy-%s' % vserver)
-                def locked():
-                    self.client.delete_fpolicy(vserver)
-                locked()
-    ''')
+    # an oslo lock the HA manager does not swap: they exclude nothing
+    sites = sites_of(FPOLICY % 'lockutils.synchronized')
     assert [(s.kind, s.verdict) for s in sites] == [
         ('external', 'replace'), ('distributed', 'already-distributed')]
     assert sites[0].reason.endswith(
-        '; the distributed lock at line 13 has the same name: the two do '
-        'not exclude each other')
+        '; the distributed lock at line 14 is the cluster lock '
+        'manila-fpolicy-{vserver} under the HA manager, this one is '
+        'node-local: the two do not exclude each other')
     assert sites[1].reason.endswith(
-        '; the external lock at line 7 has the same name: the two do not '
-        'exclude each other')
-    # Audit of several files: the note is added once.
-    assert audit.unify(sites) == sites and sites[0].reason.count('; the') == 1
+        '; the external lock at line 8 has the same name but is node-local: '
+        'the two do not exclude each other')
+    # the suggested decorator takes that cluster lock
+    assert sites[0].suggestion == (
+        "hacluster.synchronized('manila-' + 'fpolicy-%s' % vserver)")
+
+
+# -- what the HA manager makes of each lock -----------------------------------
+
+def test_only_manilas_lock_looked_up_at_call_time_is_swapped():
+    sites = sites_of('''
+        from manila import utils
+        from manila.utils import synchronized
+
+        class FooShareDriver(object):
+            def __init__(self):
+                self._locked = utils.synchronized('init')(self._go)
+
+            @utils.synchronized('at-import', external=True)
+            def create_share(self, context, share):
+                self.client.create(share)
+
+            def delete_share(self, context, share):
+                @utils.synchronized('call-time', external=True)
+                def locked():
+                    self.client.delete(share)
+
+                @synchronized('imported', external=True)
+                def bound():
+                    self.client.delete(share)
+                locked()
+    ''')
+    by_name = {s.name: s for s in sites}
+    assert {n: (s.verdict, s.runtime) for n, s in by_name.items()} == {
+        'init': ('replace', 'in-process init'),
+        'at-import': ('replace', 'file manila-at-import'),
+        'call-time': ('swapped', 'etcd manila-call-time'),
+        'imported': ('replace', 'file manila-imported')}
+    assert by_name['init'].reason.endswith(
+        "; applied in __init__, before the HA manager makes manila's locks "
+        "cluster locks")
+    assert by_name['at-import'].reason == (
+        "file lock: excludes processes of this node only; applied at "
+        "import, before the HA manager makes manila's locks cluster locks")
+    # the fix: the cluster lock manila's call-time sites take
+    assert by_name['at-import'].suggestion == (
+        "hacluster.synchronized('manila-at-import')")
+
+
+SERVICE_INSTANCE = '''
+from manila import utils
+
+
+class NeutronNetworkHelper(object):
+
+    @utils.synchronized(
+        "service_instance_setup_and_teardown_network_for_instance",
+        external=True)
+    def setup_network(self, network_info):
+        self.neutron_api.create_port(network_info)
+
+    @utils.synchronized("service_instance_plug_interface_in_host",
+                        external=True)
+    def _plug_interface_in_host(self, interface_name, device, port):
+        self.vif_driver.plug(interface_name, port['id'])
+
+    @utils.synchronized("service_instance_get_key", external=True)
+    def _get_key(self, context):
+        return self.compute_api.keypair_list(context)
+'''
+
+
+def test_import_time_locks_the_manager_rewraps_or_leaves_local():
+    sites = audit.audit_source(
+        SERVICE_INSTANCE, '/x/manila/share/drivers/service_instance.py')
+    assert [(s.line, s.verdict, s.runtime) for s in sites] == [
+        (7, 'rewrapped', 'etcd manila-service_instance_setup_and_teardown_'
+                         'network_for_instance'),
+        (13, 'keep', 'file manila-service_instance_plug_interface_in_host'),
+        # (_get_key is ServiceInstanceManager's, not this class's)
+        (18, 'replace', 'file manila-service_instance_get_key')]
+    assert sites[0].reason == (
+        'applied at import, so it captured the file lock; the HA manager '
+        'decorates NeutronNetworkHelper.setup_network again with the '
+        'cluster lock manila-service_instance_setup_and_teardown_network_'
+        'for_instance (hacluster.manila.locks.IMPORT_TIME_LOCKS)')
+    assert sites[1].reason == (
+        "file lock on this host's own state (it plugs a network interface "
+        "into this host, whose interfaces are its own): the HA manager "
+        "leaves it node-local on purpose")
+    assert [s.suggestion for s in sites[:2]] == ['', '']
+    # the same code elsewhere is not what the manager re-wraps
+    elsewhere = audit.audit_source(SERVICE_INSTANCE, 'mydriver/helper.py')
+    assert [s.verdict for s in elsewhere] == ['replace'] * 3
+
+
+def test_ha_lock_calls_are_listed_as_cluster_locks():
+    sites = sites_of('''
+        from hacluster.manila import driver
+
+        class MyDriver(driver.HAShareDriverMixin, object):
+            def extend_share(self, share, new_size, share_server=None):
+                with self.ha_lock('pool-%s' % share['pool']):
+                    self.client.extend(share, new_size)
+                with self.ha_lock('snapshots', shared=True):
+                    pass
+    ''')
+    assert [(s.kind, s.usage, s.name, s.runtime, s.verdict) for s in sites] \
+        == [('distributed', 'context', "pool-{share['pool']}",
+             "etcd manila-pool-{share['pool']}", 'already-distributed'),
+            ('distributed', 'context', 'snapshots', 'etcd manila-snapshots',
+             'already-distributed')]
+    assert sites[0].reason == (
+        "HAShareDriverMixin.ha_lock: the cluster lock "
+        "manila-pool-{share['pool']} under the HA manager; manila's own file "
+        "lock of that name in single-node mode")
+    assert sites[1].reason.startswith('HAShareDriverMixin.ha_lock (shared)')
+
+
+def test_a_hacluster_lock_is_never_said_to_be_on_etcd_unqualified():
+    sites = sites_of('''
+        import hacluster
+
+        @hacluster.synchronized('manila-a')
+        def f():
+            pass
+
+        @hacluster.synchronized('b', external=False)
+        def g():
+            pass
+
+        @hacluster.synchronized('c', coordinator=lambda: COORD)
+        def h():
+            pass
+    ''')
+    assert [s.runtime for s in sites] == [
+        'etcd manila-a', 'etcd b', 'coordinator c']
+    assert sites[0].reason == (
+        'hacluster lock: the cluster lock manila-a in manila-share under the '
+        'HA manager, which sets the default coordinator; in a process '
+        'without one (single-node mode, any other program) an '
+        'oslo.concurrency file lock')
+    assert sites[1].reason.endswith('an oslo.concurrency in-process lock')
+    assert sites[2].reason.startswith(
+        'hacluster lock on the coordinator given (coordinator=)')
+    assert not any(s.reason == 'hacluster lock on etcd' for s in sites)
+
+
+def test_a_hacluster_lock_without_manilas_prefix_is_another_lock():
+    sites = sites_of('''
+        import hacluster
+        from manila import utils
+
+        def create(share):
+            @utils.synchronized('pool', external=True)
+            def locked():
+                share.go()
+            locked()
+
+        @hacluster.synchronized('pool')
+        def delete(share):
+            share.gone()
+
+        @hacluster.synchronized('manila-pool')
+        def extend(share):
+            share.grow()
+    ''')
+    assert [(s.name, s.verdict, s.runtime) for s in sites] == [
+        ('pool', 'swapped', 'etcd manila-pool'),
+        ('pool', 'already-distributed', 'etcd pool'),
+        ('manila-pool', 'already-distributed', 'etcd manila-pool')]
+    assert sites[1].reason.endswith(
+        '; the external lock at line 6 has the same name but takes the '
+        'cluster lock manila-pool, this one pool: the two do not exclude '
+        'each other')
+    assert sites[2].reason.endswith(
+        '; the external lock at line 6 has the same name: under the HA '
+        'manager both are the cluster lock manila-pool')
+
+
+def test_a_node_local_lock_sharing_a_name_with_a_swapped_one_is_replaced():
+    sites = sites_of('''
+        from manila import utils
+
+        class Layout(object):
+            @utils.synchronized('vols')
+            def pop(self):
+                return self.used.pop()
+
+            def push(self, vol):
+                @utils.synchronized('vols')
+                def locked():
+                    self.backend.give(vol)
+                locked()
+    ''')
+    assert [(s.verdict, s.runtime) for s in sites] == [
+        ('replace', 'in-process vols'), ('swapped', 'etcd manila-vols')]
+    assert sites[0].reason.startswith(
+        'shares its name with line 10 (swapped there: the cluster lock '
+        'manila-vols under the HA manager): this one must take it too, or '
+        'the two no longer exclude each other; on its own: in-process lock '
+        'around self.used.pop() (line 7)')
+    assert sites[0].suggestion == (
+        "hacluster.synchronized('manila-vols', external=False)")
+    # once fixed, both are that cluster lock
+    fixed = audit.fix_source(textwrap.dedent('''
+        from manila import utils
+
+        class Layout(object):
+            @utils.synchronized('vols')
+            def pop(self):
+                return self.used.pop()
+
+            def push(self, vol):
+                @utils.synchronized('vols')
+                def locked():
+                    self.backend.give(vol)
+                locked()
+    '''), sites)
+    again = audit.audit_source(fixed, 'drv.py')
+    assert {s.runtime for s in again} == {'etcd manila-vols'}
+
+
+HA_DRIVER = '''\
+from oslo_concurrency import lockutils
+
+from hacluster.manila import driver as ha_driver
+from manila import utils
+
+
+class PoolDriver(ha_driver.HAShareDriverMixin, object):
+
+    @utils.synchronized('pool', external=True)
+    def create_share(self, context, share, share_server=None):
+        return self.client.create(share)
+
+    def extend_share(self, share, new_size, share_server=None):
+        with lockutils.lock('share-%s' % share['id'],
+                            lock_file_prefix='manila-', external=True):
+            self.client.extend(share, new_size)
+'''
+
+
+def test_the_fix_in_a_mixin_driver_takes_manilas_cluster_locks():
+    sites = audit.audit_source(HA_DRIVER, 'drv.py')
+    assert [s.verdict for s in sites] == ['replace', 'replace']
+    fixed = audit.fix_source(HA_DRIVER, sites)
+    ast.parse(fixed)
+    assert "    @ha_synchronized('manila-pool')\n" in fixed
+    assert ("        with self.ha_lock('share-%s' % share['id']):\n"
+            in fixed)
+    again = audit.audit_source(fixed, 'drv.py')
+    assert [(s.verdict, s.runtime) for s in again] == [
+        ('already-distributed', 'etcd manila-pool'),
+        ('already-distributed', "etcd manila-share-{share['id']}")]
+    # only a with-block fixed: no import added
+    only_with = HA_DRIVER.replace(
+        "    @utils.synchronized('pool', external=True)\n", '')
+    fixed = audit.fix_source(only_with, audit.audit_source(only_with, 'd'))
+    assert audit.FIX_IMPORT not in fixed
+    assert 'self.ha_lock(' in fixed
