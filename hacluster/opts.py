@@ -1,8 +1,12 @@
 """hacluster's configuration options.
 
-Options live in the ``[hacluster]`` group; the etcd URL is manila's own
-``[coordination] backend_url`` (one setting for operators), registered here
-too when the service has not registered it already.
+Options live in the ``[hacluster]`` group. The etcd URL is ``[hacluster]
+backend_url``, or, when that is unset, manila's own ``[coordination]
+backend_url`` (registered here too when the service has not registered it
+already); :func:`backend_url` decides, through :func:`hacluster.url.resolve`.
+manila-api and manila-scheduler start tooz on ``[coordination]
+backend_url``, and tooz reads one endpoint: several endpoints, or a user
+and password, go in ``[hacluster] backend_url``.
 
 ``list_opts()`` is the ``oslo.config.opts`` entry point, so
 ``oslo-config-generator --namespace hacluster`` writes a sample.
@@ -18,6 +22,17 @@ from hacluster import session as _session
 GROUP = 'hacluster'
 
 hacluster_opts = [
+    cfg.StrOpt('backend_url', secret=True,
+               help='hacluster\'s etcd URL: etcd3+http://HOST:PORT[,HOST:'
+                    'PORT...] (requests fail over between the endpoints), '
+                    'etcd3+https://...?ca_cert=&cert_key=&cert_cert= for '
+                    'TLS, etcd3+http://USER:PASSWORD@HOST:PORT for etcd '
+                    'authentication, file:///dir for single-node mode. '
+                    'Unset: [coordination] backend_url, manila\'s tooz URL, '
+                    'is used; manila-api and manila-scheduler read that one '
+                    'too, through tooz, which takes a single endpoint and no '
+                    'user name -- so set this option when etcd has several '
+                    'endpoints or needs a password.'),
     cfg.StrOpt('node_name',
                help='This node\'s name in the cluster: stable across '
                     'restarts and unique among the nodes of a backend. '
@@ -75,10 +90,13 @@ hacluster_opts = [
 
 coordination_opts = [
     cfg.StrOpt('backend_url', secret=True,
-               help='The etcd URL, as tooz spells it: '
-                    'etcd3+http://HOST:PORT[,HOST:PORT...] or '
-                    'etcd3+https://...?ca_cert=&cert_key=&cert_cert=. '
-                    'Unset or file:///dir: single-node mode.'),
+               help='manila\'s tooz coordination URL (manila registers this '
+                    'option), which hacluster uses when [hacluster] '
+                    'backend_url is unset. tooz reads one endpoint: '
+                    'etcd3+http://HOST:PORT or etcd3+https://HOST:PORT?'
+                    'ca_cert=&cert_key=&cert_cert=; tooz\'s timing options '
+                    '(timeout, lock_timeout, membership_timeout) are ignored '
+                    'by hacluster. Unset or file:///dir: single-node mode.'),
 ]
 
 
@@ -98,13 +116,70 @@ def list_opts():
             ('coordination', copy.deepcopy(coordination_opts))]
 
 
+def backend_url(conf):
+    """The backend URL hacluster uses with ``conf`` (parsed):
+    ``[hacluster] backend_url``, else ``[coordination] backend_url``
+    (:func:`hacluster.url.resolve` has the rules).
+
+    :returns: :class:`hacluster.url.BackendURL` (``option`` names the
+        option it came from).
+    :raises ConfigurationError: naming the option, the password scrubbed.
+    """
+    from hacluster import url as _url
+
+    register_opts(conf)
+    return _url.resolve(conf[GROUP].backend_url, conf.coordination.backend_url)
+
+
+def _opt(conf, name, group=None):
+    try:
+        return (conf[group] if group else conf)[name]
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return None
+
+
+def cluster_name(conf, host=None):
+    """The cluster of a manila-share backend, named as the HA manager names
+    it: ``[hacluster] cluster``, else the backend's manila host
+    ``host@backend``.
+
+    :param host: the backend's manila host (``host@backend``: manila-share
+        gives it to the manager). Default: ``[DEFAULT] host`` and the one
+        backend of ``[DEFAULT] enabled_share_backends``, if ``conf`` has
+        those options registered (the ``hacluster`` command registers
+        them).
+    :raises ConfigurationError: no name can be derived; the message says
+        why (no backend, or several: which names to choose from).
+    """
+    register_opts(conf)
+    if conf[GROUP].cluster:
+        return conf[GROUP].cluster
+    if host:
+        return host
+    manila_host = _opt(conf, 'host')
+    backends = _opt(conf, 'enabled_share_backends') or []
+    if manila_host and len(backends) == 1:
+        return '%s@%s' % (manila_host, backends[0].strip())
+    if manila_host and len(backends) > 1:
+        raise exceptions.ConfigurationError(
+            'enabled_share_backends names %d backends (%s): each is a '
+            'cluster of its own; choose one: %s' % (
+                len(backends), ', '.join(backends), ', '.join(
+                    '%s@%s' % (manila_host, b.strip()) for b in backends)))
+    raise exceptions.ConfigurationError(
+        '[hacluster] cluster is not set and no backend to name the cluster '
+        'after ([DEFAULT] enabled_share_backends is not set)')
+
+
 def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
-                          rpc_version=None):
+                          rpc_version=None, backend=None):
     """Build (not start) a coordinator from ``conf``.
 
     :param cluster: cluster name when ``[hacluster] cluster`` is unset.
     :param config, rpc_version: for the member record, as
         :func:`hacluster.coordinator.get_coordinator` takes them.
+    :param backend: the :class:`hacluster.url.BackendURL` to use, when the
+        caller resolved it already (default: :func:`backend_url`).
     :raises ConfigurationError: a setting is invalid (the message names
         the option, e.g. ``[hacluster] renew_deadline``).
     """
@@ -116,9 +191,10 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
     if not name:
         raise exceptions.ConfigurationError(
             '[hacluster] cluster is not set and no default was given')
+    parsed = backend if backend is not None else backend_url(conf)
     try:
         return _factory.get_coordinator(
-            conf.coordination.backend_url, name, node=group.node_name,
+            parsed, name, node=group.node_name,
             lease_ttl=group.lease_ttl, renew_deadline=group.renew_deadline,
             renew_interval=group.renew_interval, lock_path=lock_path,
             request_timeout=group.request_timeout, config=config,
@@ -131,5 +207,4 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
         for opt in ('lease_ttl', 'renew_deadline', 'renew_interval',
                     'watchdog_timeout', 'fencing'):
             msg = msg.replace(opt, '[hacluster] ' + opt)
-        msg = msg.replace('backend_url', '[coordination] backend_url')
         raise exceptions.ConfigurationError(msg, cause=exc) from exc

@@ -1,7 +1,8 @@
 """Backend URLs: parsing, validation, and scrubbing of secrets.
 
-hacluster reads the URL operators already give manila in
-``[coordination] backend_url``, spelled as tooz spells it:
+hacluster reads its etcd URL from ``[hacluster] backend_url`` or, when that
+is unset, from manila's ``[coordination] backend_url`` (:func:`resolve`:
+the one place that decides). Either is spelled as tooz spells it:
 
 * ``etcd3+http://HOST:PORT`` and ``etcd3+https://HOST:PORT?ca_cert=...&
   cert_key=...&cert_cert=...`` -- etcd through its gRPC gateway;
@@ -9,6 +10,12 @@ hacluster reads the URL operators already give manila in
   (hacluster fails over between them);
 * ``user:password@`` before the hosts: etcd authentication;
 * ``file:///path`` or no URL at all: single-node mode (local file locks).
+
+tooz -- which manila-api, manila-scheduler and manila-share (without the HA
+manager) start on ``[coordination] backend_url`` -- reads one endpoint and
+no credentials, so the multi-endpoint and authenticated forms belong in
+``[hacluster] backend_url``; tooz's own query options (``lock_timeout``...)
+are accepted and ignored in ``[coordination] backend_url``.
 
 :func:`scrub` removes the password from any text that may contain a URL; every
 message and log line hacluster writes passes through it.
@@ -18,6 +25,7 @@ certificate file, an untrusted CA, a certificate made out to another host, a
 missing client certificate) into messages that name the URL option to fix.
 """
 
+import logging
 import os
 import re
 import ssl
@@ -25,9 +33,20 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from hacluster import exceptions
 
+LOG = logging.getLogger(__name__)
+
 ETCD_SCHEMES = {'etcd3+http': 'http', 'etcd3+https': 'https'}
 _QUERY_OPTIONS = ('ca_cert', 'cert_key', 'cert_cert', 'timeout',
                   'api_version')
+#: The option names :func:`resolve` cites (as operators write them).
+HACLUSTER_OPTION = '[hacluster] backend_url'
+COORDINATION_OPTION = '[coordination] backend_url'
+#: Query options of tooz's etcd3 driver that are tooz's own timings
+#: (``timeout`` is its socket timeout *and* the default TTL of its lock and
+#: membership leases). In ``[coordination] backend_url``, which tooz reads
+#: too, they are accepted and ignored: hacluster's timings are
+#: ``[hacluster] request_timeout``, ``lease_ttl``...
+TOOZ_TIMING_OPTIONS = ('timeout', 'lock_timeout', 'membership_timeout')
 
 # scheme://user:secret@  ->  scheme://user:***@   (any scheme, anywhere in
 # a text; oslo.utils' mask_password does not cover this form). The secret
@@ -61,12 +80,16 @@ class BackendURL:
     (``'http'``/``'https'``), ``endpoints`` (list of ``(host, port)``),
     ``username``/``password`` (or None), ``ca_cert``, ``cert_key``,
     ``cert_cert``, ``timeout`` (seconds or None), ``api_path``, ``path``
-    (for ``file://``), ``safe`` (the URL with its password masked).
+    (for ``file://``), ``safe`` (the URL with its password masked),
+    ``option`` (the option it was read from, as errors cite it),
+    ``ignored`` (the query options accepted but not used, by name).
     """
 
     def __init__(self, kind, safe, **attrs):
         self.kind = kind
         self.safe = safe
+        self.option = attrs.get('option', 'backend_url')
+        self.ignored = attrs.get('ignored', {})
         self.protocol = attrs.get('protocol')
         self.endpoints = attrs.get('endpoints', [])
         self.username = attrs.get('username')
@@ -81,19 +104,38 @@ class BackendURL:
     def __repr__(self):
         return '<BackendURL %s>' % self.safe
 
+    def tooz_problem(self):
+        """Why tooz (manila's ``[coordination]`` coordinator) cannot use
+        this URL as it is, or None: tooz's etcd3 driver reads one endpoint
+        and no user name."""
+        if self.kind != 'etcd':
+            return None
+        if len(self.endpoints) > 1:
+            return ('it lists %d endpoints and tooz reads one ("Port could '
+                    'not be cast to integer value")' % len(self.endpoints))
+        if self.username:
+            return 'tooz does not authenticate to etcd (user %s@)' % (
+                self.username)
+        return None
 
-def parse(url, option='backend_url'):
+
+def parse(url, option='backend_url', ignore=()):
     """Parse and validate a backend URL.
 
     :param url: the URL, or None/'' for single-node mode without a lock
-        directory of its own.
+        directory of its own; a :class:`BackendURL` is returned as it is.
     :param option: the option name to cite in errors.
+    :param ignore: query options to accept and ignore (recorded in
+        ``ignored``), e.g. :data:`TOOZ_TIMING_OPTIONS`; tooz's other
+        options mean the same to hacluster.
     :returns: :class:`BackendURL`.
     :raises ConfigurationError: naming ``option`` and what is wrong (with
         the password scrubbed).
     """
+    if isinstance(url, BackendURL):
+        return url
     if url is None or url == '':
-        return BackendURL('file', safe='', path=None)
+        return BackendURL('file', safe='', path=None, option=option)
     if not isinstance(url, str):
         raise exceptions.ConfigurationError(
             '%s must be a string, got %s' % (option, type(url).__name__))
@@ -112,7 +154,7 @@ def parse(url, option='backend_url'):
         if not path:
             raise bad('file:// URL needs a directory path, '
                       'e.g. file:///var/lib/manila/locks')
-        return BackendURL('file', safe=safe, path=path)
+        return BackendURL('file', safe=safe, path=path, option=option)
     if scheme not in ETCD_SCHEMES:
         raise bad('unsupported scheme %r; use etcd3+http, etcd3+https or '
                   'file' % scheme)
@@ -157,10 +199,19 @@ def parse(url, option='backend_url'):
         endpoints.append((host, port))
 
     options = {}
+    ignored = {}
     for key, values in parse_qs(query, keep_blank_values=True).items():
+        if key in ignore:
+            ignored[key] = values[-1]
+            continue
         if key not in _QUERY_OPTIONS:
-            raise bad('unknown option %r (known: %s)'
-                      % (key, ', '.join(_QUERY_OPTIONS)))
+            hint = ''
+            if key in TOOZ_TIMING_OPTIONS:
+                hint = ('; %s is an option of tooz, which reads [coordination]'
+                        ' backend_url: hacluster\'s timings are [hacluster] '
+                        'lease_ttl, renew_deadline, request_timeout' % key)
+            raise bad('unknown option %r (known: %s)%s'
+                      % (key, ', '.join(_QUERY_OPTIONS), hint))
         options[key] = values[-1]
     protocol = ETCD_SCHEMES[scheme]
     if protocol == 'http' and any(
@@ -185,7 +236,48 @@ def parse(url, option='backend_url'):
                       password=password, ca_cert=options.get('ca_cert'),
                       cert_key=options.get('cert_key'),
                       cert_cert=options.get('cert_cert'), timeout=timeout,
-                      api_path=api_path)
+                      api_path=api_path, option=option, ignored=ignored)
+
+
+def resolve(hacluster_url=None, coordination_url=None):
+    """The backend URL hacluster uses, from its two options: the one place
+    that decides (the HA manager, ``opts.coordinator_from_conf`` and the
+    ``hacluster`` command all come here).
+
+    :param hacluster_url: ``[hacluster] backend_url``: hacluster's own
+        (several endpoints, TLS, ``user:password@``); used when set.
+    :param coordination_url: manila's ``[coordination] backend_url``, used
+        when the former is unset. tooz reads it too (manila-api,
+        manila-scheduler), so tooz's timing options are accepted there and
+        ignored (a debug log line), and a URL tooz cannot read (several
+        endpoints, a user name) is used but logged as a warning.
+    :returns: :class:`BackendURL`; ``option`` names the option it came
+        from.
+    :raises ConfigurationError: the URL in use is invalid; the message
+        names its option, the password scrubbed.
+
+    Does not block.
+    """
+    if isinstance(hacluster_url, str):
+        hacluster_url = hacluster_url.strip()
+    if hacluster_url:
+        return parse(hacluster_url, option=HACLUSTER_OPTION)
+    if isinstance(coordination_url, str):
+        coordination_url = coordination_url.strip()
+    parsed = parse(coordination_url, option=COORDINATION_OPTION,
+                   ignore=TOOZ_TIMING_OPTIONS)
+    for key, value in sorted(parsed.ignored.items()):
+        LOG.debug('%s: ignoring tooz\'s option %s=%s (hacluster\'s timings '
+                  'are [hacluster] lease_ttl, renew_deadline, '
+                  'request_timeout)', COORDINATION_OPTION, key, value)
+    problem = parsed.tooz_problem()
+    if problem:
+        LOG.warning('%s = %s: %s; manila-api and manila-scheduler start tooz '
+                    'on this option and fail. Move this URL to [hacluster] '
+                    'backend_url and give [coordination] backend_url one '
+                    'endpoint (etcd3+http://HOST:PORT)',
+                    COORDINATION_OPTION, parsed.safe, problem)
+    return parsed
 
 
 # the URL options that name files, in the order they are checked
@@ -202,11 +294,12 @@ _CLIENT_CERT_ALERTS = ('ALERT_BAD_CERTIFICATE', 'ALERT_CERTIFICATE_REQUIRED',
                        'ALERT_HANDSHAKE_FAILURE')
 
 
-def check_tls_files(parsed, option='backend_url'):
+def check_tls_files(parsed, option=None):
     """Check that the files a parsed URL names can be read.
 
     :param parsed: a :class:`BackendURL`.
-    :param option: the option name to cite in the error.
+    :param option: the option name to cite in the error (default: the one
+        the URL was read from, ``parsed.option``).
     :raises ConfigurationError: naming ``option``, the URL option
         (``ca_cert``, ``cert_cert``, ``cert_key``) and the path that does
         not exist, is not a file or cannot be read by this process.
@@ -215,6 +308,7 @@ def check_tls_files(parsed, option='backend_url'):
     not parse the files (a file that is not PEM fails at the first
     connection).
     """
+    option = option or getattr(parsed, 'option', None) or 'backend_url'
     for name in _TLS_FILE_OPTIONS:
         path = getattr(parsed, name, None)
         if not path:
@@ -251,19 +345,20 @@ def _ssl_error_in(exc):
     return None
 
 
-def tls_hint(exc, parsed, option='backend_url'):
+def tls_hint(exc, parsed, option=None):
     """What an operator should change when ``exc`` is a TLS failure.
 
     :param exc: an exception from a request to etcd (``requests``' own,
         with the :class:`ssl.SSLError` somewhere in its chain).
     :param parsed: the :class:`BackendURL` the request used.
-    :param option: the option name to cite.
+    :param option: the option name to cite (default ``parsed.option``).
     :returns: one sentence naming the URL option at fault (``ca_cert``,
         ``cert_cert``/``cert_key``) or the host name problem, or None if
         ``exc`` is not a TLS failure this function recognises.
 
     Never raises, never blocks.
     """
+    option = option or getattr(parsed, 'option', None) or 'backend_url'
     try:
         err = _ssl_error_in(exc)
     except Exception:    # pragma: no cover - a hint must never fail a call

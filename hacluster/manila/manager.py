@@ -3,13 +3,19 @@
 Configure every node of a backend alike, except the node name::
 
     [DEFAULT]
-    host = hagroup                      # the same on every node
-    enabled_share_backends = dummy      # required when clustered
+    # the same on every node
+    host = hagroup
+    # required when clustered
+    enabled_share_backends = dummy
     share_manager = hacluster.manila.manager.HAShareManager
     [coordination]
-    backend_url = etcd3+http://10.0.0.5:2379,10.0.0.6:2379
+    # manila's tooz URL: manila-api and manila-scheduler read it, one endpoint
+    backend_url = etcd3+http://10.0.0.5:2379
     [hacluster]
-    node_name = node-a                  # unique per node (default hostname)
+    # hacluster's own: several endpoints, TLS, user:password@
+    backend_url = etcd3+http://10.0.0.5:2379,10.0.0.6:2379
+    # unique per node (default hostname)
+    node_name = node-a
 
 Each backend ``host@backend`` is one cluster (``[hacluster] cluster``
 overrides the name). All nodes share manila's RPC queue for the backend
@@ -40,9 +46,10 @@ What changes against manila's own ``ShareManager`` when clustered:
   to recovery; then the node's locks, member record and lease go
   (:meth:`HAShareManager.ha_stop`).
 
-In single-node mode (``backend_url`` unset or ``file://``, manila's
-default) locks, periodic tasks and ensure stay manila's own; claims are
-kept in local files and recovered when the node starts again.
+In single-node mode (``[hacluster] backend_url`` and ``[coordination]
+backend_url`` unset, or the one in use ``file://``, manila's default)
+locks, periodic tasks and ensure stay manila's own; claims are kept in
+local files and recovered when the node starts again.
 """
 
 import contextlib
@@ -62,7 +69,6 @@ from hacluster import backoff as _backoff
 from hacluster import exceptions
 from hacluster import factory as _factory
 from hacluster import opts as _opts
-from hacluster import url as _url
 from hacluster.manila import claims as _claims
 from hacluster.manila import driver as _driver
 from hacluster.manila import locks as _locks
@@ -367,13 +373,9 @@ class HAShareManager(share_manager.ShareManager):
 
     def __init__(self, share_driver=None, service_name=None, *args,
                  **kwargs):
-        _opts.register_opts(CONF)
-        backend_url = CONF.coordination.backend_url
-        try:
-            parsed = _url.parse(backend_url)
-        except exceptions.ConfigurationError as exc:
-            raise exceptions.ConfigurationError(
-                '[coordination] backend_url: %s' % exc, cause=exc) from exc
+        # [hacluster] backend_url, else [coordination] backend_url (the
+        # error names the option in use)
+        parsed = self._ha_backend = _opts.backend_url(CONF)
         self.ha_clustered = parsed.kind != 'file'
         if self.ha_clustered:
             # before manila's constructor starts its own tooz coordinator
@@ -387,15 +389,15 @@ class HAShareManager(share_manager.ShareManager):
             # -- the only way a clean stop reaches this manager.
             raise exceptions.ConfigurationError(
                 'enabled_share_backends is not set: the HA share manager '
-                'needs a backend section (clustered mode, [coordination] '
-                'backend_url = %s)' % parsed.safe)
+                'needs a backend section (clustered mode, %s = %s)'
+                % (parsed.option, parsed.safe))
         if CONF.hacluster.cluster and len(backends) > 1:
             raise exceptions.ConfigurationError(
                 '[hacluster] cluster = %s is set while enabled_share_backends '
                 'names %d backends (%s): each backend is a cluster of its own '
                 '(named host@backend by default); unset [hacluster] cluster'
                 % (CONF.hacluster.cluster, len(backends), ', '.join(backends)))
-        self.ha_cluster = CONF.hacluster.cluster or self.host
+        self.ha_cluster = _opts.cluster_name(CONF, host=self.host)
         driver = self.driver
         if self.ha_clustered and not getattr(driver, 'SUPPORTS_ACTIVE_ACTIVE',
                                              False):
@@ -403,13 +405,13 @@ class HAShareManager(share_manager.ShareManager):
                 'share driver %s of backend %s does not support '
                 'active-active (it does not mix in hacluster.manila.driver.'
                 'HAShareDriverMixin / set SUPPORTS_ACTIVE_ACTIVE); refusing '
-                'to run it on several nodes. Unset [coordination] '
-                'backend_url (or use file://) for single-node mode.'
-                % (type(driver).__name__, self.host))
+                'to run it on several nodes. Unset %s (or use file://) for '
+                'single-node mode.'
+                % (type(driver).__name__, self.host, parsed.option))
         # Fail now, in the master, on bad timings or names -- not in a
         # worker that cotyledon would restart forever.
         _opts.coordinator_from_conf(CONF, cluster=self.ha_cluster,
-                                    lock_path=parsed.path)
+                                    lock_path=parsed.path, backend=parsed)
         self.ha_coordinator = None
         self.ha_runner = None
         self._ha_starting = False
@@ -473,7 +475,7 @@ class HAShareManager(share_manager.ShareManager):
     def _ha_start_coordinator(self):
         if self.ha_coordinator is not None:
             return
-        parsed = _url.parse(CONF.coordination.backend_url)
+        parsed = self._ha_backend
         # the member record carries a fingerprint of what must agree
         # between nodes (drift shows in `hacluster status`), never secrets
         coord_config = {
@@ -485,7 +487,8 @@ class HAShareManager(share_manager.ShareManager):
         }
         coord = _opts.coordinator_from_conf(
             CONF, cluster=self.ha_cluster, lock_path=parsed.path,
-            config=coord_config, rpc_version=self.RPC_API_VERSION)
+            config=coord_config, rpc_version=self.RPC_API_VERSION,
+            backend=parsed)
         self._ha_join(coord)
         self.ha_coordinator = coord
         LOG.info('hacluster: %s joined cluster %s as %s (%s)', self.host,

@@ -11,7 +11,8 @@ from hacluster import opts
 def test_list_opts_names_every_option_and_returns_copies():
     listed = dict(opts.list_opts())
     names = {o.name for o in listed['hacluster']}
-    assert names == {'node_name', 'cluster', 'lease_ttl', 'renew_deadline',
+    assert names == {'backend_url', 'node_name', 'cluster', 'lease_ttl',
+                     'renew_deadline',
                      'renew_interval', 'request_timeout', 'task_spacing',
                      'fencing', 'watchdog_timeout', 'watchdog_device'}
     assert [o.name for o in listed['coordination']] == ['backend_url']
