@@ -198,6 +198,54 @@ def collect(client, cluster, now=None):
             'health_name': HEALTH_NAMES[health]}
 
 
+def list_clusters(client):
+    """Every cluster found under the etcd root (``/hacluster/v1/``), with
+    its counts: live members, leader (node and term) and candidates, locks
+    with a holder or waiter, open claims.
+
+    Two requests: the root's keys (no values), then one transaction over
+    the election queues of the clusters that have one. Read-only.
+
+    :returns: ``[{cluster, members, leader, term, candidates, locks,
+        claims}]`` sorted by name (``leader`` and ``term`` None when there
+        is none).
+    :raises BackendUnavailable: etcd could not be reached.
+    """
+    kvs, _ = client.get_prefix(_keys.ROOT, keys_only=True)
+    clusters = {}
+    for kv in kvs:
+        name, _, rest = kv.key[len(_keys.ROOT):].partition('/')
+        if not name:
+            continue
+        section, _, sub = rest.partition('/')
+        c = clusters.setdefault(name, {
+            'cluster': name, 'members': 0, 'leader': None, 'term': None,
+            'candidates': 0, 'locks': set(), 'claims': 0})
+        if section == 'members':
+            c['members'] += 1
+        elif section == 'leader':
+            c['candidates'] += 1
+        elif section == 'locks':
+            c['locks'].add(sub.partition('/')[0])
+        elif section == 'claims':
+            c['claims'] += 1
+    electing = [c for _, c in sorted(clusters.items()) if c['candidates']]
+    if electing:
+        prefixes = [_keys.ROOT + c['cluster'] + '/leader/' for c in electing]
+        resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
+                                   for p in prefixes])
+        for i, c in enumerate(electing):
+            head = _election.head_of(resp.kvs(i))
+            if head is not None:
+                c['leader'] = head.json().get('node')
+                c['term'] = head.create_revision
+    rows = []
+    for _, c in sorted(clusters.items()):
+        c['locks'] = len(c['locks'])
+        rows.append(c)
+    return rows
+
+
 def _assess(members, leader, claims, tasks, late=()):
     warnings = []
 

@@ -15,9 +15,11 @@ import os
 import time
 
 from cliff import command
+from cliff.formatters import table
 from cliff import lister
 from cliff import show
 
+from hacluster.cli import columns as _cols
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import status as _status
@@ -26,16 +28,25 @@ from hacluster import url as _url
 LOG = logging.getLogger(__name__)
 
 
-def _add_target_options(parser):
+#: The configuration read when no ``--config-file`` is given (if it
+#: exists): a manila node's own.
+DEFAULT_CONFIG_FILES = ('/etc/manila/manila.conf',)
+
+
+def _add_target_options(parser, cluster=True):
     parser.add_argument('--config-file', action='append', default=[],
                         metavar='PATH',
-                        help='an oslo.config file to read [coordination] '
-                             'backend_url and [hacluster] cluster from '
-                             '(e.g. /etc/manila/manila.conf); repeatable')
+                        help='an oslo.config file to read the backend URL '
+                             '([hacluster] backend_url, else [coordination] '
+                             'backend_url) and the cluster ([hacluster] '
+                             'cluster, else host@backend) from; repeatable '
+                             '(default: %s, if it exists)'
+                             % ', '.join(DEFAULT_CONFIG_FILES))
     parser.add_argument('--backend-url', metavar='URL',
                         default=os.environ.get('HACLUSTER_BACKEND_URL'),
-                        help='etcd URL (overrides [coordination] '
-                             'backend_url; default: $HACLUSTER_BACKEND_URL). '
+                        help='etcd URL (overrides [hacluster] backend_url '
+                             'and [coordination] backend_url; default: '
+                             '$HACLUSTER_BACKEND_URL). '
                              'A password written here shows in the process '
                              'list (/proc/PID/cmdline): give user@host and '
                              'put the password in --password-file or '
@@ -45,8 +56,13 @@ def _add_target_options(parser):
                         help='a file whose first line is the etcd password '
                              'of the user named in the backend URL (default: '
                              '$HACLUSTER_ETCD_PASSWORD, if set)')
-    parser.add_argument('--cluster', metavar='NAME',
-                        help='cluster name (overrides [hacluster] cluster)')
+    if cluster:
+        parser.add_argument(
+            '--cluster', metavar='NAME',
+            help='cluster name (default: [hacluster] cluster, else the '
+                 'backend\'s manila host host@backend as the HA share '
+                 'manager names it: [DEFAULT] host and the one backend of '
+                 '[DEFAULT] enabled_share_backends)')
     parser.add_argument('--timeout', type=float, default=5.0,
                         help='seconds per etcd request (default 5)')
     return parser
@@ -66,35 +82,110 @@ def _password(args):
     return os.environ.get('HACLUSTER_ETCD_PASSWORD')
 
 
-def _target(args):
+def _config_files(args):
+    if args.config_file:
+        return list(args.config_file)
+    return [f for f in DEFAULT_CONFIG_FILES if os.path.exists(f)]
+
+
+def _manila_opts():
+    """manila's options that hacluster's are derived from (the cluster
+    name) or refer to (``$state_path``), registered as manila registers
+    them (the command does not import manila)."""
+    import socket
+
+    from oslo_config import cfg
+    return [
+        cfg.StrOpt('state_path', default='/var/lib/manila',
+                   help='manila\'s state directory ($state_path)'),
+        cfg.StrOpt('host', default=socket.gethostname(),
+                   help='manila\'s host (the same on every node of a '
+                        'backend)'),
+        cfg.ListOpt('enabled_share_backends',
+                    help='manila\'s share backends'),
+    ]
+
+
+def _read_config(files):
+    """A ConfigOpts with hacluster's and those of manila's options read from
+    ``files``. :raises ConfigurationError: a file cannot be read."""
+    from oslo_config import cfg
+
+    from hacluster import opts
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    conf.register_opts(_manila_opts())
+    try:
+        conf([], project='hacluster', default_config_files=list(files))
+    except cfg.Error as exc:
+        raise exceptions.ConfigurationError(
+            'cannot read %s: %s' % (', '.join(files), exc),
+            cause=exc) from exc
+    return conf
+
+
+def _resolve(args, need_cluster=True):
+    """``(cluster or None, parsed url, why not etcd)`` from the arguments
+    and the configuration file(s); ``why`` says, for a URL that is not
+    etcd's, where that came from.
+
+    :raises ConfigurationError: no cluster (``need_cluster``), or a bad
+        URL or file, naming the option or file.
+    """
+    from oslo_config import cfg
+
+    from hacluster import opts
+    files = _config_files(args)
+    cluster = getattr(args, 'cluster', None) if need_cluster else None
+    conf = None
+    if files and (args.backend_url is None or (need_cluster and
+                                               not cluster)):
+        conf = _read_config(files)
+    try:
+        if args.backend_url is not None:
+            parsed = _url.parse(args.backend_url, option='--backend-url')
+        elif conf is not None:
+            parsed = opts.backend_url(conf)
+        else:
+            parsed = _url.parse(None, option='--backend-url')
+        if need_cluster and not cluster:
+            if conf is None:
+                raise exceptions.ConfigurationError(
+                    'no cluster given: use --cluster NAME, or a '
+                    '--config-file (manila.conf) with [hacluster] cluster or '
+                    '[DEFAULT] host and enabled_share_backends')
+            cluster = opts.cluster_name(conf)
+    except cfg.Error as exc:        # e.g. a $variable nobody defines
+        raise exceptions.ConfigurationError(
+            'cannot read %s: %s' % (', '.join(files), exc),
+            cause=exc) from exc
+    why = None
+    if parsed.kind != 'etcd':
+        if parsed.path:
+            why = 'single-node mode (%s = %s)' % (parsed.option, parsed.safe)
+        else:
+            why = ('no etcd configured (no --backend-url, $HACLUSTER_BACKEND_'
+                   'URL, [hacluster] backend_url or [coordination] '
+                   'backend_url%s)' % (
+                       ' in ' + ', '.join(files) if files else
+                       '; no --config-file'))
+    return cluster, parsed, why
+
+
+def _target(args, need_cluster=True):
     """``(client or None, cluster, parsed url)`` from the arguments.
 
-    :raises ConfigurationError: no cluster or no URL, naming the options.
+    :raises ConfigurationError: no cluster or a bad URL, naming the
+        options.
     """
-    backend_url, cluster = args.backend_url, args.cluster
-    if args.config_file and (backend_url is None or cluster is None):
-        from oslo_config import cfg
+    return _connect(args, need_cluster)[:3]
 
-        from hacluster import opts
-        conf = cfg.ConfigOpts()
-        opts.register_opts(conf)
-        try:
-            conf([], project='hacluster', default_config_files=list(
-                args.config_file))
-        except cfg.Error as exc:
-            raise exceptions.ConfigurationError(
-                'cannot read %s: %s' % (', '.join(args.config_file), exc),
-                cause=exc) from exc
-        backend_url = backend_url or conf.coordination.backend_url
-        cluster = cluster or conf.hacluster.cluster
-    if not cluster:
-        raise exceptions.ConfigurationError(
-            'no cluster given: use --cluster NAME or set [hacluster] cluster '
-            'in a --config-file')
-    parsed = _url.parse(backend_url, option='--backend-url / [coordination] '
-                                            'backend_url')
+
+def _connect(args, need_cluster=True):
+    """:func:`_target`, and the reason there is no client (or None)."""
+    cluster, parsed, why = _resolve(args, need_cluster)
     if parsed.kind != 'etcd':
-        return None, cluster, parsed
+        return None, cluster, parsed, why
     password = _password(args)
     if password is not None:
         if not parsed.username:
@@ -103,7 +194,7 @@ def _target(args):
                 '$HACLUSTER_ETCD_PASSWORD) but the backend URL %s names no '
                 'user: write it as etcd3+http://USER@HOST:PORT' % parsed.safe)
         parsed.password = password
-    return _etcd.Client(parsed, timeout=args.timeout), cluster, parsed
+    return _etcd.Client(parsed, timeout=args.timeout), cluster, parsed, None
 
 
 def _etcd_target(args, why_not):
@@ -117,35 +208,28 @@ def _etcd_target(args, why_not):
     return client, cluster
 
 
-def _single_node_state(cluster, parsed):
+def _single_node_state(cluster, why):
+    # UNKNOWN, not OK: nothing here says the cluster is healthy (a monitor
+    # that lost its configuration must not stay green)
     return {'cluster': cluster, 'mode': 'single-node', 'members': [],
             'leader': None, 'tasks': [], 'locks': [], 'claims': [],
-            'late_results': [],
-            'warnings': [{'level': 'OK', 'text': 'single-node mode (no '
-                          'etcd configured): nothing to coordinate'}],
-            'health': _status.OK, 'health_name': 'OK', 'revision': None,
-            'lock_path': parsed.path}
+            'late_results': [], 'collected_at': time.time(),
+            'warnings': [{'level': 'UNKNOWN', 'text': why + ': nothing to '
+                          'coordinate or check'}],
+            'health': _status.UNKNOWN, 'health_name': 'UNKNOWN',
+            'revision': None, 'why_not_etcd': why}
 
 
 def _collect(args):
-    client, cluster, parsed = _target(args)
+    client, cluster, parsed, why = _connect(args)
     if client is None:
-        return _single_node_state(cluster, parsed)
+        state = _single_node_state(cluster, why)
+        state['lock_path'] = parsed.path
+        return state
     state = _status.collect(client, cluster)
     state['mode'] = 'etcd'
     state['backend'] = parsed.safe
     return state
-
-
-def _age(seconds):
-    if seconds is None:
-        return '-'
-    seconds = float(seconds)
-    if seconds < 120:
-        return '%.1fs' % seconds
-    if seconds < 7200:
-        return '%dm' % (seconds // 60)
-    return '%.1fh' % (seconds / 3600)
 
 
 def _scrub_state(state):
@@ -214,6 +298,7 @@ class Status(command.Command):
                 state, default=str)), sort_keys=False))
             return
         w = out.write
+        now = state.get('collected_at')
         leader = state['leader']
         w('cluster %s  (%s%s)  health %s\n' % (
             state['cluster'], state['mode'],
@@ -222,64 +307,109 @@ class Status(command.Command):
         w('leader  %s\n' % ('%s (member %s), term %d, %d candidates' % (
             leader.get('node'), leader.get('member_id'), leader['term'],
             leader.get('candidates', 1)) if leader else 'none'))
-        w('\nmembers (%d)\n' % len(state['members']))
-        w('  %-16s %-22s %-16s %-7s %-8s %-9s %-8s %s\n' % (
-            'node', 'member id', 'host', 'pid', 'version', 'joined',
-            'renewed', 'config'))
-        for m in state['members']:
-            w('  %-16s %-22s %-16s %-7s %-8s %-9s %-8s %s\n' % (
-                m['node'], m.get('member_id'), (m.get('host') or '')[:16],
-                m.get('pid'), m.get('version'), _age(m.get('joined_for_s')),
-                _age(m.get('since_renewal_s')) + ' ago'
-                if m.get('since_renewal_s') is not None else '-',
-                m.get('config_fingerprint') or '-'))
-        w('\nperiodic tasks (%d)\n' % len(state['tasks']))
-        # as wide as the longest name (manila's go up to 38 characters)
-        tw = max([28] + [len(t['name']) for t in state['tasks']])
-        if state['tasks']:
-            w('  %-*s %-7s %-8s %-10s %-12s %-9s %5s %5s %5s\n' % (
-                tw, 'task', 'mode', 'spacing', 'last run', 'where',
-                'duration', 'runs', 'skips', 'fails'))
-        for t in state['tasks']:
-            w('  %-*s %-7s %-8s %-10s %-12s %-9s %5s %5s %5s%s\n' % (
-                tw, t['name'], t['mode'] or '-',
-                '%gs' % t['spacing'] if t['spacing'] else '-',
-                _age(t['last_run_ago_s']) + ' ago'
-                if t['last_run_ago_s'] is not None else '-',
-                t['last_run_on'] or '-', _age(t['last_duration_s']),
-                t['runs'], t['skips'], t['failures'],
-                '  PAUSED' if t['paused'] else ''))
-        w('\nlocks held (%d)\n' % len(state['locks']))
-        for lk in state['locks'][:20]:
-            w('  %-32s %-9s by %-16s token %-8s %s, %d waiting\n' % (
-                lk['name'][:32], lk['mode'], lk['holder'], lk['token'],
-                _age(lk['age_s']), lk['waiters']))
-        if len(state['locks']) > 20:
-            w('  ... %d more (hacluster lock list)\n'
-              % (len(state['locks']) - 20))
-        w('\nclaims (%d)\n' % len(state['claims']))
-        for c in state['claims'][:20]:
-            w('  %-10s %-24s %-8s on %-14s %-28s attempt %s%s\n' % (
-                c['resource_type'], c['resource_id'][:24], c['operation'],
-                c['node'], c['state'], c['attempt'],
-                ': %s' % c['last_error'] if c['last_error'] else ''))
-        if len(state['claims']) > 20:
-            w('  ... %d more (hacluster claim list)\n'
-              % (len(state['claims']) - 20))
+        self._section('members', state['members'], (
+            ('node', lambda m: m['node']),
+            ('member id', lambda m: _cols.Cell(m.get('member_id'))),
+            ('host', lambda m: _cols.Cell(m.get('host'))),
+            ('pid', lambda m: _cols.Cell(m.get('pid'))),
+            ('version', lambda m: _cols.Cell(m.get('version'))),
+            ('joined', lambda m: _cols.Ago(m.get('joined_for_s'))),
+            ('renewed', lambda m: _cols.Ago(m.get('since_renewal_s'))),
+            ('config', lambda m: _cols.Cell(m.get('config_fingerprint')))))
+        self._section('periodic tasks', state['tasks'], (
+            ('task', lambda t: t['name']),
+            ('mode', lambda t: _cols.Cell(t['mode'])),
+            ('spacing', lambda t: _cols.Seconds(t['spacing'])),
+            ('last run', lambda t: _cols.Ago(t['last_run_ago_s'])),
+            ('where', lambda t: _cols.Cell(t['last_run_on'])),
+            ('duration', lambda t: _cols.Seconds(t['last_duration_s'])),
+            ('runs', lambda t: t['runs']),
+            ('skips', lambda t: t['skips']),
+            ('fails', lambda t: t['failures']),
+            ('paused', lambda t: 'PAUSED' if t['paused'] else '')))
+        self._section('locks held', state['locks'], (
+            ('name', lambda lk: lk['name']),
+            ('mode', lambda lk: lk['mode']),
+            ('holder', lambda lk: _cols.Cell(lk['holder'])),
+            ('token', lambda lk: lk['token']),
+            ('held for', lambda lk: _cols.Seconds(lk['age_s'])),
+            ('waiting', lambda lk: lk['waiters'])),
+            limit=20, more='hacluster lock list')
+        self._section('claims', state['claims'], (
+            ('type', lambda c: _cols.Cell(c['resource_type'])),
+            ('resource', lambda c: _cols.Cell(c['resource_id'])),
+            ('operation', lambda c: _cols.Cell(c['operation'])),
+            ('node', lambda c: _cols.Cell(c['node'])),
+            ('state', lambda c: _cols.Cell(c['state'])),
+            ('age', lambda c: _cols.Seconds(c['age_s'])),
+            ('attempt', lambda c: c['attempt']),
+            ('last error', lambda c: _cols.Cell(c['last_error']))),
+            limit=20, more='hacluster claim list')
         late = state.get('late_results') or []
         if late:
-            w('\nlate results (%d)\n' % len(late))
-            for r in late[-10:]:
-                w('  %s (claim %s)\n' % (_url.scrub(r['message']),
-                                         r['claim_id']))
-        w('\nwarnings (%d)\n' % len(state['warnings']))
-        for warn in state['warnings']:
-            w('  %-8s %s\n' % (warn['level'], _url.scrub(warn['text'])))
+            self._section('late results', late[-10:], (
+                ('at', lambda r: _cols.Timestamp(r.get('at'), now)),
+                ('claim', lambda r: _cols.Cell(r.get('claim_id'))),
+                ('message', lambda r: _url.scrub(r.get('message') or
+                                                 _cols.NONE))),
+                count=len(late), more='hacluster claim late-list')
+        self._section('warnings', state['warnings'], (
+            ('level', lambda warn: warn['level']),
+            ('warning', lambda warn: _url.scrub(warn['text']))))
+
+    def _section(self, title, rows, columns, limit=None, more=None,
+                 count=None):
+        """One titled table, drawn by cliff's table formatter: ``columns``
+        is ``((heading, row -> cell), ...)``; at most ``limit`` rows, then
+        a line pointing at the command (``more``) that lists them all."""
+        out = self.app.stdout
+        count = len(rows) if count is None else count
+        out.write('\n%s (%d)\n' % (title, count))
+        shown = rows if limit is None else rows[:limit]
+        if shown:
+            _TABLE.emit_list([h for h, _ in columns],
+                             [[cell(r) for _, cell in columns]
+                              for r in shown], out, _table_args())
+        if count > len(shown):
+            out.write('... %d more (%s)\n' % (count - len(shown), more))
+
+
+_TABLE = table.TableFormatter()
+
+
+def _table_args():
+    """The arguments cliff's table formatter reads, as ``-f table`` of a
+    list command takes them by default."""
+    import argparse
+    return argparse.Namespace(
+        max_width=int(os.environ.get('CLIFF_MAX_TERM_WIDTH', 0)),
+        fit_width=bool(int(os.environ.get('CLIFF_FIT_WIDTH', 0))),
+        print_empty=False)
+
+
+def _cells(columns, rows, kinds, now, args):
+    """cliff rows of ``rows`` (dicts): each value in its column's cell type
+    (``kinds``: column -> :mod:`hacluster.cli.columns` class; the others
+    :class:`~hacluster.cli.columns.Cell`), plain values for ``-f value``
+    and ``-f csv`` (None as '')."""
+    plain = getattr(args, 'formatter', None) in ('value', 'csv')
+    out = []
+    for r in rows:
+        row = []
+        for c in columns:
+            kind = kinds.get(c, _cols.Cell)
+            cell = kind(r.get(c), now) if kind is _cols.Timestamp \
+                else kind(r.get(c))
+            row.append(_cols.plain(cell) if plain else cell)
+        out.append(tuple(row))
+    return out
 
 
 class _ListCommand(lister.Lister):
     columns = ()
     section = None
+    #: column -> cell type (hacluster.cli.columns); the others: Cell
+    kinds = {}
 
     def get_parser(self, prog_name):
         return _add_target_options(super().get_parser(prog_name))
@@ -290,8 +420,9 @@ class _ListCommand(lister.Lister):
     def take_action(self, args):
         state = _collect(args)
         _scrub_state(state)
-        return (self.columns, [tuple(r.get(c) for c in self.columns)
-                               for r in self.rows(state, args)])
+        return self.columns, _cells(self.columns, self.rows(state, args),
+                                    self.kinds, state.get('collected_at'),
+                                    args)
 
 
 class MemberList(_ListCommand):
@@ -301,6 +432,8 @@ class MemberList(_ListCommand):
     columns = ('node', 'member_id', 'host', 'pid', 'version', 'rpc_version',
                'config_fingerprint', 'joined_at', 'since_renewal_s',
                'lease_remaining_s', 'state')
+    kinds = {'joined_at': _cols.Timestamp, 'since_renewal_s': _cols.Ago,
+             'lease_remaining_s': _cols.Seconds}
 
 
 class LockList(_ListCommand):
@@ -309,6 +442,7 @@ class LockList(_ListCommand):
     columns = ('name', 'mode', 'holder', 'member_id', 'pid', 'token',
                'age_s', 'waiters')
     section = 'locks'
+    kinds = {'age_s': _cols.Seconds}
 
     def get_parser(self, prog_name):
         parser = super().get_parser(prog_name)
@@ -331,6 +465,7 @@ class ClaimList(_ListCommand):
     section = 'claims'
     columns = ('resource_type', 'resource_id', 'operation', 'node', 'state',
                'age_s', 'attempt', 'recoverer', 'last_error', 'claim_id')
+    kinds = {'age_s': _cols.Seconds}
 
 
 class ClaimLateList(_ListCommand):
@@ -342,6 +477,7 @@ class ClaimLateList(_ListCommand):
     section = 'late_results'
     columns = ('resource_type', 'resource_id', 'operation', 'node',
                'recovered_by', 'at', 'claim_id', 'message')
+    kinds = {'at': _cols.Timestamp}
 
 
 class ClaimLateClear(command.Command):
@@ -373,6 +509,30 @@ class TaskList(_ListCommand):
     columns = ('name', 'mode', 'spacing', 'paused', 'last_run_ago_s',
                'last_run_on', 'last_duration_s', 'runs', 'skips',
                'failures', 'items_handled', 'last_error')
+    kinds = {'spacing': _cols.Seconds, 'last_run_ago_s': _cols.Ago,
+             'last_duration_s': _cols.Seconds}
+
+
+class ClusterList(lister.Lister):
+    """List the clusters in etcd (every cluster under /hacluster/v1/):
+    live members, leader and term, candidates, locks held or waited for,
+    open claims."""
+
+    columns = ('cluster', 'members', 'leader', 'term', 'candidates', 'locks',
+               'claims')
+
+    def get_parser(self, prog_name):
+        return _add_target_options(super().get_parser(prog_name),
+                                   cluster=False)
+
+    def take_action(self, args):
+        client, _, _, why = _connect(args, need_cluster=False)
+        if client is None:
+            raise exceptions.ConfigurationError(
+                '%s: there is no etcd to list clusters from' % why)
+        return self.columns, _cells(self.columns,
+                                    _status.list_clusters(client), {}, None,
+                                    args)
 
 
 class LeaderShow(show.ShowOne):
@@ -390,15 +550,17 @@ class LeaderShow(show.ShowOne):
                 'cluster %s has no leader (%d members alive)'
                 % (state['cluster'], len(state['members'])))
         fields = ('node', 'member_id', 'term', 'host', 'pid', 'version',
-                  'candidates')
-        return fields, tuple(leader.get(f) for f in fields)
+                  'candidates', 'joined_at')
+        return fields, _cells(fields, [leader],
+                              {'joined_at': _cols.Timestamp},
+                              state.get('collected_at'), args)[0]
 
 
 class Check(command.Command):
     """Monitoring check (Nagios plugin convention): prints one line and exits
     0 OK, 1 WARNING (drift, mixed versions, claims awaiting recovery, failing
     or paused tasks), 2 CRITICAL (no member, or no leader), 3 UNKNOWN (etcd
-    unreachable or misconfigured)."""
+    unreachable, not configured, or misconfigured)."""
 
     def get_parser(self, prog_name):
         return _add_target_options(super().get_parser(prog_name))
@@ -410,6 +572,12 @@ class Check(command.Command):
             # Whatever went wrong, a monitoring check says UNKNOWN (3), not
             # a WARNING or CRITICAL it did not establish.
             self.app.stdout.write('UNKNOWN: %s\n' % _url.scrub(exc))
+            return _status.UNKNOWN
+        if state['mode'] != 'etcd':
+            # no etcd to ask: nothing was checked (a check that lost its
+            # configuration must not stay green)
+            self.app.stdout.write('UNKNOWN: cluster %s: %s\n' % (
+                state['cluster'], _url.scrub(state['why_not_etcd'])))
             return _status.UNKNOWN
         self.app.stdout.write(_status.summary(state) + '\n')
         return state['health']

@@ -30,7 +30,8 @@ def main(argv=None, stdout=None, stderr=None):
 
     :param argv: the arguments (default: ``sys.argv[1:]``).
     :param stdout, stderr: streams to use instead of the process's.
-    :returns: the exit status (int): the command's, 2 for a usage error.
+    :returns: the exit status (int): the command's, 0 after ``--help``,
+        2 for a usage error (3 for any failure of ``check``).
     """
     if argv is None:
         argv = sys.argv[1:]
@@ -40,8 +41,12 @@ def main(argv=None, stdout=None, stderr=None):
     failure = 3 if argv and argv[0] == 'check' else 2
     try:
         code = HAClusterApp(stdout=stdout, stderr=stderr).run(argv)
-    except SystemExit as exc:        # argparse's usage errors
-        code = exc.code if isinstance(exc.code, int) else failure
+    except SystemExit as exc:        # --help (cliff's HelpExit), usage
+        code = exc.code                # errors (argparse's exit(2))
+        if code is None:               # a plain exit: success (--help)
+            code = 0
+        elif not isinstance(code, int):
+            code = failure
         if code != 0 and failure == 3:
             code = 3
     return code

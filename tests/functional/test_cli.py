@@ -21,8 +21,6 @@ def run(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
-
-
 @pytest.fixture
 def cluster(etcd, cluster_name):
     """Two live members (a leads), a lock, a claim, a running task."""
@@ -202,3 +200,95 @@ def test_a_password_never_appears_in_any_output(fresh_etcd, cluster_name,
     # the read-only user could read: a real answer, not only errors
     assert any(code == 2 for url, argv, code in seen
                if url == good and argv == ['check'])
+
+
+ACCESS_LOCK = ('manila-locked_access_rules_operation_by_share_instance_'
+               '4c0dc0f6-9f2c-4b0e-8d58-0f3c2b1c2d9a')
+
+
+@pytest.fixture
+def no_default_config(monkeypatch):
+    from hacluster.cli import cluster as cli_cluster
+    monkeypatch.setattr(cli_cluster, 'DEFAULT_CONFIG_FILES', ())
+
+
+def test_the_cluster_and_etcd_come_from_manila_conf_as_the_manager_reads_it(
+        etcd, cluster_name, tmp_path, no_default_config):
+    """host@backend from [DEFAULT]; etcd from [hacluster] backend_url
+    (several endpoints), not from [coordination] (tooz's, with tooz's own
+    option, pointing nowhere: were it used, the command would fail)."""
+    from hacluster.testing.servers import free_port
+    backend = '%s@dummy' % cluster_name
+    node = hacluster.get_coordinator(etcd.url, backend, 'n1', **FAST).start()
+    node.campaign()
+    try:
+        wait_for(lambda: node.is_leader, 5, 'n1 to lead')
+        conf = tmp_path / 'manila.conf'
+        conf.write_text(
+            '[DEFAULT]\nhost = %s\nenabled_share_backends = dummy\n'
+            'state_path = %s\n'
+            '[coordination]\nbackend_url = etcd3+http://127.0.0.1:%d'
+            '?lock_timeout=30\n'
+            '[hacluster]\nbackend_url = %s,127.0.0.1:%d\n'
+            % (cluster_name, tmp_path, free_port(), etcd.url, free_port()))
+        code, out, err = run('status', '-f', 'json', '--config-file',
+                             str(conf))
+        assert code == 0, err
+        state = json.loads(out)
+        assert state['cluster'] == backend
+        assert [m['node'] for m in state['members']] == ['n1']
+        code, out, _ = run('check', '--config-file', str(conf))
+        assert code == 0 and out.startswith('OK: cluster %s:' % backend)
+    finally:
+        node.stop()
+
+
+def test_tables_show_whole_names_readable_times_and_no_none(cluster):
+    lock = cluster['b'].get_lock(ACCESS_LOCK)
+    lock.acquire()
+    try:
+        code, out, _ = run('status', *cluster['args'])
+        assert code == 0
+        assert ACCESS_LOCK in out and 'None' not in out
+        assert '| node | member id ' in out      # cliff's table formatter
+        code, out, _ = run('lock', 'list', '-f', 'value', '-c', 'name',
+                           *cluster['args'])
+        assert ACCESS_LOCK in out.split()
+        for argv in (('member', 'list'), ('lock', 'list'),
+                     ('claim', 'list'), ('task', 'list'),
+                     ('leader', 'show'), ('claim', 'late-list')):
+            code, out, _ = run(*argv, *cluster['args'])
+            assert code == 0 and 'None' not in out, (argv, out)
+        code, out, _ = run('member', 'list', '-f', 'json', *cluster['args'])
+        joined = {m['node']: m['joined_at'] for m in json.loads(out)}
+        expected = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(
+            cluster['a'].get_members()['a']['joined_at']))
+        assert joined['a'] == expected
+        code, out, _ = run('member', 'list', *cluster['args'])
+        assert expected + ' (' in out and ' ago)' in out
+    finally:
+        lock.release()
+
+
+def test_cluster_list_counts_each_cluster(etcd, cluster_name, cluster):
+    other = hacluster.get_coordinator(etcd.url, cluster_name + '-other',
+                                      'c', **FAST).start()
+    try:
+        code, out, err = run('cluster', 'list', '-f', 'json',
+                             '--backend-url', etcd.url)
+        assert code == 0, err
+        rows = {r['cluster']: r for r in json.loads(out)}
+        assert rows[cluster_name] == {
+            'cluster': cluster_name, 'members': 2, 'leader': 'a',
+            'term': cluster['a'].term, 'candidates': 1, 'locks': 2,
+            'claims': 1}
+        assert rows[cluster_name + '-other'] == {
+            'cluster': cluster_name + '-other', 'members': 1,
+            'leader': None, 'term': None, 'candidates': 0, 'locks': 0,
+            'claims': 0}
+        code, out, _ = run('cluster', 'list', '--backend-url', etcd.url)
+        line = [ln for ln in out.splitlines()
+                if ' %s-other ' % cluster_name in ln][0]
+        assert 'None' not in line and ' - ' in line
+    finally:
+        other.stop()

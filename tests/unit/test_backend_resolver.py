@@ -192,6 +192,19 @@ def test_the_cluster_is_named_as_the_ha_manager_names_it(tmp_path):
     assert 'enabled_share_backends' in str(e.value)
 
 
+def test_only_the_resolver_reads_the_url_options():
+    """Every reader of the backend URL goes through opts.backend_url
+    (hacluster.url.resolve): no other module reads the options."""
+    pattern = re.compile(r'(\.coordination|\.hacluster|\[GROUP\])'
+                         r'\.backend_url\b')
+    readers = []
+    for path in sorted((ROOT / 'hacluster').rglob('*.py')):
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if pattern.search(line.split('#')[0]) and '``' not in line:
+                readers.append(str(path.relative_to(ROOT)))
+    assert readers == ['hacluster/opts.py'], readers
+
+
 # -- the documented manila.conf ----------------------------------------------
 
 def _ini_blocks(text, fence):
