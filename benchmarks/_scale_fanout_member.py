@@ -19,9 +19,11 @@ Prints "READY <member id>" once serving. stdin commands:
 * ``report`` -- "REPORT <etcd requests> <items handled> <rpc casts>
   <first handler start> <last handler end> <handled since items>
   <redispatched>" (times: time.time(), 0 if none);
+  (with $SCALE_PROFILE set, each cycle of ``run`` is profiled, see below)
 * ``exit`` -- stop the runner and the coordinator.
 """
 
+import os
 import sys
 import threading
 import time
@@ -35,6 +37,9 @@ from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
 
 etcd_url, amqp_url, cluster, node = sys.argv[1:5]
 SLEEP, ITEM_TIMEOUT = float(sys.argv[5]), float(sys.argv[6])
+#: With $SCALE_PROFILE set, the leader's cycles run under cProfile and
+#: their stats go to $SCALE_PROFILE.<items> (for finding where time goes).
+PROFILE = os.environ.get('SCALE_PROFILE')
 ITEMS = [0]
 timing = {'first': 0.0, 'last': 0.0, 'n': 0}
 timing_lock = threading.Lock()
@@ -87,7 +92,13 @@ for line in sys.stdin:
                 time.monotonic() < deadline:
             time.sleep(0.05)
         t = time.monotonic()
-        runner.run_now('poll', wait=True)
+        if PROFILE:
+            import cProfile
+            profile = cProfile.Profile()
+            profile.runcall(runner.run_now, 'poll', wait=True)
+            profile.dump_stats('%s.%d' % (PROFILE, ITEMS[0]))
+        else:
+            runner.run_now('poll', wait=True)
         print('CYCLE %.4f' % (time.monotonic() - t), flush=True)
     elif words[0] == 'report':
         st = runner.stats('poll')

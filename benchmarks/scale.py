@@ -33,21 +33,71 @@ as a ratio to its ideal, with the ideal line and the bound) and ends with
 one JSON object: every figure, ``max_members``, ``max_items``, ``plots``.
 """
 
+import atexit
+import hashlib
 import json
 import math
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 import uuid
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _snapshot_code():
+    """Copy hacluster/ as it is now into a temporary directory and run
+    everything (this process, the member processes, the hacluster
+    command) from the copy, through sys.path and PYTHONPATH: other work
+    editing the tree during a ten-minute run must not change the code
+    half-way (a cluster of mixed versions). Returns the copy's content
+    digest, and the commit and the files with uncommitted changes then."""
+    src = os.path.join(os.path.dirname(HERE), 'hacluster')
+    dest = tempfile.mkdtemp(prefix='hacluster-scale-code-')
+    atexit.register(shutil.rmtree, dest, True)
+    shutil.copytree(src, os.path.join(dest, 'hacluster'),
+                    ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
+    sys.path.insert(0, dest)
+    os.environ['PYTHONPATH'] = os.pathsep.join(
+        [dest] + [p for p in os.environ.get('PYTHONPATH', '').split(
+            os.pathsep) if p])
+    digest = hashlib.sha1()
+    for root, dirs, files in sorted(os.walk(os.path.join(dest,
+                                                         'hacluster'))):
+        dirs.sort()
+        for name in sorted(files):
+            with open(os.path.join(root, name), 'rb') as f:
+                digest.update(name.encode() + f.read())
+    code = {'digest': digest.hexdigest()[:12]}
+    try:
+        root = os.path.dirname(HERE)
+        code['commit'] = subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'], cwd=root,
+            capture_output=True, text=True, timeout=30).stdout.strip()
+        # the copy holds these files' uncommitted changes too
+        code['uncommitted'] = sorted(subprocess.run(
+            ['git', 'status', '--porcelain', 'hacluster'], cwd=root,
+            capture_output=True, text=True, timeout=30).stdout.split()[1::2])
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return code
+
+
+CODE = _snapshot_code()
+#: What went wrong in the worker processes, per axis (see trouble()).
+TROUBLE = {}
+
 import hacluster
 from hacluster import etcd as _etcd
 from hacluster import keys as _keys
+from hacluster import status as _status
 from hacluster import url as _url
 from hacluster.election import head_of
 from hacluster.testing import servers
@@ -67,7 +117,6 @@ WAITERS = [2] if QUICK else [2, 10, 50]
 HANDOFF_SAMPLES = 40 if QUICK else 100
 
 TTL, DEADLINE, INTERVAL = 10, 7.0, 2.0      # the shipped defaults
-HERE = os.path.dirname(os.path.abspath(__file__))
 NODE = os.path.join(HERE, '_scale_node.py')
 FANOUT_MEMBER = os.path.join(HERE, '_scale_fanout_member.py')
 WAITER = os.path.join(HERE, '_scale_waiter.py')
@@ -129,9 +178,18 @@ class Worker(LineWorker):
         return self.take(prefix, timeout)
 
 
-def stop_workers(workers):
+def trouble(worker):
+    """What went wrong in a worker, from its log (stderr): lease renewals
+    that failed and sessions lost."""
+    text = worker.stderr_tail(1 << 30)
+    return {'renewal_failures': text.count('lease renewal failed'),
+            'sessions_lost': len(re.findall(r'session \d+ lost', text))}
+
+
+def stop_workers(workers, tally=None):
     """Ask every worker to exit (all at once), then reap them; a worker
-    still running after 30 s is SIGKILLed (by its PID)."""
+    still running after 30 s is SIGKILLed (by its PID). Adds what went
+    wrong in them (:func:`trouble`) to ``tally``."""
     for w in workers:
         try:
             w.send('exit')
@@ -143,6 +201,9 @@ def stop_workers(workers):
             w.proc.wait(max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             pass
+        if tally is not None:
+            for k, v in trouble(w).items():
+                tally[k] = tally.get(k, 0) + v
         w.close()
 
 
@@ -255,6 +316,9 @@ def members_axis(etcd, metrics, client):
                                                                layout)),
                                10, 'the new leader in etcd')
                 seen.append(new)
+                for k, v in trouble(victim).items():
+                    tally = TROUBLE.setdefault('members', {})
+                    tally[k] = tally.get(k, 0) + v
                 victim.close()
                 spawn(1)            # back to `size` members
                 wait_for(queued, 60, 'the replacement queued')
@@ -281,7 +345,7 @@ def members_axis(etcd, metrics, client):
                 '%d s)' % ('/'.join('%.2f' % s for s in samples), med,
                            med / TTL, max(samples), TTL + 2))
     finally:
-        stop_workers(list(nodes.values()))
+        stop_workers(list(nodes.values()), TROUBLE.setdefault('members', {}))
     return rows
 
 
@@ -425,7 +489,8 @@ def fanout_axis(etcd, metrics, client, amqp):
                         handled, record.get('done'), record.get('failed'),
                         record.get('redispatched'), len(loads)))
     finally:
-        stop_workers(list(workers.values()))
+        stop_workers(list(workers.values()),
+                     TROUBLE.setdefault('fanout', {}))
     return rows
 
 
@@ -507,6 +572,9 @@ def status_axis(etcd, metrics, client):
             t = time.monotonic()
             seeds = fill(client, coords, layout, n)
             fill_s = time.monotonic() - t
+            t = time.monotonic()
+            _status.collect(client, cluster)    # in this process
+            collect_s = time.monotonic() - t
             runs = {}
             for fmt in ('table', 'json'):
                 for _ in range(3 if n <= 10000 else 2):
@@ -546,6 +614,7 @@ def status_axis(etcd, metrics, client):
             compact(client)
         goal = 1.0 if n <= 10000 else 5.0
         row = {'locks': n, 'claims': n, 'fill_s': round(fill_s, 1),
+               'collect_in_process_s': round(collect_s, 3),
                'goal_s': goal, 'command_startup_s': round(startup, 3)}
         for fmt, rs in runs.items():
             ok = [r for r in rs if r[2] is None]
@@ -574,8 +643,9 @@ def status_axis(etcd, metrics, client):
                     r.get('ratio_to_goal'), goal, r.get('wall_s'),
                     r.get('etcd_requests_per_call'),
                     '; FAILED: %s' % r['errors'] if r.get('errors') else ''))
-    log('  (the command\'s own start-up, hacluster --version: %.2f s)'
-        % startup)
+    log('  (the command\'s own start-up, hacluster --version: %.2f s; '
+        'status.collect in this process: %s s)' % (startup, ', '.join(
+            '%.2f' % r['collect_in_process_s'] for r in rows)))
     return rows
 
 
@@ -627,7 +697,7 @@ def contention_axis(etcd, client):
                     fifo_breaks += breaks
                     fifo_ok = fifo_ok and not breaks
             finally:
-                stop_workers(workers)
+                stop_workers(workers, TROUBLE.setdefault('contention', {}))
             p50, p99 = statistics.median(handoffs), percentile(handoffs, 99)
             row = {'waiters': w_count, 'processes': procs,
                    'threads_per_process': per, 'samples': len(handoffs),
@@ -801,6 +871,10 @@ def main():
                load0[0], os.cpu_count()))
         log('etcd requests: the server\'s grpc_server_msg_received_total '
             '(all methods), minus this benchmark\'s own client')
+        log('code: hacluster/ copied at start (digest %s): commit %s%s'
+            % (CODE['digest'], CODE.get('commit'),
+               ' + uncommitted changes to %s' % ', '.join(
+                   CODE['uncommitted']) if CODE.get('uncommitted') else ''))
         log('\n1. members: one process each, one coordinator (session, '
             'member record, watch) campaigning for leader; timings %d/%g/%g '
             's' % (TTL, DEADLINE, INTERVAL))
@@ -829,6 +903,7 @@ def main():
                 'runner + RPC server, one worker'),
         etcd_requests_source='etcd /metrics grpc_server_msg_received_total '
                              'minus the benchmark client\'s own',
+        worker_trouble=TROUBLE, code=CODE,
         run_s=round(run_s, 1), load_average=[round(load0[0], 2),
                                              round(load1[0], 2)],
         cores=os.cpu_count())
