@@ -196,6 +196,7 @@ class FanoutLeader:
             ledger.create(lock, record, items)
             to_send = items
         state.stats.count(cycles=1)
+        self._pin(state)        # shown even for a cycle with nothing to send
         unsent = self._dispatch(state, cycle_id, to_send) if to_send \
             else set()
         wake = _DoneWake()
@@ -252,6 +253,17 @@ class FanoutLeader:
                    task in (rec.get('fanout_tasks') or ())]
         return _protocol.fanout_cap(self._coord.compat.own, members)
 
+    def _pin(self, state):
+        """The version to send at now (:meth:`_rpc_cap`), recorded in the
+        task's state (published with its stats) and logged when it
+        moves."""
+        version = self._rpc_cap(state.name)
+        if version != state.rpc_pin:
+            LOG.info('hacluster: task %s: fan-out RPC pinned to %s',
+                     state.name, version)
+            state.rpc_pin = version
+        return version
+
     def _assign_new(self, state, listed):
         """Owners for a new cycle's items: consistent hashing with bounded
         loads. The ring picks each item's member (the same one cycle after
@@ -294,11 +306,7 @@ class FanoutLeader:
                  'payload': a.get('payload')})
         size = state.spec.batch_size
         unsent = set()
-        version = self._rpc_cap(state.name)
-        if version != state.rpc_pin:
-            LOG.info('hacluster: task %s: fan-out RPC pinned to %s',
-                     state.name, version)
-            state.rpc_pin = version
+        version = self._pin(state)
         for owner, batch in by_owner.items():
             for i in range(0, len(batch), size):
                 chunk = batch[i:i + size]

@@ -111,6 +111,9 @@ class Node:
         self.log_path = os.path.join(self.dir, 'manila-share.log')
         self.child = None
         self._log_offset = 0
+        #: environment for this node only (over the cluster's extra_env),
+        #: e.g. a PYTHONPATH that runs another version of hacluster
+        self.env = {}
 
     def __repr__(self):
         return '<manila-share %s pid=%s>' % (self.name, self.pid)
@@ -140,6 +143,7 @@ class Node:
         env = dict(os.environ)
         env['HACLUSTER_DRIVER_EVENTS'] = self.cluster.events_path
         env.update(self.cluster.extra_env)
+        env.update(self.env)
         self.child = servers._Child(
             [_bin('manila-share'), '--config-file', self.conf_path], env,
             self.dir, self.log_path)
@@ -469,12 +473,15 @@ class ManilaCluster:
             pass
         return out
 
-    def hacluster(self, *args, timeout=60):
-        """Run the ``hacluster`` CLI against this cluster; its output."""
+    def hacluster(self, *args, timeout=60, env=None):
+        """Run the ``hacluster`` CLI against this cluster (with ``env``
+        over this process's environment: another version's PYTHONPATH
+        runs that version's command); ``(exit status, stdout, stderr)``."""
         hbin = os.path.join(os.path.dirname(sys.executable), 'hacluster')
         out = subprocess.run(
             [hbin] + list(args) + ['--config-file', self.client_conf],
-            capture_output=True, text=True, timeout=timeout)
+            capture_output=True, text=True, timeout=timeout,
+            env=dict(os.environ, **(env or {})))
         return out.returncode, out.stdout, out.stderr
 
     def log_tail(self, name, lines=60):
