@@ -242,6 +242,35 @@ class ClusterCompat:
                                  operation)
 
 
+def upgrade_view(members):
+    """What a rolling upgrade looks like from the member records
+    (``[record]``): None when every member runs one version, else a dict
+    with ``versions`` (``{version: [nodes]}``), ``newest`` (the version of
+    the highest protocol), ``at_newest``, ``members``, ``rpc_pin`` (what a
+    leader sends fan-out items at: the newest RPC version every member
+    serves) and ``incompatible`` (pairs of nodes with no protocol in
+    common: never a clean upgrade). Pure."""
+    by_version = {}
+    compat = {}
+    for rec in members:
+        by_version.setdefault(rec.get('version') or 'unknown',
+                              []).append(rec.get('node'))
+        compat[rec.get('node')] = Compat.from_record(rec)
+    if len(by_version) < 2:
+        return None
+    newest = max(by_version, key=lambda v: max(
+        compat[n].protocol for n in by_version[v]))
+    nodes = sorted(compat)
+    incompatible = [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:]
+                    if not compat[a].interoperates_with(compat[b])]
+    others = [compat[n] for n in nodes]
+    return {'versions': {v: sorted(n) for v, n in by_version.items()},
+            'newest': newest, 'at_newest': len(by_version[newest]),
+            'members': len(nodes),
+            'rpc_pin': fanout_cap(others[0], others[1:]),
+            'incompatible': incompatible}
+
+
 def fanout_cap(own, members):
     """The fan-out RPC version to send at: the newest version that this
     node (``own``, a :class:`Compat`) and every one of ``members`` serve.

@@ -22,6 +22,8 @@ from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import locks as _locks
+from hacluster import membership as _membership
+from hacluster import protocol as _protocol
 from hacluster import url as _url
 
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
@@ -195,6 +197,7 @@ def collect(client, cluster, now=None):
             'collected_at': now, 'members': members, 'leader': leader,
             'tasks': task_rows, 'locks': lock_rows, 'claims': claims,
             'late_results': late, 'warnings': warnings, 'health': health,
+            'upgrade': _protocol.upgrade_view(members),
             'health_name': HEALTH_NAMES[health]}
 
 
@@ -256,16 +259,14 @@ def _assess(members, leader, claims, tasks, late=()):
         warn(CRITICAL, 'no member is alive')
     elif leader is None:
         warn(CRITICAL, 'no leader (%d members alive)' % len(members))
-    prints = {m.get('config_fingerprint') for m in members
-              if m.get('config_fingerprint')}
-    if len(prints) > 1:
-        warn(WARNING, 'configuration drift: %s' % ', '.join(
-            '%s=%s' % (m['node'], m.get('config_fingerprint'))
-            for m in members))
-    versions = {m.get('version') for m in members}
-    if len(versions) > 1:
-        warn(WARNING, 'mixed versions: %s' % ', '.join(
-            '%s=%s' % (m['node'], m.get('version')) for m in members))
+    drift = _drift(members)
+    if drift:
+        warn(WARNING, 'configuration drift: %s' % drift)
+    upgrade = _protocol.upgrade_view(members)
+    if upgrade and upgrade['incompatible']:
+        warn(CRITICAL, 'members that share no protocol: %s (not a rolling '
+             'upgrade one version at a time)' % ', '.join(
+                 '%s/%s' % pair for pair in upgrade['incompatible']))
     for m in members:
         since, deadline = m.get('since_renewal_s'), m.get('renew_interval')
         if since is not None and deadline and m.get('lease_ttl') and \
@@ -300,6 +301,47 @@ def _assess(members, leader, claims, tasks, late=()):
     return warnings, max(levels, default=OK)
 
 
+def _drift(members):
+    """Configuration drift, judged so that an upgrade does not look like
+    drift: per key on the keys two members both fingerprint
+    (``config_fingerprints``), and, for members of versions without
+    per-key fingerprints, on the whole fingerprint among members of one
+    version only. Returns a description, or ''."""
+    keyed = [m for m in members if isinstance(m.get('config_fingerprints'),
+                                              dict)]
+    keys = set()
+    for i, a in enumerate(keyed):
+        for b in keyed[i + 1:]:
+            keys.update(_membership.drifted(a['config_fingerprints'],
+                                            b['config_fingerprints']))
+    if keys:
+        return 'options %s differ (%s)' % (', '.join(sorted(keys)), ', '.join(
+            '%s=%s' % (m['node'], m.get('config_fingerprint'))
+            for m in keyed))
+    by_version = {}
+    for m in members:
+        if m not in keyed and m.get('config_fingerprint'):
+            by_version.setdefault(m.get('version'), []).append(m)
+    for version, group in sorted(by_version.items(), key=str):
+        if len({m['config_fingerprint'] for m in group}) > 1:
+            return ', '.join('%s=%s' % (m['node'], m['config_fingerprint'])
+                             for m in group)
+    return ''
+
+
+def upgrade_note(state):
+    """``upgrade in progress: 2 of 3 members at X, fan-out RPC pinned to
+    Y`` while members run different versions, else None."""
+    up = state.get('upgrade')
+    if not up:
+        return None
+    return ('upgrade in progress: %d of %d members at %s (%s), fan-out RPC '
+            'pinned to %s' % (
+                up['at_newest'], up['members'], up['newest'],
+                '; '.join('%s: %s' % (v, ', '.join(n)) for v, n in
+                          sorted(up['versions'].items())), up['rpc_pin']))
+
+
 def summary(state):
     """One line for monitoring: ``OK: cluster c: 3 members, leader n1 ...``."""
     leader = state['leader']
@@ -307,6 +349,9 @@ def summary(state):
         state['health_name'], state['cluster'], len(state['members']),
         '%s (term %d)' % (leader.get('node'), leader['term'])
         if leader else 'none')
+    note = upgrade_note(state)
+    if note:
+        line += '; ' + note
     if state['warnings']:
         line += '; ' + '; '.join(w['text'] for w in state['warnings'])
     return _url.scrub(line)

@@ -353,6 +353,9 @@ class Status(command.Command):
                 ('message', lambda r: _url.scrub(r.get('message') or
                                                  _cols.NONE))),
                 count=len(late), more='hacluster claim late-list')
+        note = _status.upgrade_note(state)
+        if note:
+            self.app.stdout.write('\n%s\n' % note)
         self._section('warnings', state['warnings'], (
             ('level', lambda warn: warn['level']),
             ('warning', lambda warn: _url.scrub(warn['text']))))

@@ -204,3 +204,39 @@ def test_a_cycle_left_running_in_a_newer_format_is_not_adopted(
     assert sorted(handled) == ['i%d' % i for i in range(5)]
     assert current['cycle_id'] != 'newer-1'
     assert current['format'] == 1 and 'adopted_by' not in current
+
+
+def test_status_shows_an_upgrade_not_drift_and_check_stays_ok(
+        etcd, cluster_name, monkeypatch):
+    """Two versions side by side, the newer one fingerprinting one more
+    option: an upgrade in progress, health OK; a real difference in an
+    option both have is still drift."""
+    from hacluster import membership as _membership
+    from hacluster import status as _status
+    with monkeypatch.context() as m:
+        m.setattr(_membership, '__version__', '0.0.9')
+        old = hacluster.get_coordinator(etcd.url, cluster_name, 'old',
+                                        config={'lease_ttl': 3}, **FAST)
+        old.start()
+    try:
+        with hacluster.get_coordinator(
+                etcd.url, cluster_name, 'new', **FAST,
+                config={'lease_ttl': 3, 'added': True}) as new:
+            old.run_for_leader(lambda t: None, lambda t: None)
+            wait_for(lambda: old.get_leader(), 10, 'a leader')
+            state = _status.collect(new.client, cluster_name)
+            assert state['health_name'] == 'OK', state['warnings']
+            up = state['upgrade']
+            assert up['versions']['0.0.9'] == ['old']
+            assert up['members'] == 2 and up['rpc_pin'] == '1.0'
+            note = _status.upgrade_note(state)
+            assert note.startswith('upgrade in progress: 1 of 2 members at')
+            assert 'pinned to 1.0' in _status.summary(state)
+        with hacluster.get_coordinator(
+                etcd.url, cluster_name, 'drifted', **FAST,
+                config={'lease_ttl': 10}) as drifted:
+            state = _status.collect(drifted.client, cluster_name)
+            assert state['health_name'] == 'WARNING'
+            assert 'options lease_ttl differ' in _status.summary(state)
+    finally:
+        old.stop()
