@@ -47,6 +47,11 @@ def _template_fields(template):
     return fields
 
 
+#: The prefix manila's cluster lock names carry (``ha_lock``, the swapped
+#: ``utils.synchronized``): the lock file prefix of manila's own locks.
+MANILA_PREFIX = 'manila-'
+
+
 def synchronized(*names, blocking=True, coordinator=None, external=True,
                  shared=False, lock_file_prefix=None):
     """Decorate a function so it runs holding the named lock(s).
@@ -104,8 +109,18 @@ def synchronized(*names, blocking=True, coordinator=None, external=True,
             if coord is None:
                 coord = _factory.get_default()
             if coord is None:
-                return _run_oslo(func, args, kwargs, lock_names, timeout,
-                                 external, lock_file_prefix)
+                prefix, oslo_names = lock_file_prefix, lock_names
+                if prefix is None and all(n.startswith(MANILA_PREFIX)
+                                          for n in lock_names):
+                    # 'manila-X' is the cluster lock of manila's own
+                    # utils.synchronized('X'): without a cluster, take the
+                    # very lock manila's call site takes (oslo keys its
+                    # in-process lock by the bare name and the prefix), so
+                    # the two exclude each other within a process too.
+                    prefix = MANILA_PREFIX
+                    oslo_names = [n[len(MANILA_PREFIX):] for n in lock_names]
+                return _run_oslo(func, args, kwargs, oslo_names, timeout,
+                                 external, prefix)
             held = []
             try:
                 for lock_name in lock_names:

@@ -2,6 +2,7 @@
 external locks (no coordinator)."""
 
 import threading
+import time
 import types
 
 import pytest
@@ -173,3 +174,41 @@ def test_without_a_coordinator_oslo_external_locks_are_used(tmp_path,
     proceed.set()
     t.join()
     quick('1')
+
+
+def test_without_a_coordinator_a_manila_name_is_manilas_own_lock(
+        tmp_path, monkeypatch):
+    """What the audit's fix writes (``'manila-' + name``) must exclude
+    manila's own ``utils.synchronized(name)`` in single-node mode too:
+    within one process as well as through the lock file."""
+    from oslo_concurrency import lockutils
+    monkeypatch.setenv('OSLO_LOCK_PATH', str(tmp_path))
+    lockutils.set_defaults(str(tmp_path))
+    hacluster.set_default(None)
+    inside = threading.Event()
+    proceed = threading.Event()
+
+    @hacluster.synchronized('manila-pool-{x}')
+    def fixed(x):
+        inside.set()
+        proceed.wait(5)
+
+    # manila.utils.synchronized(name, external=True) is this:
+    @lockutils.synchronized('pool-1', lock_file_prefix='manila-',
+                            external=True)
+    def manilas_own():
+        return time.monotonic()
+
+    t = threading.Thread(target=fixed, args=('1',))
+    t.start()
+    assert inside.wait(5)
+    got = []
+    other = threading.Thread(target=lambda: got.append(manilas_own()))
+    other.start()
+    time.sleep(0.2)            # give it the chance to (wrongly) get in
+    assert not got
+    released = time.monotonic()
+    proceed.set()
+    t.join()
+    other.join(5)
+    assert got and got[0] >= released
