@@ -252,14 +252,25 @@ def upgrade_view(members):
     common: never a clean upgrade). Pure."""
     by_version = {}
     compat = {}
+    records = {rec.get('node'): rec for rec in members}
     for rec in members:
         by_version.setdefault(rec.get('version') or 'unknown',
                               []).append(rec.get('node'))
         compat[rec.get('node')] = Compat.from_record(rec)
     if len(by_version) < 2:
         return None
-    newest = max(by_version, key=lambda v: max(
-        compat[n].protocol for n in by_version[v]))
+
+    def rank(version):
+        # protocol first; then a member that states its compat is newer
+        # than one from before the contract (whose version string may even
+        # sort higher: pbr's 0.1.0.devN is below the hand-written 0.1.0 of
+        # the versions before it); then the version itself (PEP 440)
+        nodes_of = by_version[version]
+        return (max(compat[n].protocol for n in nodes_of),
+                any(isinstance(records[n].get('compat'), dict)
+                    for n in nodes_of),
+                _pep440(version))
+    newest = max(by_version, key=rank)
     nodes = sorted(compat)
     incompatible = [(a, b) for i, a in enumerate(nodes) for b in nodes[i + 1:]
                     if not compat[a].interoperates_with(compat[b])]
@@ -269,6 +280,14 @@ def upgrade_view(members):
             'members': len(nodes),
             'rpc_pin': fanout_cap(others[0], others[1:]),
             'incompatible': incompatible}
+
+
+def _pep440(version):
+    try:
+        from packaging import version as _v
+        return (1, _v.Version(version), version)
+    except Exception:       # not PEP 440, or no packaging: compare last
+        return (0, None, version or '')
 
 
 def fanout_cap(own, members):

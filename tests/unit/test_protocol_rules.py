@@ -84,3 +84,20 @@ def test_the_canary_speaks_the_next_protocol(monkeypatch):
     assert c.interoperates_with(p.Compat.from_record({}))
     monkeypatch.setenv(p.CANARY_ENV, '0')
     assert p.local().protocol == p.PROTOCOL
+
+
+def test_the_newest_version_of_an_upgrade():
+    legacy = {'node': 'a', 'version': '0.1.0'}
+    contract = {'node': 'b', 'version': '0.1.0.dev9', 'compat': {}}
+    # pbr's dev version of the contract is newer than the hand-written
+    # version of the release before it
+    assert p.upgrade_view([legacy, contract])['newest'] == '0.1.0.dev9'
+    two = p.upgrade_view([dict(contract, node='c', version='0.2.0'),
+                          contract, dict(contract, node='d')])
+    assert two['newest'] == '0.2.0' and two['at_newest'] == 1
+    assert two['members'] == 3
+    assert two['versions']['0.1.0.dev9'] == ['b', 'd']
+    odd = p.upgrade_view([dict(contract, version='not pep 440'),
+                          dict(contract, node='c', version='also not')])
+    assert odd['newest'] in ('not pep 440', 'also not')
+    assert p.upgrade_view([legacy, dict(legacy, node='b')]) is None
