@@ -180,10 +180,24 @@ class Worker(LineWorker):
 
 def trouble(worker):
     """What went wrong in a worker, from its log (stderr): lease renewals
-    that failed and sessions lost."""
+    that failed, sessions lost, fan-out batches dropped because their
+    assignments could not be checked (sent again at their deadline), done
+    markers that had to be written again, and tracebacks."""
     text = worker.stderr_tail(1 << 30)
     return {'renewal_failures': text.count('lease renewal failed'),
-            'sessions_lost': len(re.findall(r'session \d+ lost', text))}
+            'sessions_lost': len(re.findall(r'session \d+ lost', text)),
+            'batches_dropped': text.count('cannot check assignments'),
+            'marker_write_retries': text.count('done markers could not') +
+            text.count('cannot write'),
+            'tracebacks': text.count('Traceback')}
+
+
+def _sum_trouble(counts):
+    total = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total
 
 
 def stop_workers(workers, tally=None):
@@ -354,7 +368,9 @@ def members_axis(etcd, metrics, client):
 def fanout_axis(etcd, metrics, client, amqp):
     cluster = 'scale-f-' + uuid.uuid4().hex[:6]
     layout = _keys.Layout(cluster)
-    item_timeout = 2 * max(FANOUT_ITEMS) * SLEEP / min(FANOUT_MEMBERS) + 60
+    # longer than the busiest member's queue takes (the deadline runs from
+    # the send): no re-dispatch while all goes well
+    item_timeout = 1.5 * max(FANOUT_ITEMS) * SLEEP / min(FANOUT_MEMBERS) + 30
     workers = {}
     seq = iter(range(10 ** 6))
     rows = []
@@ -400,20 +416,42 @@ def fanout_axis(etcd, metrics, client, amqp):
                 idle_rate = (sum(Metrics.delta(m0, m1).values()) -
                              (c1 - c0)) / (t1 - t0)
                 before = reports()
+                trouble0 = _sum_trouble(trouble(w) for w in workers.values())
                 m0, c0, t0 = metrics.snapshot(), client.requests, \
                     time.monotonic()
+                sent_wall = time.time()
                 ideal = items * SLEEP / size
                 line = workers[leader].ask('run %d' % size, ('CYCLE',
                                                              'NOTLEADER'),
                                            timeout=4 * ideal + 180)
                 if line.startswith('NOTLEADER'):
                     raise RuntimeError('%s was not leading' % leader)
+                cycle_s = float(line.split()[1])
+                cycle_key = layout.task_cycle('poll')
+                record = client.get(cycle_key).json()
+                if record['started_at'] < sent_wall:
+                    raise RuntimeError('the cycle never started (the leader '
+                                       'lost its term first): %r' % record)
+                adopted = None
+                if record['status'] != 'done':
+                    # The leader lost its term mid-cycle and left the cycle
+                    # to the next leader, which adopts it: wait for that.
+                    def finished(cid=record['cycle_id']):
+                        r = client.get(cycle_key).json()
+                        return r if r['cycle_id'] == cid and \
+                            r['status'] == 'done' else None
+                    record = wait_for(finished, 4 * ideal + 180,
+                                      'the next leader to finish the cycle',
+                                      every=0.2)
+                    cycle_s = time.monotonic() - t0
+                    adopted = record.get('adopted_by_node') or '?'
                 m1, c1, t1 = metrics.snapshot(), client.requests, \
                     time.monotonic()
                 after = reports()
-                cycle_s = float(line.split()[1])
-                record = client.get(layout.task_cycle('poll')).json()
-                assert record['status'] == 'done', record
+                went_wrong = {k: v - trouble0.get(k, 0) for k, v in
+                              _sum_trouble(trouble(w) for w in
+                                           workers.values()).items()
+                              if v - trouble0.get(k, 0)}
                 d = Metrics.delta(m0, m1)
                 total = sum(d.values()) - (c1 - c0)
                 if 'Range' in d:
@@ -445,6 +483,9 @@ def fanout_axis(etcd, metrics, client, amqp):
                     'first_item_after_s': round(
                         min(firsts) - record['started_at'], 3)
                     if firsts else None,
+                    'last_member_first_item_after_s': round(
+                        max(firsts) - record['started_at'], 3)
+                    if firsts else None,
                     'tail_after_last_item_s': round(
                         record['finished_at'] - max(lasts), 3)
                     if lasts else None,
@@ -464,16 +505,19 @@ def fanout_axis(etcd, metrics, client, amqp):
                     'failed': record.get('failed'),
                     'redispatched': record.get('redispatched'),
                     'nodes_used': len(loads),
+                    'adopted_by': adopted,
+                    'worker_trouble': went_wrong,
                 }
                 rows.append(row)
                 log('  %2d members x %6d items: cycle %.2f s vs ideal %.2f s '
                     '= %.3fx (busiest member %s items: %.3fx its own); first '
-                    'item %.2f s after the ledger start, tail %.2f s, %.2f s '
-                    'before it' % (
+                    'item %.2f s after the ledger start (on the last member '
+                    '%.2f s), tail %.2f s, %.2f s outside the ledger' % (
                         size, items, cycle_s, ideal, row['cycle_ratio'],
                         row['busiest_member_items'],
                         row['cycle_ratio_to_busiest'],
                         row['first_item_after_s'] or -1,
+                        row['last_member_first_item_after_s'] or -1,
                         row['tail_after_last_item_s'] or -1,
                         row['before_ledger_s']))
                 log('                         etcd %d requests = %.4f/item '
@@ -488,6 +532,10 @@ def fanout_axis(etcd, metrics, client, amqp):
                         row['rpc_min_per_item'], row['rpc_ratio_to_min'] or 0,
                         handled, record.get('done'), record.get('failed'),
                         record.get('redispatched'), len(loads)))
+                if adopted or went_wrong:
+                    log('                         went wrong: %s%s' % (
+                        went_wrong, '; the leader lost its term, %s adopted '
+                        'the cycle' % adopted if adopted else ''))
     finally:
         stop_workers(list(workers.values()),
                      TROUBLE.setdefault('fanout', {}))
@@ -864,7 +912,8 @@ def main():
     with servers.EtcdServer(name='bench-scale') as etcd, \
             servers.RabbitMQServer() as rabbit:
         metrics = Metrics(etcd.endpoint)
-        client = _etcd.Client(_url.parse(etcd.url))
+        # a generous timeout: this client reads 200,000 keys at once
+        client = _etcd.Client(_url.parse(etcd.url), timeout=60)
         log('private etcd %s, RabbitMQ %d; %s sizes; load average %.2f on '
             '%d cores (other work on this machine shares them)'
             % (etcd.endpoint, rabbit.port, 'smallest' if QUICK else 'all',
