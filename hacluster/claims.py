@@ -225,6 +225,8 @@ class ClaimBook:
         self._stop = threading.Event()
         #: late results this process recorded (its claim had been recovered)
         self.late_results = 0
+        #: claims this process opened (for the metrics)
+        self.opened = 0
 
     def close(self):
         """Stop retrying claim ends in the background (coordinator stop)."""
@@ -269,6 +271,7 @@ class ClaimBook:
                                               json.dumps(claim.record))
         with self._open_cond:
             self._open_claims += 1
+            self.opened += 1
             self._claims[claim.claim_id] = claim
         _epoch, now = coord.session.current()
         if now is not None and now != lease:

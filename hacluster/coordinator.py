@@ -127,6 +127,12 @@ class Coordinator(_api.CoordinatorAPI):
         self._recovery = _recovery.RecoveryManager(self.ctx,
                                                    _Leadership(self))
         self._membership.add_callback('leave', self._recovery.kick)
+        #: changes of leader this node's watch saw (for the metrics)
+        self.leader_changes = 0
+        self._leader_seen = None
+        self._leader_view.add_callback(self._count_leader_change)
+        self._metrics = None
+        self._metrics_lock = threading.Lock()
 
     def __repr__(self):
         return '<Coordinator %s/%s %s>' % (self.cluster, self.node,
@@ -134,6 +140,26 @@ class Coordinator(_api.CoordinatorAPI):
 
     def _own_compat(self):
         return _protocol.local(__version__, self._recovery.recovers())
+
+    def _count_leader_change(self, record):
+        # watch thread; a term is a leadership, so a new term is a change
+        if record is not None and record.get('term') != self._leader_seen:
+            self._leader_seen = record.get('term')
+            self.leader_changes += 1
+
+    @property
+    def metrics(self):
+        """This coordinator's :class:`hacluster.metrics.Metrics` (its
+        Prometheus metrics: ``.serve(host, port)``, ``.start_textfile(path,
+        interval)``, ``.render()``, ``.registry``). Made on first use: the
+        lock-wait, lock-hold and renewal-latency histograms observe from
+        then on. No request."""
+        with self._metrics_lock:
+            if self._metrics is None:
+                from hacluster import metrics as _metrics
+                self._metrics = _metrics.Metrics(
+                    self, self._claims, self._recovery, self._leader_view)
+            return self._metrics
 
     # -- life cycle ---------------------------------------------------------
 
@@ -263,6 +289,10 @@ class Coordinator(_api.CoordinatorAPI):
         self.session.stop(revoke=True)
         if self._watch is not None:
             self._watch.stop()
+        if self._metrics is not None:
+            # its endpoints and files (a file is written once more, showing
+            # this member down)
+            self._metrics.stop()
         LOG.info('hacluster: %s/%s stopped', self.cluster, self.node)
 
     def __enter__(self):

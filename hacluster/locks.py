@@ -173,6 +173,9 @@ class Lock:
         self._mutex = threading.Lock()
         self._cancelled = threading.Event()
         self._waiter = None
+        # Cluster locks are measured (hacluster.metrics); hacluster's own
+        # queues on a prefix (the election's campaign) are not.
+        self._measured = _prefix is None
         self._on_lost = [on_lost] if on_lost else []
         self._key = None
         self._epoch = None
@@ -249,7 +252,8 @@ class Lock:
         timeout = parse_blocking(blocking)
         coord = self._ctx
         clock = coord.clock
-        deadline = None if timeout is None else clock() + timeout
+        started = clock()
+        deadline = None if timeout is None else started + timeout
         with self._mutex:
             if self._acquiring or (self._held and not self.lost):
                 raise exceptions.HAClusterError(
@@ -269,10 +273,15 @@ class Lock:
             self._registry.untrack(stale)
             self._registry.discard_key(stale, self._lease_of(stale))
         try:
-            return self._acquire_loop(deadline)
+            got = self._acquire_loop(deadline)
         finally:
             with self._mutex:
                 self._acquiring = False
+        # metrics off: one attribute test (acquire is a hot path)
+        observe = self._registry.observe_wait
+        if observe is not None and self._measured:
+            observe(got, clock() - started)
+        return got
 
     def _lease_of(self, key):
         return int(key[len(self._prefix):].split('-', 1)[0], 16)
@@ -427,6 +436,9 @@ class Lock:
             self._held = False
             self._releasing = True
             self.fencing_token = None
+        observe = self._registry.observe_hold
+        if observe is not None and self._measured and not was_lost:
+            observe(self._ctx.clock() - self.acquired_at)
         self._registry.untrack(key)
         self._registry.discard_key(key, self._lease_of(key))
         return not was_lost
@@ -586,6 +598,13 @@ class LockRegistry:
         self._running = running
         self._held = {}              # queue key -> Lock
         self._callbacks = []
+        #: locks lost while held (for the metrics)
+        self.lost_count = 0
+        #: metrics hooks, None while metrics are off (hacluster.metrics
+        #: sets them): ``observe_wait(acquired, seconds)`` after each
+        #: acquire of a cluster lock, ``observe_hold(seconds)`` at release
+        self.observe_wait = None
+        self.observe_hold = None
 
     def track(self, lock):
         self._held[lock.key] = lock
@@ -610,6 +629,8 @@ class LockRegistry:
 
     def lost(self, lock, reason):
         """Tell the coordinator's lock-lost callbacks."""
+        if lock._measured:
+            self.lost_count += 1
         for cb in list(self._callbacks):
             try:
                 cb(lock, reason)

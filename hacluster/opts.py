@@ -12,7 +12,9 @@ and password, go in ``[hacluster] backend_url``.
 ``oslo-config-generator --namespace hacluster`` writes a sample.
 """
 
+import collections
 import copy
+import os
 
 from oslo_config import cfg
 
@@ -86,6 +88,27 @@ hacluster_opts = [
                  help='Seconds one etcd request may take on one endpoint '
                       'before the next endpoint is tried. Defaults to '
                       'renew_interval (at least 1).'),
+    cfg.PortOpt('metrics_port', default=0,
+                help='TCP port of this node\'s Prometheus metrics endpoint '
+                     '(http://metrics_host:metrics_port/metrics), served by '
+                     'the manila-share worker. 0 (the default): not served. '
+                     'Each process serving a backend needs a port of its '
+                     'own.'),
+    cfg.StrOpt('metrics_host', default='127.0.0.1',
+               help='Address the metrics endpoint listens on (metrics_port); '
+                    'the default is reachable from this machine only: give '
+                    'an address of this node, or 0.0.0.0 / ::, for a '
+                    'Prometheus server elsewhere.'),
+    cfg.StrOpt('metrics_textfile',
+               help='Write this node\'s Prometheus metrics to this file '
+                    'every metrics_textfile_interval seconds (atomically), '
+                    'for node_exporter\'s textfile collector: an absolute '
+                    'path ending in .prom in its --collector.textfile.'
+                    'directory, one file per process. Unset (the default): '
+                    'not written. An alternative to metrics_port (both may '
+                    'be set).'),
+    cfg.FloatOpt('metrics_textfile_interval', default=15.0,
+                 help='Seconds between two writes of metrics_textfile.'),
 ]
 
 coordination_opts = [
@@ -129,6 +152,64 @@ def backend_url(conf):
 
     register_opts(conf)
     return _url.resolve(conf[GROUP].backend_url, conf.coordination.backend_url)
+
+
+#: ``[hacluster]`` metrics options, validated (:func:`metrics_settings`).
+MetricsSettings = collections.namedtuple(
+    'MetricsSettings', 'host port textfile textfile_interval')
+
+
+def metrics_settings(conf):
+    """The ``[hacluster] metrics_*`` options of ``conf``, validated.
+
+    :returns: :data:`MetricsSettings` (``port`` 0 and ``textfile`` None:
+        metrics are not exported).
+    :raises ConfigurationError: an invalid value; the message names the
+        option as written in the configuration file.
+    """
+    register_opts(conf)
+    group = conf[GROUP]
+
+    expected = {
+        'metrics_port': 'a TCP port, 1-65535 (0: no metrics endpoint)',
+        'metrics_host': 'an address to listen on',
+        'metrics_textfile': 'a path',
+        'metrics_textfile_interval': 'a positive number of seconds'}
+
+    def read(name):
+        try:
+            return getattr(group, name)
+        except (cfg.ConfigFileValueError, ValueError) as exc:
+            # oslo.config's message names the file; keep what it found
+            why = str(exc).rpartition(' is not valid: ')[2]
+            raise exceptions.ConfigurationError(
+                '[hacluster] %s must be %s: %s' % (name, expected[name], why),
+                cause=exc) from exc
+
+    port = read('metrics_port')
+    if port is None or not 0 <= port <= 65535:
+        raise exceptions.ConfigurationError(
+            '[hacluster] metrics_port must be a TCP port, 1-65535 (0: no '
+            'metrics endpoint), got %r' % (port,))
+    host = read('metrics_host')
+    if port and not (host or '').strip():
+        raise exceptions.ConfigurationError(
+            '[hacluster] metrics_host must be an address to listen on '
+            '(e.g. 127.0.0.1, 0.0.0.0 or ::) when metrics_port is set')
+    textfile = read('metrics_textfile') or None
+    if textfile is not None:
+        if not os.path.isabs(textfile) or not textfile.endswith('.prom'):
+            raise exceptions.ConfigurationError(
+                '[hacluster] metrics_textfile must be an absolute path '
+                'ending in .prom (node_exporter\'s textfile collector reads '
+                'only those), got %r' % textfile)
+    interval = read('metrics_textfile_interval')
+    if interval is None or not interval > 0:
+        raise exceptions.ConfigurationError(
+            '[hacluster] metrics_textfile_interval must be a positive '
+            'number of seconds, got %r' % (interval,))
+    return MetricsSettings(host.strip() if host else host, port, textfile,
+                           interval)
 
 
 def _opt(conf, name, group=None):
@@ -187,6 +268,9 @@ def coordinator_from_conf(conf, cluster=None, lock_path=None, config=None,
 
     register_opts(conf)
     group = conf[GROUP]
+    # checked here too, where the HA share manager validates its
+    # configuration before forking (not in a worker restarted for ever)
+    metrics_settings(conf)
     name = group.cluster or cluster
     if not name:
         raise exceptions.ConfigurationError(

@@ -137,6 +137,9 @@ class Session:
         self.renew_failures_in_a_row = 0
         self.losses = 0
         self.last_loss_reason = None
+        #: ``observe(seconds)`` of each successful renewal's latency, or
+        #: None (metrics off: hacluster.metrics sets it)
+        self.observe_renewal = None
         self._forced_reason = None
         # Set once the renew deadline of the current session has passed (as
         # seen by anyone): from then on the session is over, whatever a
@@ -197,6 +200,15 @@ class Session:
                 return 0.0
             return max(0.0, self.renew_deadline -
                        (self._clock() - self._last_ok))
+
+    def since_renewal(self):
+        """Seconds since the last successful renewal (or the grant) of the
+        live session was sent, or None when there is no live session. No
+        request."""
+        with self._cond:
+            if not self.active or self._last_ok is None:
+                return None
+            return max(0.0, self._clock() - self._last_ok)
 
     def wait_active(self, timeout=None):
         """Block until a session is live (or ``timeout`` seconds pass, or the
@@ -373,6 +385,9 @@ class Session:
             self.renewals += 1
             self.renew_failures_in_a_row = 0
             next_attempt = sent + self.renew_interval
+            observe = self.observe_renewal
+            if observe is not None:
+                observe(self._clock() - sent)
             with self._cond:
                 # A renewal answered after the deadline passed (a slow
                 # answer, a pause while it was in flight) does not revive

@@ -68,6 +68,7 @@ from manila.share import manager as share_manager
 from hacluster import backoff as _backoff
 from hacluster import exceptions
 from hacluster import factory as _factory
+from hacluster import metrics as _metrics
 from hacluster import opts as _opts
 from hacluster.manila import claims as _claims
 from hacluster.manila import driver as _driver
@@ -511,6 +512,9 @@ class HAShareManager(share_manager.ShareManager):
             # single-node mode it stays unset: the fall-back is an
             # oslo.concurrency lock (on manila's own lock file of the name).
             _factory.set_default(coord)
+            # [hacluster] metrics_port / metrics_textfile (off by default);
+            # stopped by coord.stop()
+            _metrics.start_from_conf(coord, CONF)
 
     def _ha_join(self, coord, max_backoff=60.0):
         """Start ``coord``, retrying until it is a member.

@@ -20,6 +20,7 @@ from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import url as _url
 from hacluster.periodic import ledger as _ledger
+from hacluster.periodic import stats as _stats
 from hacluster.periodic import task as _task
 
 LOG = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ class FanoutLeader:
         coord = self._coord
         if coord.single_node:
             return self._run_here(state, term)
+        started = time.monotonic()
         ledger = _ledger.Ledger(coord, state.name)
         current = ledger.current()
         if current and current.get('status') == 'running' and \
@@ -212,12 +214,14 @@ class FanoutLeader:
         done, failed, redispatched = result
         per_node = {}
         for marker in done.values():
-            node = marker.get('node') or '(given up)'
+            node = marker.get('node') or _stats.GIVEN_UP
             per_node[node] = per_node.get(node, 0) + 1
         record.update(status='done', finished_at=time.time(),
                       done=len(done), failed=failed,
                       redispatched=redispatched, per_node=per_node)
         ledger.finish(lock, record)
+        # (for the metrics: hacluster_fanout_cycle_seconds and _items)
+        state.stats.record_cycle(time.monotonic() - started, per_node)
         LOG.info('hacluster: task %s cycle %s done: %d items, %d failed, '
                  '%d re-dispatched', state.name, cycle_id, len(done),
                  failed, redispatched)

@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 
 from hacluster import exceptions
 from hacluster import url as _url
@@ -20,6 +21,29 @@ LOG = logging.getLogger(__name__)
 #: Seconds between two throttled publications of one task's stats (item
 #: handling counts often; etcd needs to hear of it only now and then).
 THROTTLE = 1.0
+
+#: Where the done markers of items given up are counted in a cycle's
+#: ``per_node`` (no node handled them).
+GIVEN_UP = '(given up)'
+
+# member id -> the StatsPublishers of that coordinator incarnation's
+# runners (weakly: a runner dropped is forgotten), so that the metrics
+# (hacluster.metrics) find the tasks of a coordinator at scrape time.
+_publishers = {}
+_publishers_lock = threading.Lock()
+
+
+def states_of(member_id):
+    """``{task name: TaskState}`` of the tasks the runners of coordinator
+    incarnation ``member_id`` run in this process (each known from its
+    first publication: at the runner's start, or its first run). No
+    request."""
+    with _publishers_lock:
+        publishers = list(_publishers.get(member_id, ()))
+    states = {}
+    for publisher in publishers:
+        states.update(publisher.states())
+    return states
 
 
 class TaskStats:
@@ -37,6 +61,11 @@ class TaskStats:
                         'cycles': 0, 'redispatched': 0, 'rpc_casts': 0}
         self._published = 0.0
         self._dirty = False
+        #: durations of the fan-out cycles this node led (a
+        #: hacluster.metrics.Histogram, made at the first cycle)
+        self.cycle_seconds = None
+        #: ``{node: items}`` of the last fan-out cycle this node led
+        self.last_cycle_items = {}
 
     def count(self, **delta):
         """Add ``delta`` to the named counters."""
@@ -60,6 +89,19 @@ class TaskStats:
             self._counts['last_duration'] = round(duration, 4)
             self._counts['last_error'] = None if error is None else \
                 _url.scrub('%s: %s' % (type(error).__name__, error))
+
+    def record_cycle(self, duration, per_node):
+        """Record one finished fan-out cycle led here: it took
+        ``duration`` seconds and ``per_node`` (``{node: items done}``) is
+        who handled its items (items given up are not a node's)."""
+        from hacluster import metrics as _metrics
+        with self._lock:
+            if self.cycle_seconds is None:
+                self.cycle_seconds = _metrics.Histogram(
+                    _metrics.CYCLE_BUCKETS)
+            self.last_cycle_items = {n: c for n, c in per_node.items()
+                                     if n != GIVEN_UP}
+        self.cycle_seconds.observe(duration)
 
     def snapshot(self):
         """A copy of the counters (a dict)."""
@@ -103,10 +145,20 @@ class StatsPublisher:
         self._layout = layout
         self._node = node
         self._member_id = member_id
+        self._states = {}
+        with _publishers_lock:
+            for gone in [m for m, s in _publishers.items() if not s]:
+                del _publishers[gone]       # runners dropped long ago
+            _publishers.setdefault(member_id, weakref.WeakSet()).add(self)
+
+    def states(self):
+        """``{task name: TaskState}`` of the tasks published here."""
+        return dict(self._states)
 
     def publish(self, state, force=True):
         """Write the stats of one task (a :class:`TaskState`); unless
         ``force``, at most once every :data:`THROTTLE` seconds."""
+        self._states[state.name] = state
         if self._client is None:
             return
         counts = state.stats.take_for_publishing(force)

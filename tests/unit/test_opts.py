@@ -14,7 +14,9 @@ def test_list_opts_names_every_option_and_returns_copies():
     assert names == {'backend_url', 'node_name', 'cluster', 'lease_ttl',
                      'renew_deadline',
                      'renew_interval', 'request_timeout', 'task_spacing',
-                     'fencing', 'watchdog_timeout', 'watchdog_device'}
+                     'fencing', 'watchdog_timeout', 'watchdog_device',
+                     'metrics_port', 'metrics_host', 'metrics_textfile',
+                     'metrics_textfile_interval'}
     assert [o.name for o in listed['coordination']] == ['backend_url']
     assert listed['hacluster'][0] is not opts.hacluster_opts[0]
 
