@@ -190,7 +190,11 @@ def collect(client, cluster, now=None):
             'last_error': last.get('last_error'),
             'items_handled': sum(s.get('items_handled', 0)
                                  for s in nodes.values()),
-            'last_cycle': t['last_cycle']})
+            'last_cycle': t['last_cycle'],
+            # each node's own counts (check --node judges one member)
+            'by_node': {n: {k: st.get(k) for k in (
+                'runs', 'skips', 'failures', 'last_run_at', 'last_error',
+                'items_handled')} for n, st in sorted(nodes.items())}})
 
     warnings, health = _assess(members, leader, claims, task_rows, late)
     return {'cluster': cluster, 'revision': revision,
@@ -268,9 +272,9 @@ def _assess(members, leader, claims, tasks, late=()):
              'upgrade one version at a time)' % ', '.join(
                  '%s/%s' % pair for pair in upgrade['incompatible']))
     for m in members:
-        since, deadline = m.get('since_renewal_s'), m.get('renew_interval')
-        if since is not None and deadline and m.get('lease_ttl') and \
-                since > max(2 * deadline, 1) + 1:
+        since, late_after = _late_renewal(m)
+        if since is not None and late_after is not None and \
+                since > late_after:
             warn(WARNING, 'member %s has not renewed its lease for ~%ss '
                  '(%ss left)' % (m['node'], since,
                                  m.get('lease_remaining_s')))
@@ -354,6 +358,179 @@ def summary(state):
         line += '; ' + note
     if state['warnings']:
         line += '; ' + '; '.join(w['text'] for w in state['warnings'])
+    return _url.scrub(line)
+
+
+def perf(label, value, uom='', warn='', crit=''):
+    """One Nagios performance datum: ``label=VALUE[UOM];WARN;CRIT;`` (the
+    minimum and maximum left empty). A value of None is written ``U``
+    (Nagios's "unknown")."""
+    if value is None:
+        value, uom = 'U', ''
+    elif isinstance(value, float):
+        value = ('%.3f' % value).rstrip('0').rstrip('.') or '0'
+    return '%s=%s%s;%s;%s;' % (label, value, uom, _threshold(warn),
+                               _threshold(crit))
+
+
+def _threshold(value):
+    if value in ('', None):
+        return ''
+    if isinstance(value, float):
+        return ('%.3f' % value).rstrip('0').rstrip('.') or '0'
+    return str(value)
+
+
+def perfdata(state):
+    """The cluster's Nagios performance data (after ``|`` in ``hacluster
+    check``): members, leader term, candidates, locks held, claims (open,
+    orphaned, failed), late results, task failures (a counter, ``c``),
+    warnings."""
+    claims = state.get('claims') or []
+    leader = state.get('leader')
+    return ' '.join([
+        perf('members', len(state.get('members') or [])),
+        perf('leader_term', leader['term'] if leader else 0),
+        perf('candidates', leader.get('candidates', 1) if leader else 0),
+        perf('locks', len(state.get('locks') or [])),
+        perf('claims', len(claims)),
+        perf('claims_orphaned', sum(1 for c in claims
+                                    if c['state'] == 'orphaned')),
+        perf('claims_failed', sum(1 for c in claims
+                                  if c['state'] == _claims.FAILED)),
+        perf('late_results', len(state.get('late_results') or [])),
+        perf('task_failures', sum(t.get('failures') or 0 for t in
+                                  state.get('tasks') or []), 'c'),
+        perf('warnings', len(state.get('warnings') or []))])
+
+
+def _late_renewal(member):
+    """``(seconds since the member's last renewal, threshold)``: late when
+    the first exceeds the second (two renewals missed, and a second for
+    the coarse lease TTL etcd reports); the threshold is None when the
+    record does not say its timings."""
+    interval = member.get('renew_interval')
+    if not interval or not member.get('lease_ttl'):
+        return member.get('since_renewal_s'), None
+    return member.get('since_renewal_s'), max(2 * interval, 1) + 1
+
+
+def member_health(state, node):
+    """The health of one member of a :func:`collect`-ed ``state``: is it a
+    member (CRITICAL if not), does it renew its lease, does it lead, its
+    claims (open; orphaned or failed: WARNING), its late results
+    (WARNING), its periodic tasks (a failed last run here: WARNING).
+
+    :returns: a JSON-able dict: ``node``, ``present``, ``member``
+        (its record or None), ``leader``, ``term``, ``since_renewal_s``,
+        ``lease_remaining_s``, ``claims``, ``recovering`` (claims it is
+        recovering), ``tasks`` (``{task: its counts here}``),
+        ``warnings``, ``health``, ``health_name``, ``perfdata``.
+    """
+    member = next((m for m in state.get('members') or []
+                   if m['node'] == node), None)
+    leader = state.get('leader')
+    leads = bool(member and leader and leader.get('node') == node and
+                 leader.get('member_id') == member.get('member_id'))
+    claims = [c for c in state.get('claims') or [] if c['node'] == node]
+    recovering = [c for c in state.get('claims') or []
+                  if c.get('recoverer') == node and c['node'] != node]
+    late = [r for r in state.get('late_results') or []
+            if r.get('node') == node]
+    tasks = {t['name']: dict(t['by_node'][node], mode=t['mode'])
+             for t in state.get('tasks') or []
+             if node in (t.get('by_node') or {})}
+    warnings = []
+
+    def warn(level, text):
+        warnings.append({'level': HEALTH_NAMES[level], 'text': text})
+
+    since, late_after = _late_renewal(member or {})
+    if member is None:
+        warn(CRITICAL, 'not a member (members: %s)' % (
+            ', '.join(m['node'] for m in state.get('members') or [])
+            or 'none'))
+    else:
+        if member.get('state') not in (None, 'active'):
+            warn(WARNING, 'member %s is %s' % (node, member.get('state')))
+        if since is None:
+            warn(WARNING, 'the age of its last lease renewal is unknown '
+                 '(its lease could not be read)')
+        elif late_after is not None and since > late_after:
+            warn(WARNING, 'has not renewed its lease for ~%ss (%ss left)' % (
+                since, member.get('lease_remaining_s')))
+    orphaned = [c for c in claims if c['state'] == 'orphaned']
+    if orphaned:
+        warn(WARNING, '%d claims of an earlier incarnation await recovery'
+             % len(orphaned))
+    stuck = [c for c in claims if c['state'] == _claims.FAILED or
+             (c['state'] or '').startswith('recovering (')]
+    if stuck:
+        warn(WARNING, '%d of its claims stuck in recovery (e.g. %s %s/%s: '
+             '%s)' % (len(stuck), stuck[0]['operation'],
+                      stuck[0]['resource_type'], stuck[0]['resource_id'],
+                      stuck[0]['last_error'] or stuck[0]['state']))
+    if late:
+        warn(WARNING, '%d of its operations finished after they were '
+             'recovered elsewhere, e.g. %s'
+             % (len(late), late[-1]['message']))
+    for name, t in sorted(tasks.items()):
+        if t.get('last_error'):
+            warn(WARNING, 'task %s failed on its last run here: %s'
+                 % (name, t['last_error']))
+    levels = [k for k, v in HEALTH_NAMES.items()
+              if any(w['level'] == v for w in warnings)]
+    health = max(levels, default=OK)
+    lease_ttl = (member or {}).get('lease_ttl')
+    perf_items = [
+        perf('present', int(member is not None)),
+        perf('since_renewal', since, 's', late_after, lease_ttl),
+        perf('lease_remaining', (member or {}).get('lease_remaining_s'),
+             's'),
+        perf('leader', int(leads)),
+        perf('claims', len(claims)),
+        perf('claims_stuck', len(orphaned) + len(stuck)),
+        perf('recovering', len(recovering)),
+        perf('tasks', len(tasks)),
+        perf('task_failures', sum(t.get('failures') or 0
+                                  for t in tasks.values()), 'c')]
+    return {'cluster': state['cluster'], 'node': node,
+            'present': member is not None, 'member': member,
+            'leader': leads, 'term': leader['term'] if leads else None,
+            'since_renewal_s': since,
+            'lease_remaining_s': (member or {}).get('lease_remaining_s'),
+            'claims': claims, 'recovering': recovering, 'tasks': tasks,
+            'late_results': late, 'warnings': warnings, 'health': health,
+            'health_name': HEALTH_NAMES[health],
+            'perfdata': ' '.join(perf_items)}
+
+
+def _count(n, what):
+    return '%d %s%s' % (n, what, '' if n == 1 else 's')
+
+
+def member_summary(health):
+    """One line for monitoring one member: ``OK: member n1 of cluster c:
+    renewed 1s ago (2s of lease left), leader (term 9), 1 claim open, 2
+    tasks`` (the perfdata not included)."""
+    if not health['present']:
+        line = '%s: member %s of cluster %s: %s' % (
+            health['health_name'], health['node'], health['cluster'],
+            health['warnings'][0]['text'])
+        return _url.scrub(line)
+    since = health['since_renewal_s']
+    parts = ['renewed %s' % ('%ss ago (%ss of lease left)' % (
+        since, health['lease_remaining_s']) if since is not None
+        else 'at an unknown time')]
+    parts.append('leader (term %d)' % health['term'] if health['leader']
+                 else 'not leader')
+    parts.append(_count(len(health['claims']), 'claim') + ' open')
+    parts.append(_count(len(health['tasks']), 'task'))
+    line = '%s: member %s of cluster %s: %s' % (
+        health['health_name'], health['node'], health['cluster'],
+        ', '.join(parts))
+    if health['warnings']:
+        line += '; ' + '; '.join(w['text'] for w in health['warnings'])
     return _url.scrub(line)
 
 

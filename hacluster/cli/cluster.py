@@ -559,14 +559,28 @@ class LeaderShow(show.ShowOne):
                               state.get('collected_at'), args)[0]
 
 
+def _plugin_text(text):
+    """Text for a plugin's output line: Nagios reads performance data after
+    the first ``|``, so none may come before it."""
+    return text.replace('|', '/').replace('\n', ' ')
+
+
 class Check(command.Command):
-    """Monitoring check (Nagios plugin convention): prints one line and exits
-    0 OK, 1 WARNING (drift, mixed versions, claims awaiting recovery, failing
-    or paused tasks), 2 CRITICAL (no member, or no leader), 3 UNKNOWN (etcd
-    unreachable, not configured, or misconfigured)."""
+    """Monitoring check (Nagios plugin convention): prints one line, with
+    performance data after ``|``, and exits 0 OK, 1 WARNING (drift, mixed
+    versions, claims awaiting recovery, failing or paused tasks), 2 CRITICAL
+    (no member, or no leader), 3 UNKNOWN (etcd unreachable, not configured,
+    or misconfigured). With ``--node NAME``, the health of that member
+    only: 2 CRITICAL when it is not a member, 1 WARNING when it is late
+    renewing its lease, has claims stuck in recovery or late results, or a
+    task failed on its last run there."""
 
     def get_parser(self, prog_name):
-        return _add_target_options(super().get_parser(prog_name))
+        parser = _add_target_options(super().get_parser(prog_name))
+        parser.add_argument('--node', metavar='NAME',
+                            help='check this member only (its node name, '
+                                 '[hacluster] node_name)')
+        return parser
 
     def take_action(self, args):
         try:
@@ -582,7 +596,14 @@ class Check(command.Command):
             self.app.stdout.write('UNKNOWN: cluster %s: %s\n' % (
                 state['cluster'], _url.scrub(state['why_not_etcd'])))
             return _status.UNKNOWN
-        self.app.stdout.write(_status.summary(state) + '\n')
+        if args.node:
+            health = _status.member_health(state, args.node)
+            self.app.stdout.write('%s | %s\n' % (
+                _plugin_text(_status.member_summary(health)),
+                health['perfdata']))
+            return health['health']
+        self.app.stdout.write('%s | %s\n' % (
+            _plugin_text(_status.summary(state)), _status.perfdata(state)))
         return state['health']
 
 
