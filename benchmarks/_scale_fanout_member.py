@@ -28,9 +28,19 @@ import sys
 import threading
 import time
 
+import logging
+
 from oslo_service import backend
 
 backend.init_backend(backend.BackendType.THREADING)
+# hacluster's INFO lines too (leadership, cycles left and adopted,
+# re-dispatch), with times, on stderr: the benchmark reads them
+_handler = logging.StreamHandler()
+_handler.setFormatter(logging.Formatter('%(asctime)s %(levelname)s '
+                                        '%(message)s'))
+logging.getLogger('hacluster').addHandler(_handler)
+logging.getLogger('hacluster').setLevel(logging.INFO)
+logging.getLogger('hacluster').propagate = False
 
 import hacluster
 from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task

@@ -189,7 +189,31 @@ def trouble(worker):
             'batches_dropped': text.count('cannot check assignments'),
             'marker_write_retries': text.count('done markers could not') +
             text.count('cannot write'),
+            'cycles_left_unfinished': text.count('unfinished for the next'),
+            'cycles_adopted': text.count('adopting unfinished cycle'),
             'tracebacks': text.count('Traceback')}
+
+
+#: Log lines worth showing when something went wrong.
+_NOTABLE = re.compile(r'session \d+ lost|stopped leading|unfinished for the '
+                      r'next|adopting unfinished|re-dispatching|Error:')
+
+
+def notable(workers, since=0.0, n=12):
+    """The first ``n`` notable log lines of ``workers`` (with their times,
+    sorted) logged after ``since`` (time.time())."""
+    lines = []
+    for w in workers:
+        for line in w.stderr_tail(1 << 30).splitlines():
+            if _NOTABLE.search(line):
+                try:
+                    at = time.mktime(time.strptime(line[:19],
+                                                   '%Y-%m-%d %H:%M:%S'))
+                except ValueError:
+                    at = since
+                if at >= int(since):
+                    lines.append(line[:240])
+    return sorted(lines)[:n]
 
 
 def _sum_trouble(counts):
@@ -407,6 +431,21 @@ def fanout_axis(etcd, metrics, client, amqp):
                     w.take('OK', 30)
                 leader = wait_for(lambda: leader_node(client, layout), 30,
                                   'a leader')
+                cycle_key = layout.task_cycle('poll')
+
+                def idle_ledger():
+                    kv = client.get(cycle_key)
+                    return kv is None or kv.json()['status'] != 'running'
+                try:
+                    # a cycle an earlier failure left running must end first
+                    wait_for(idle_ledger, 600, 'the previous cycle to end',
+                             every=0.5)
+                except TimeoutError as exc:
+                    rows.append({'members': size, 'items': items,
+                                 'error': str(exc), 'cycle_s': None})
+                    log('  %2d members x %6d items: SKIPPED: %s'
+                        % (size, items, exc))
+                    continue
                 # idle baseline of these members (keep-alives, campaign)
                 m0, c0, t0 = metrics.snapshot(), client.requests, \
                     time.monotonic()
@@ -427,11 +466,17 @@ def fanout_axis(etcd, metrics, client, amqp):
                 if line.startswith('NOTLEADER'):
                     raise RuntimeError('%s was not leading' % leader)
                 cycle_s = float(line.split()[1])
-                cycle_key = layout.task_cycle('poll')
-                record = client.get(cycle_key).json()
+                kv = client.get(cycle_key)
+                record = kv.json() if kv else {'started_at': 0}
                 if record['started_at'] < sent_wall:
-                    raise RuntimeError('the cycle never started (the leader '
-                                       'lost its term first): %r' % record)
+                    rows.append({'members': size, 'items': items,
+                                 'error': 'the cycle never started (the '
+                                 'leader lost its term first?)',
+                                 'cycle_s': None, 'log': notable(
+                                     workers.values(), sent_wall)})
+                    log('  %2d members x %6d items: FAILED: %s %s' % (
+                        size, items, rows[-1]['error'], rows[-1]['log']))
+                    continue
                 adopted = None
                 if record['status'] != 'done':
                     # The leader lost its term mid-cycle and left the cycle
@@ -440,9 +485,28 @@ def fanout_axis(etcd, metrics, client, amqp):
                         r = client.get(cycle_key).json()
                         return r if r['cycle_id'] == cid and \
                             r['status'] == 'done' else None
-                    record = wait_for(finished, 4 * ideal + 180,
-                                      'the next leader to finish the cycle',
-                                      every=0.2)
+                    try:
+                        record = wait_for(finished, 4 * ideal + 180,
+                                          'the next leader to finish the '
+                                          'cycle', every=0.2)
+                    except TimeoutError as exc:
+                        # a finding, not a reason to lose the other axes
+                        row = {'members': size, 'items': items,
+                               'ideal_s': round(ideal, 3),
+                               'error': str(exc), 'cycle_s': None,
+                               'worker_trouble': {
+                                   k: v - trouble0.get(k, 0) for k, v in
+                                   _sum_trouble(trouble(w) for w in
+                                                workers.values()).items()
+                                   if v - trouble0.get(k, 0)},
+                               'log': notable(workers.values(), sent_wall),
+                               'ledger': client.get(cycle_key).json()}
+                        rows.append(row)
+                        log('  %2d members x %6d items: FAILED: %s; %s'
+                            % (size, items, exc, row['worker_trouble']))
+                        for ln in row['log']:
+                            log('      ' + ln)
+                        continue
                     cycle_s = time.monotonic() - t0
                     adopted = record.get('adopted_by_node') or '?'
                 m1, c1, t1 = metrics.snapshot(), client.requests, \
@@ -507,6 +571,8 @@ def fanout_axis(etcd, metrics, client, amqp):
                     'nodes_used': len(loads),
                     'adopted_by': adopted,
                     'worker_trouble': went_wrong,
+                    'log': notable(workers.values(), sent_wall)
+                    if went_wrong or adopted else [],
                 }
                 rows.append(row)
                 log('  %2d members x %6d items: cycle %.2f s vs ideal %.2f s '
@@ -536,6 +602,8 @@ def fanout_axis(etcd, metrics, client, amqp):
                     log('                         went wrong: %s%s' % (
                         went_wrong, '; the leader lost its term, %s adopted '
                         'the cycle' % adopted if adopted else ''))
+                    for ln in row['log']:
+                        log('                           ' + ln)
     finally:
         stop_workers(list(workers.values()),
                      TROUBLE.setdefault('fanout', {}))
@@ -839,8 +907,12 @@ def plot(results, note):
 
     f = results['fanout']
     fig, axs = plt.subplots(1, 3, figsize=(14, 4))
+    for r in f:
+        if r.get('error'):
+            axs[0].annotate('%d x %d: failed' % (r['members'], r['items']),
+                            (r['items'], 1.15), color='red', fontsize=7)
     for size in sorted({r['members'] for r in f}):
-        rs = [r for r in f if r['members'] == size]
+        rs = [r for r in f if r['members'] == size and not r.get('error')]
         xs = [r['items'] for r in rs]
         ys = [r['cycle_ratio'] for r in rs]
         axs[0].plot(xs, ys, 'o-', label='%d members' % size)
