@@ -430,9 +430,10 @@ class PeriodicRunner:
 
     # -- fan-out: queues of departed members --------------------------------
 
-    def _on_member_change(self, record):
-        """Watch thread: an incarnation is gone; its fan-out queue can
-        go."""
+    def _on_member_change(self, record, graceful=None):
+        """Watch thread: an incarnation is gone (a leave: ``record,
+        graceful``; a join of a new incarnation: ``record``); its fan-out
+        queue can go."""
         janitor = self._janitor
         if janitor is None or not self._started:
             return

@@ -351,6 +351,13 @@ def test_departed_members_leave_no_queues_behind(etcd, rabbitmq,
         assert len(queues) == 2, queues
         kvs, _ = obs.client.get_prefix(obs.layout.fanout_queues)
         assert len(kvs) == 2
+        # a member that dies and stays dead: its queue goes once its
+        # departure is seen (lease_ttl 3 s), not at the next minute's sweep
+        leader = obs.get_leader()['node']
+        gone = next(n for n in members if n != leader)
+        members.pop(gone).proc.kill()
+        wait_for(lambda: len(server_queues(rabbitmq, cluster_name)) == 1,
+                 15, 'the dead member\'s queue to be deleted')
         # and the others still finish cycles
         cycle = _ledger.Ledger(obs, 'poll').current()['cycle_id']
         wait_for(lambda: (_ledger.Ledger(obs, 'poll').current() or {})
