@@ -343,7 +343,7 @@ class Lock:
             'host': socket.gethostname(), 'pid': os.getpid(),
             'thread': threading.current_thread().name,
             'mode': 'shared' if self.shared else 'exclusive',
-            'queued_at': time.time()})
+            'queued_at': time.time(), 'format': 1})
         waiter = self._waiter = _Waiter()
         coord.subscribe(self._prefix, waiter)
         # Set before the request: a put whose answer was lost may still

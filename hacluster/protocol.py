@@ -10,10 +10,10 @@ lets them work together is written down here, in one place:
   cannot interoperate with (:class:`IncompatibleCluster`, naming both
   versions) rather than silently forming a second cluster beside them.
 * **Record formats.** Every record a node writes (member, claim, late
-  result, ledger cycle and item, done marker, task stats) carries a
-  ``format``; a record without one is format 1 (written before formats
-  existed). For each kind, a version reads a range of formats and writes
-  the *lowest* format that every live member reads
+  result, ledger cycle and item, done marker, task stats, lock and leader
+  queue entries) carries a ``format``; a record without one is format 1
+  (written before formats existed). For each kind, a version reads a range
+  of formats and writes the newest format that every live member reads
   (:meth:`Compat.write_format`): a new format is only written once no old
   node is left to misread it. A reader meets a format it does not know
   with :class:`UnknownFormat` and leaves the record alone.
@@ -59,6 +59,8 @@ FORMATS = {
     'item': (1, 1),
     'done': (1, 1),
     'stats': (1, 1),
+    # a lock queue entry, the leader queue's included
+    'lock': (1, 1),
 }
 
 #: Fan-out RPC API versions this version serves (see
