@@ -38,8 +38,6 @@ def _license_headers():
     return module
 
 
-@pytest.mark.xfail(strict=False, reason='headers are added by '
-                   'tools/license-headers in a pass of their own')
 def test_every_python_file_has_the_license_header():
     lh = _license_headers()
     paths = [ROOT / p for p in lh.DEFAULT_PATHS if (ROOT / p).exists()]
