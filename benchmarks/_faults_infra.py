@@ -38,8 +38,8 @@ import hacluster
 from hacluster import exceptions
 from hacluster.periodic import ledger as _ledger
 from hacluster.testing import etcd as _etcd_rig
-from hacluster.testing import proxy as _proxy
 from hacluster.testing.process import LineWorker
+from hacluster.testing import proxy as _proxy
 
 from faults import Row
 
@@ -963,8 +963,9 @@ def clock_step_fanout(env):
     """The leader's wall clock jumps 1 h ahead while the first item is
     handled and 1 h back (1 h behind true time) while the fourth is: item
     deadlines run on the leader's monotonic clock, so nothing is re-sent."""
-    from hacluster.periodic import FANOUT, periodic_task
+    from hacluster.periodic import FANOUT
     from hacluster.periodic import fanout_leader as _leader
+    from hacluster.periodic import periodic_task
     calls, finished = [], []
     n = 6
     with _Patched(_leader) as clock, _Logs():
@@ -1080,7 +1081,8 @@ def oversized_item(env):
     """A lister returns 20 normal items and one of 600 KiB (the ledger
     takes at most 512 KiB per item): that one is left out with an error
     naming the task and the item, every other is handled, every cycle."""
-    from hacluster.periodic import FANOUT, periodic_task
+    from hacluster.periodic import FANOUT
+    from hacluster.periodic import periodic_task
     handled = collections.defaultdict(set)
     listed = []
     n = 20

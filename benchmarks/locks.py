@@ -177,8 +177,8 @@ def main():
         exclusive = holders(False)
         print('\n3. 8 holders x %d ms hold (wall s)' % (HOLD * 1000))
         print('   one hold %.3f   8 shared %.3f (%.2fx one; goal <= 1.3x)   '
-              '8 exclusive %.3f (%.2fx)' % (one, shared, shared / one,
-                                           exclusive, exclusive / one))
+              '8 exclusive %.3f (%.2fx)' % (
+                  one, shared, shared / one, exclusive, exclusive / one))
         results.update(one_hold_s=round(one, 3),
                        shared8_s=round(shared, 3),
                        shared8_ratio=round(shared / one, 3),

@@ -29,8 +29,8 @@ import uuid
 import hacluster
 from hacluster import etcd as _etcd
 from hacluster import status as _status
-from hacluster import url as _url
 from hacluster.testing import servers
+from hacluster import url as _url
 
 N = int(sys.argv[1]) if len(sys.argv) > 1 else 10000
 

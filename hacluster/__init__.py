@@ -22,13 +22,22 @@ Importing hacluster starts nothing and never imports oslo.service (that would
 pin the process to the eventlet backend).
 """
 
-from hacluster.factory import get_coordinator, get_default, set_default
 from hacluster.decorators import synchronized
-from hacluster.exceptions import (AcquireTimeout, BackendUnavailable,
-                                  ConfigurationError, HAClusterError,
-                                  InvalidName, LockLost, LockNotHeld,
-                                  NotLeader, NotStarted, OutcomeUnknown,
-                                  SessionLost, StaleFencingToken)
+from hacluster.exceptions import AcquireTimeout
+from hacluster.exceptions import BackendUnavailable
+from hacluster.exceptions import ConfigurationError
+from hacluster.exceptions import HAClusterError
+from hacluster.exceptions import InvalidName
+from hacluster.exceptions import LockLost
+from hacluster.exceptions import LockNotHeld
+from hacluster.exceptions import NotLeader
+from hacluster.exceptions import NotStarted
+from hacluster.exceptions import OutcomeUnknown
+from hacluster.exceptions import SessionLost
+from hacluster.exceptions import StaleFencingToken
+from hacluster.factory import get_coordinator
+from hacluster.factory import get_default
+from hacluster.factory import set_default
 from hacluster.version import __version__
 
 __all__ = [

@@ -363,7 +363,7 @@ class Coordinator(_api.CoordinatorAPI):
         kv = self.client.get(self.layout.data_key(key))
         return (kv.value, kv.mod_revision) if kv else (None, 0)
 
-    # -- membership -------------------------------------------------------------
+    # -- membership -----------------------------------------------------------
 
     def get_members(self):
         """The live members, read from etcd: ``{node: MemberRecord}``.
@@ -398,7 +398,7 @@ class Coordinator(_api.CoordinatorAPI):
         partition). Called in the watch thread; keep it short."""
         self._membership.add_callback('leave', callback)
 
-    # -- leadership -------------------------------------------------------------
+    # -- leadership -----------------------------------------------------------
 
     def run_for_leader(self, on_started_leading, on_stopped_leading,
                        on_new_leader=None):
@@ -497,7 +497,7 @@ class Coordinator(_api.CoordinatorAPI):
             raise exceptions.NotLeader('%s is not campaigning' % self.node)
         self._election.guarded_put(term, key, value)
 
-    # -- claims and recovery ------------------------------------------------------
+    # -- claims and recovery --------------------------------------------------
 
     def claim(self, resource_type, resource_id, operation, data=None):
         """A claim on in-flight work, to use as a context manager::
@@ -609,7 +609,7 @@ class Coordinator(_api.CoordinatorAPI):
         """The locks this coordinator holds now (a snapshot list)."""
         return self.lock_registry.held()
 
-    # -- watch dispatch -----------------------------------------------------------
+    # -- watch dispatch -------------------------------------------------------
 
     def subscribe(self, parent_prefix, subscriber):
         """Deliver the cluster watch's events for keys directly under

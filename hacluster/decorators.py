@@ -44,8 +44,8 @@ import time
 
 import logging
 
-from hacluster import factory as _factory
 from hacluster import exceptions
+from hacluster import factory as _factory
 from hacluster import locks as _locks
 
 LOG = logging.getLogger(__name__)

@@ -43,8 +43,8 @@ import threading
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import locks as _locks
-from hacluster import url as _url
 from hacluster.membership import MemberRecord
+from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@
 
 Everything hacluster raises derives from :class:`HAClusterError`, so one
 ``except HAClusterError`` catches every coordination failure. Errors from
-requests (etcd's gateway) and oslo.messaging are translated where hacluster calls
-them and never escape raw; the original is kept as ``cause`` (and as
+requests (etcd's gateway) and oslo.messaging are translated where hacluster
+calls them and never escape raw; the original is kept as ``cause`` (and as
 ``__cause__``, for tracebacks).
 
 Messages never contain secrets: URLs are scrubbed of passwords before they

@@ -27,15 +27,17 @@ Layout (``<lease>`` is the session lease id in hex)::
     /hacluster/v1/<cluster>/members/<node>                 member record
     /hacluster/v1/<cluster>/leader/<lease>-<n>-w           election queue
     /hacluster/v1/<cluster>/locks/<quoted name>/<lease>-<n> lock queue entry
-    /hacluster/v1/<cluster>/tasks/<task>/cycle             current fan-out cycle
-    /hacluster/v1/<cluster>/tasks/<task>/cycles/<id>/...   its items, done marks
+    /hacluster/v1/<cluster>/tasks/<task>/cycle             fan-out cycle now
+    /hacluster/v1/<cluster>/tasks/<task>/cycles/<id>/...   its items, dones
     /hacluster/v1/<cluster>/tasks/<task>/stats/<node>      per-node run stats
     /hacluster/v1/<cluster>/tasks/<task>/control           paused or not
+    /hacluster/v1/<cluster>/fanout/queues/<server>         a fan-out queue
     /hacluster/v1/<cluster>/data/<quoted key>              guarded user data
 """
 
 import re
-from urllib.parse import quote, unquote
+from urllib.parse import quote
+from urllib.parse import unquote
 
 from hacluster import exceptions
 from hacluster.version import KEY_LAYOUT_VERSION

@@ -41,7 +41,8 @@ from hacluster import backoff as _backoff
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import url as _url
-from hacluster.version import KEY_LAYOUT_VERSION, __version__
+from hacluster.version import __version__
+from hacluster.version import KEY_LAYOUT_VERSION
 
 LOG = logging.getLogger(__name__)
 

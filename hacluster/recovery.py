@@ -60,13 +60,17 @@ import threading
 import time
 
 from hacluster import backoff as _backoff
+from hacluster import claims as _claims
+from hacluster.claims import ACTIVE
+from hacluster.claims import CLAIM_FORMAT
+from hacluster.claims import ClaimRecord
+from hacluster.claims import FAILED
+from hacluster.claims import FINISHING
+from hacluster.claims import RECOVERING
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys as _keys
 from hacluster import protocol as _protocol
-from hacluster import claims as _claims
-from hacluster.claims import (ACTIVE, CLAIM_FORMAT, FAILED, FINISHING,
-                              RECOVERING, ClaimRecord)
 from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
@@ -140,7 +144,7 @@ class RecoveryManager:
             out.append(rec)
         return out
 
-    # -- handlers and the recovery loop ------------------------------------------
+    # -- handlers and the recovery loop ---------------------------------------
 
     @property
     def has_handlers(self):

@@ -41,7 +41,9 @@ import logging
 import os
 import re
 import ssl
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs
+from urllib.parse import unquote
+from urllib.parse import urlsplit
 
 from hacluster import exceptions
 

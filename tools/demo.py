@@ -68,8 +68,10 @@ def node_main(url, cluster, node, amqp_url):
     backend.init_backend(backend.BackendType.THREADING)
 
     import hacluster
-    from hacluster.periodic import (FANOUT, LEADER, PeriodicRunner,
-                                    periodic_task)
+    from hacluster.periodic import FANOUT
+    from hacluster.periodic import LEADER
+    from hacluster.periodic import periodic_task
+    from hacluster.periodic import PeriodicRunner
     logging.basicConfig(level=logging.WARNING,
                         format='           [' + node + ' log] %(message)s')
 
@@ -238,8 +240,8 @@ class CycleWatcher:
 def show_members(observer):
     members = observer.get_members()
     leader = observer.get_leader()
-    print('   %-9s %-18s %-7s %-8s %-17s %s' % ('node', 'member id', 'pid',
-                                               'version', 'config', 'role'))
+    print('   %-9s %-18s %-7s %-8s %-17s %s' % (
+        'node', 'member id', 'pid', 'version', 'config', 'role'))
     for node in sorted(members):
         m = members[node]
         role = ''
@@ -273,8 +275,8 @@ def current_holder(observer):
 
 
 def main():
-    from hacluster.testing import servers
     import hacluster
+    from hacluster.testing import servers
 
     t0 = time.time()
     verbose = threading.Event()
@@ -355,8 +357,8 @@ def main():
               % (paused_at - t0, victim.name, LOCK, old))
         time.sleep(LEASE['lease_ttl'] + 1.5)
         os.kill(victim.proc.pid, signal.SIGCONT)
-        print('  %6.2fs  %s resumed (SIGCONT)' % (time.time() - t0,
-                                                   victim.name))
+        print('  %6.2fs  %s resumed (SIGCONT)' % (
+            time.time() - t0, victim.name))
         time.sleep(2.0)
         verbose.clear()
         print('\n-- members and leader, as any node sees them')
@@ -473,8 +475,9 @@ def main():
     check('write-refused' in vev,
           'its late write was refused (stale fencing token)')
     check('session-started' in vev and 'committed' in vev[vev.index(
-        'session-started'):], '%s rejoined with a new session and went '
-          'back to work' % victim.name)
+        'session-started'):],
+        '%s rejoined with a new session and went back to work'
+        % victim.name)
     check(new is not None and new['term'] > leader['term'] and
           failover <= LEASE['lease_ttl'] + 2,
           'after the leader was killed, %s took over in %.2fs with term %s '

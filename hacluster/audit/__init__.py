@@ -168,11 +168,20 @@ The names below are the package's interface. All its functions are pure
 :func:`audit_paths`, which read files; none writes.
 """
 
-from hacluster.audit.results import (COLUMNS, KINDS, VERDICTS, Site,
-                                     summarize, unify)
-from hacluster.audit.sources import (audit_file, audit_paths, audit_source,
-                                     error_site, python_files)
-from hacluster.audit.suggestions import FIX_IMPORT, fix_diff, fix_source
+from hacluster.audit.results import COLUMNS
+from hacluster.audit.results import KINDS
+from hacluster.audit.results import Site
+from hacluster.audit.results import summarize
+from hacluster.audit.results import unify
+from hacluster.audit.results import VERDICTS
+from hacluster.audit.sources import audit_file
+from hacluster.audit.sources import audit_paths
+from hacluster.audit.sources import audit_source
+from hacluster.audit.sources import error_site
+from hacluster.audit.sources import python_files
+from hacluster.audit.suggestions import fix_diff
+from hacluster.audit.suggestions import FIX_IMPORT
+from hacluster.audit.suggestions import fix_source
 
 __all__ = ['COLUMNS', 'KINDS', 'VERDICTS', 'FIX_IMPORT', 'Site',
            'audit_source', 'audit_file', 'audit_paths', 'python_files',

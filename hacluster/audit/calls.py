@@ -22,12 +22,16 @@ context or call -- and its ``where``, for its family's rules to judge.
 
 import ast
 
-from hacluster.audit.guarded import _containers, _Guard
+from hacluster.audit.guarded import _containers
+from hacluster.audit.guarded import _Guard
 from hacluster.audit.naming import _Names
-from hacluster.audit.results import Site, unify
-from hacluster.audit.rules import (_judge_distributed, _judge_oslo,
-                                   _judge_threading)
-from hacluster.audit.scopes import _dotted, _Scope
+from hacluster.audit.results import Site
+from hacluster.audit.results import unify
+from hacluster.audit.rules import _judge_distributed
+from hacluster.audit.rules import _judge_oslo
+from hacluster.audit.rules import _judge_threading
+from hacluster.audit.scopes import _dotted
+from hacluster.audit.scopes import _Scope
 
 # Qualified name -> (family, flavour). Families: 'oslo' (flavour
 # 'synchronized' or 'lock': external positional at index 2; 'prefixed-*':

@@ -20,7 +20,8 @@ process does for itself; the ``keep`` verdict rests on this.
 
 import ast
 
-from hacluster.audit.scopes import _SAFE_BUILTINS, _dotted
+from hacluster.audit.scopes import _dotted
+from hacluster.audit.scopes import _SAFE_BUILTINS
 
 _SAFE_DOTTED_PREFIXES = ('threading.', 'time.time', 'time.monotonic',
                          'copy.copy', 'copy.deepcopy', 'collections.')

@@ -24,7 +24,8 @@ import dataclasses
 import re
 import string
 
-from hacluster.audit.scopes import _SAFE_BUILTINS, _lookup
+from hacluster.audit.scopes import _lookup
+from hacluster.audit.scopes import _SAFE_BUILTINS
 
 # A dynamic part longer than this is shown as ``{...}``: the name column
 # stays readable.

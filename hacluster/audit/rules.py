@@ -19,9 +19,12 @@ its parents, lock names and guard.
 
 import ast
 
+from hacluster.audit.guarded import _CONDITION_METHODS
+from hacluster.audit.guarded import _Guard
+from hacluster.audit.naming import _name_arg
+from hacluster.audit.naming import _origin
+from hacluster.audit.naming import _show
 from hacluster.audit import runtime as _runtime
-from hacluster.audit.guarded import _CONDITION_METHODS, _Guard
-from hacluster.audit.naming import _name_arg, _origin, _show
 from hacluster.audit.scopes import _lookup
 from hacluster.audit.suggestions import _suggest
 

@@ -24,7 +24,8 @@ import re
 import tokenize
 
 from hacluster.audit.calls import _Auditor
-from hacluster.audit.results import Site, unify
+from hacluster.audit.results import Site
+from hacluster.audit.results import unify
 
 # Sources with none of these cannot have a lock site: no need to walk them.
 _CANDIDATE = re.compile(r'synchroni|[lL]ock|Semaphore|Condition')

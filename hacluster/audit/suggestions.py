@@ -27,8 +27,9 @@ import ast
 import difflib
 import sys
 
+from hacluster.audit.naming import _origin
+from hacluster.audit.naming import _template
 from hacluster.audit import runtime as _runtime
-from hacluster.audit.naming import _origin, _template
 from hacluster.audit.scopes import _dotted
 
 FIX_IMPORT = 'from hacluster import synchronized as ha_synchronized'

@@ -256,9 +256,9 @@ class Stuck(lister.Lister):
         return conf, files
 
     def _etcd(self, args, conf, files):
+        from hacluster.cli import cluster as _cluster
         from hacluster import etcd as _etcd
         from hacluster import opts
-        from hacluster.cli import cluster as _cluster
         if args.backend_url is not None:
             parsed = _url.parse(args.backend_url, option='--backend-url')
         else:

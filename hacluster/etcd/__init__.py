@@ -22,8 +22,15 @@ The names below are the package's interface; guarded writes
 (``Lock.guarded_txn``) take operations built with them.
 """
 
-from hacluster.etcd.client import Client, LeaseNotFound  # noqa: F401
-from hacluster.etcd.kv import (KV, TxnResult, b64,  # noqa: F401
-                               create_revision_is,
-                               delete_op, mod_revision_is, put_op, range_op)
+# (re-exported: the package's public names)
+from hacluster.etcd.client import Client  # noqa: F401
+from hacluster.etcd.client import LeaseNotFound  # noqa: F401
+from hacluster.etcd.kv import b64  # noqa: F401
+from hacluster.etcd.kv import create_revision_is  # noqa: F401
+from hacluster.etcd.kv import delete_op  # noqa: F401
+from hacluster.etcd.kv import KV  # noqa: F401
+from hacluster.etcd.kv import mod_revision_is  # noqa: F401
+from hacluster.etcd.kv import put_op  # noqa: F401
+from hacluster.etcd.kv import range_op  # noqa: F401
+from hacluster.etcd.kv import TxnResult  # noqa: F401
 from hacluster.etcd.watch import Watch  # noqa: F401

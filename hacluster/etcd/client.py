@@ -34,10 +34,13 @@ import time
 
 import requests
 
+from hacluster.etcd.kv import b64
+from hacluster.etcd.kv import KV
+from hacluster.etcd.kv import range_op
+from hacluster.etcd.kv import TxnResult
 from hacluster import exceptions
 from hacluster.keys import prefix_end
 from hacluster import url as _url
-from hacluster.etcd.kv import KV, TxnResult, b64, range_op
 
 # gRPC status codes the gateway puts in error bodies.
 _GRPC_NOT_FOUND = 5

@@ -26,10 +26,11 @@ import threading
 import requests
 
 from hacluster import backoff as _backoff
-from hacluster import url as _url
-from hacluster.keys import prefix_end
 from hacluster.etcd.client import Transient
-from hacluster.etcd.kv import KV, b64
+from hacluster.etcd.kv import b64
+from hacluster.etcd.kv import KV
+from hacluster.keys import prefix_end
+from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 

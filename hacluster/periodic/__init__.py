@@ -24,8 +24,12 @@ import oslo.service.
 """
 
 from hacluster.periodic.runner import PeriodicRunner
-from hacluster.periodic.task import (EVERY, FANOUT, LEADER, CycleContext,
-                                     ItemContext, periodic_task)
+from hacluster.periodic.task import CycleContext
+from hacluster.periodic.task import EVERY
+from hacluster.periodic.task import FANOUT
+from hacluster.periodic.task import ItemContext
+from hacluster.periodic.task import LEADER
+from hacluster.periodic.task import periodic_task
 
 __all__ = ['PeriodicRunner', 'periodic_task', 'LEADER', 'EVERY', 'FANOUT',
            'CycleContext', 'ItemContext']

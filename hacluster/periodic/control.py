@@ -22,7 +22,6 @@ import json
 import time
 
 
-
 def paused_in(kv):
     """True if a control record (a :class:`hacluster.etcd.KV`, or None for
     no record) says paused."""

@@ -30,10 +30,10 @@ import time
 
 from hacluster import exceptions
 from hacluster import keys as _keys
-from hacluster import url as _url
 from hacluster.periodic import ledger as _ledger
 from hacluster.periodic import stats as _stats
 from hacluster.periodic import task as _task
+from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 

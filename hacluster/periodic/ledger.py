@@ -203,7 +203,7 @@ class Ledger:
                          json.dumps(self._fmt('cycle', record))),
             _etcd.delete_op(cycle, _keys.prefix_end(cycle))])
 
-    # -- worker writes ---------------------------------------------------------
+    # -- worker writes --------------------------------------------------------
 
     def mark_done(self, lock, markers):
         """Write done markers: ``[(cycle_id, qid, marker_dict)]``. A

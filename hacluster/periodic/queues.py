@@ -38,11 +38,11 @@ import ssl
 import threading
 import time
 
+from hacluster.etcd.kv import b64
 from hacluster import exceptions
 from hacluster import keys as _keys
-from hacluster import url as _url
-from hacluster.etcd.kv import b64
 from hacluster.periodic import rpc as _rpc
+from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 

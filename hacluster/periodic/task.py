@@ -161,8 +161,8 @@ class CycleContext:
         self.cycle_id = cycle_id
 
     def __repr__(self):
-        return '<CycleContext %s term=%s cycle=%s>' % (self.task, self.term,
-                                                      self.cycle_id)
+        return '<CycleContext %s term=%s cycle=%s>' % (
+            self.task, self.term, self.cycle_id)
 
 
 class ItemContext:

@@ -41,11 +41,16 @@ import urllib.error
 import urllib.request
 
 from hacluster.testing import process
-from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS,
-                                       ManagedServer, ServerStartError,
-                                       StartCloseContext, _clean_env,
-                                       _file_size, _read_text, _tails,
-                                       _which)
+from hacluster.testing.process import _clean_env
+from hacluster.testing.process import _file_size
+from hacluster.testing.process import _read_text
+from hacluster.testing.process import _tails
+from hacluster.testing.process import _which
+from hacluster.testing.process import LOOPBACK
+from hacluster.testing.process import ManagedServer
+from hacluster.testing.process import ServerStartError
+from hacluster.testing.process import START_ATTEMPTS
+from hacluster.testing.process import StartCloseContext
 
 LOG = logging.getLogger(__name__)
 

@@ -29,9 +29,13 @@ import tempfile
 import time
 
 from hacluster.testing import process
-from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS,
-                                       ManagedServer, ServerStartError,
-                                       _clean_env, log_tail, _primary_group)
+from hacluster.testing.process import _clean_env
+from hacluster.testing.process import _primary_group
+from hacluster.testing.process import log_tail
+from hacluster.testing.process import LOOPBACK
+from hacluster.testing.process import ManagedServer
+from hacluster.testing.process import ServerStartError
+from hacluster.testing.process import START_ATTEMPTS
 
 
 class PostgresServer(ManagedServer):

@@ -30,10 +30,18 @@ import tempfile
 import time
 
 from hacluster.testing import process
-from hacluster.testing.process import (LOOPBACK, START_ATTEMPTS, ManagedServer,
-                                       ServerStartError, _Child, _clean_env,
-                                       _file_size, group_members, log_tail,
-                                       _read_text, _tails, _which)
+from hacluster.testing.process import _Child
+from hacluster.testing.process import _clean_env
+from hacluster.testing.process import _file_size
+from hacluster.testing.process import _read_text
+from hacluster.testing.process import _tails
+from hacluster.testing.process import _which
+from hacluster.testing.process import group_members
+from hacluster.testing.process import log_tail
+from hacluster.testing.process import LOOPBACK
+from hacluster.testing.process import ManagedServer
+from hacluster.testing.process import ServerStartError
+from hacluster.testing.process import START_ATTEMPTS
 
 LOG = logging.getLogger(__name__)
 

@@ -32,15 +32,27 @@ it lives (e.g. ``hacluster.testing.process.free_port``). Importing this
 module does not block.
 """
 
-from hacluster.testing.etcd import EtcdCluster, EtcdServer
+from hacluster.testing.etcd import EtcdCluster
+from hacluster.testing.etcd import EtcdServer
 from hacluster.testing.postgres import PostgresServer
-from hacluster.testing.process import (LOG_TAIL_LINES, LOOPBACK,
-                                       START_ATTEMPTS, ManagedServer,
-                                       ServerStartError, StartCloseContext,
-                                       close_all, free_port, stop_on_sigterm)
-from hacluster.testing.process import (  # noqa: F401 (used as servers.X)
-    _Child, _descendants, _group_members, _log_tail, _still_alive,
-    group_members, log_tail)
+from hacluster.testing.process import close_all
+from hacluster.testing.process import free_port
+from hacluster.testing.process import LOG_TAIL_LINES
+from hacluster.testing.process import LOOPBACK
+from hacluster.testing.process import ManagedServer
+from hacluster.testing.process import ServerStartError
+from hacluster.testing.process import START_ATTEMPTS
+from hacluster.testing.process import StartCloseContext
+from hacluster.testing.process import stop_on_sigterm
+
+# (used as servers.X)
+from hacluster.testing.process import _Child  # noqa: F401
+from hacluster.testing.process import _descendants  # noqa: F401
+from hacluster.testing.process import _group_members  # noqa: F401
+from hacluster.testing.process import _log_tail  # noqa: F401
+from hacluster.testing.process import _still_alive  # noqa: F401
+from hacluster.testing.process import group_members  # noqa: F401
+from hacluster.testing.process import log_tail  # noqa: F401
 from hacluster.testing.rabbitmq import RabbitMQServer
 
 __all__ = [

@@ -66,8 +66,11 @@ from oslo_config import cfg  # noqa: E402
 
 import hacluster  # noqa: E402
 from hacluster import opts as ha_opts  # noqa: E402
-from hacluster.periodic import (EVERY, FANOUT, LEADER,  # noqa: E402
-                                PeriodicRunner, periodic_task)
+from hacluster.periodic import EVERY  # noqa: E402
+from hacluster.periodic import FANOUT  # noqa: E402
+from hacluster.periodic import LEADER  # noqa: E402
+from hacluster.periodic import periodic_task  # noqa: E402
+from hacluster.periodic import PeriodicRunner  # noqa: E402
 
 
 def record(*words):

@@ -34,10 +34,10 @@ import time
 from helpers import wait_for
 
 from hacluster import audit
+from hacluster.cli import main as cli_main
 from hacluster import etcd as _etcd
 from hacluster import keys
 from hacluster import url
-from hacluster.cli import main as cli_main
 
 SAMPLE = '''\
 """A sample share driver: manila's DummyDriver with the mixin."""

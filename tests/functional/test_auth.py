@@ -22,10 +22,12 @@ import hacluster
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import keys
-from hacluster import url as _url
 from hacluster.testing import etcd as _etcd_rig
+from hacluster.testing.etcd import enable_auth
+from hacluster.testing.etcd import etcdctl
+from hacluster.testing.etcd import url_with
 from hacluster.testing import servers
-from hacluster.testing.etcd import enable_auth, etcdctl, url_with
+from hacluster import url as _url
 
 
 @pytest.fixture

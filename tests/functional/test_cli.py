@@ -20,9 +20,11 @@ import time
 import pytest
 
 import hacluster
-from helpers import wait_for
 from hacluster.cli import main as cli_main
-from hacluster.periodic import EVERY, PeriodicRunner, periodic_task
+from hacluster.periodic import EVERY
+from hacluster.periodic import periodic_task
+from hacluster.periodic import PeriodicRunner
+from helpers import wait_for
 
 FAST = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
 

@@ -51,7 +51,7 @@ def wait_until(predicate, timeout, what):
         time.sleep(0.02)
 
 
-# -- mutual exclusion and order ------------------------------------------------
+# -- mutual exclusion and order -----------------------------------------------
 
 def test_a_counter_under_the_lock_loses_no_update_across_processes(
         etcd, cluster_name, workers, tmp_path):
@@ -191,7 +191,7 @@ def test_with_raises_and_release_refuses_an_unheld_lock(coord):
         lock.release()
 
 
-# -- loss, expiry, fencing -------------------------------------------------------
+# -- loss, expiry, fencing ----------------------------------------------------
 
 def test_a_paused_holder_learns_it_lost_the_lock_and_is_fenced(
         coord, etcd, cluster_name, workers):
@@ -316,7 +316,7 @@ def test_a_waiter_is_woken_after_etcd_restarts(fresh_etcd, cluster_name):
         waiter.release()
 
 
-# -- several endpoints ---------------------------------------------------------------
+# -- several endpoints --------------------------------------------------------
 
 def test_operations_go_on_when_the_endpoint_in_use_dies(etcd_cluster,
                                                         cluster_name):
@@ -339,7 +339,7 @@ def test_operations_go_on_when_the_endpoint_in_use_dies(etcd_cluster,
         assert c.session.losses == 0
 
 
-# -- bad input -------------------------------------------------------------------
+# -- bad input ----------------------------------------------------------------
 
 def test_an_unreachable_etcd_is_named_without_its_password(cluster_name):
     from hacluster.testing.servers import free_port

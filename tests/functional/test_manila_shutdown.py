@@ -35,8 +35,8 @@ import pytest
 from hacluster import election as _election
 from hacluster import etcd as _etcd
 from hacluster import keys
-from hacluster import url
 from hacluster.testing import manila_rig
+from hacluster import url
 
 from helpers import wait_for
 

@@ -25,15 +25,18 @@ import time
 import urllib.error
 import urllib.request
 
-import pytest
 from prometheus_client import parser as prom_parser
+import pytest
 
 import hacluster
-from helpers import wait_for
-from hacluster import metrics
 from hacluster.cli import main as cli_main
-from hacluster.periodic import EVERY, FANOUT, PeriodicRunner, periodic_task
+from hacluster import metrics
+from hacluster.periodic import EVERY
+from hacluster.periodic import FANOUT
+from hacluster.periodic import periodic_task
+from hacluster.periodic import PeriodicRunner
 from hacluster.testing.servers import free_port
+from helpers import wait_for
 
 FAST = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
 

@@ -18,12 +18,10 @@ import os
 import signal
 import time
 
-import pytest
-
 import hacluster
-from helpers import wait_for
 from hacluster.periodic import ledger as _ledger
 from hacluster.testing import servers
+from helpers import wait_for
 
 SCRIPT = os.path.join(os.path.dirname(__file__), 'periodicworker.py')
 
@@ -79,8 +77,6 @@ def observer(etcd_url, cluster):
     return hacluster.get_coordinator(etcd_url, cluster, 'test-observer',
                                      lease_ttl=3, renew_deadline=2,
                                      renew_interval=0.5)
-
-
 
 
 def cycle_done(obs, cycle_id):
@@ -267,8 +263,11 @@ def test_fan_out_under_the_eventlet_backend(etcd, rabbitmq, cluster_name,
 
 
 def test_single_node_mode_runs_every_task_here(tmp_path):
-    from hacluster.periodic import (EVERY, FANOUT, LEADER, PeriodicRunner,
-                                    periodic_task)
+    from hacluster.periodic import EVERY
+    from hacluster.periodic import FANOUT
+    from hacluster.periodic import LEADER
+    from hacluster.periodic import periodic_task
+    from hacluster.periodic import PeriodicRunner
     from oslo_service import backend
     if backend.get_backend_type() is None:
         backend.init_backend(backend.BackendType.THREADING)
@@ -310,7 +309,7 @@ def test_single_node_mode_runs_every_task_here(tmp_path):
     assert seen['x'] == seen['y'] == seen['z'] >= 2
 
 
-# -- RabbitMQ queues of departed members ---------------------------------------
+# -- RabbitMQ queues of departed members --------------------------------------
 
 def server_queues(rabbitmq, cluster):
     """{queue name: consumers} of the per-server fan-out queues of
@@ -383,9 +382,9 @@ def test_a_queue_with_a_consumer_is_never_deleted(rabbitmq, cluster_name):
     """The guard against deleting the queue of a member that is alive but
     looks gone (frozen with its connection up, or its record deleted)."""
     import amqp
-    from oslo_config import cfg
     from hacluster.periodic import queues as _queues
     from hacluster.periodic import rpc as _rpc
+    from oslo_config import cfg
 
     conf = cfg.ConfigOpts()
     conf([], project='hacluster', default_config_files=[])

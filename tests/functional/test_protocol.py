@@ -184,8 +184,10 @@ def test_a_cycle_left_running_in_a_newer_format_is_not_adopted(
     """A newer leader died mid-cycle, its ledger in a format this version
     does not read: the next leader starts a fresh cycle (every item
     handled) instead of adopting a record it cannot understand."""
-    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    from hacluster.periodic import FANOUT
     from hacluster.periodic import ledger as _ledger
+    from hacluster.periodic import periodic_task
+    from hacluster.periodic import PeriodicRunner
     handled = []
 
     class Tasks:

@@ -20,9 +20,10 @@ import time
 import pytest
 
 import hacluster
-from helpers import handled, wait_for
-from helpers import start_recovery_worker as start
 from hacluster import exceptions
+from helpers import handled
+from helpers import start_recovery_worker as start
+from helpers import wait_for
 
 TTL = 3
 

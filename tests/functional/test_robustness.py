@@ -183,7 +183,9 @@ def test_a_member_whose_session_blips_keeps_its_claims(etcd, cluster_name):
 
 def test_the_leader_does_not_spin_when_a_done_items_owner_leaves(
         etcd, rabbitmq, cluster_name):
-    from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+    from hacluster.periodic import FANOUT
+    from hacluster.periodic import periodic_task
+    from hacluster.periodic import PeriodicRunner
     release = threading.Event()
 
     class Tasks:
@@ -318,7 +320,8 @@ def _run_fanout_until(etcd, rabbitmq, cluster_name, tasks, task, done,
 
 def test_large_fanout_payloads_are_batched_by_bytes_and_an_oversized_item_is_left_out(  # noqa: E501
         etcd, rabbitmq, cluster_name, caplog):
-    from hacluster.periodic import FANOUT, periodic_task
+    from hacluster.periodic import FANOUT
+    from hacluster.periodic import periodic_task
     handled = set()
 
     class Tasks:
@@ -393,8 +396,9 @@ def test_a_wall_clock_stepped_back_on_the_leader_does_not_stall_retries(
 
 def test_a_wall_clock_step_on_the_leader_does_not_resend_a_cycle(
         etcd, rabbitmq, cluster_name, monkeypatch):
-    from hacluster.periodic import FANOUT, periodic_task
+    from hacluster.periodic import FANOUT
     from hacluster.periodic import fanout_leader as _leader
+    from hacluster.periodic import periodic_task
     clock = _SteppedClock()
     monkeypatch.setattr(_leader, 'time', clock)
     calls, finished = [], []

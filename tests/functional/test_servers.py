@@ -21,9 +21,9 @@ import sys
 import time
 import uuid
 
-import pytest
-from etcd3gw import exceptions as etcd_exc
 from etcd3gw.client import Etcd3Client
+from etcd3gw import exceptions as etcd_exc
+import pytest
 
 from hacluster.testing import servers
 
@@ -275,8 +275,8 @@ def test_etcd_cluster(etcd_cluster):
 
 
 def test_rabbitmq_rpc_round_trip(rabbitmq):
-    import oslo_messaging
     from oslo_config import cfg
+    import oslo_messaging
 
     assert rabbitmq.running
     assert rabbitmq.port not in DEFAULT_PORTS

@@ -43,9 +43,9 @@ import hacluster
 from hacluster import claims as _hclaims
 from hacluster import etcd as _etcd
 from hacluster import keys
-from hacluster import url
 from hacluster.testing import manila_rig
 from hacluster.testing import process
+from hacluster import url
 
 HACLUSTER = os.path.join(os.path.dirname(sys.executable), 'hacluster')
 

@@ -25,8 +25,9 @@ import pytest
 import hacluster
 from hacluster import etcd as _etcd
 from hacluster import exceptions
+from hacluster.testing.etcd import EtcdServer
+from hacluster.testing.etcd import ThrowawayPKI
 from hacluster import url as _url
-from hacluster.testing.etcd import EtcdServer, ThrowawayPKI
 
 from helpers import wait_for
 

@@ -200,9 +200,9 @@ def test_threading_locks_are_found_through_any_alias():
 
 def test_names_that_only_look_like_lock_forms_are_not_sites():
     sites = sites_of('''
+        from . import utils
         from manila.common import utils as common_utils
         from manila.share.drivers.zfsonlinux import utils as zfs_utils
-        from . import utils
         from mylib import threading
 
         @utils.synchronized('relative import: not manila.utils')

@@ -23,8 +23,8 @@ import pathlib
 import subprocess
 import sys
 
-import pytest
 from oslo_config import cfg
+import pytest
 
 from hacluster import opts
 

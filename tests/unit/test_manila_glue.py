@@ -29,8 +29,8 @@ from hacluster.periodic import runner as _runner
 _runner._select_backend()
 share_manager = pytest.importorskip('manila.share.manager')
 
-from hacluster import exceptions  # noqa: E402
 from hacluster import coordinator as _coordinator  # noqa: E402
+from hacluster import exceptions  # noqa: E402
 from hacluster.manila import driver as ha_driver  # noqa: E402
 from hacluster.manila import locks as ha_locks  # noqa: E402
 from hacluster.manila import manager as ha_manager  # noqa: E402
@@ -124,7 +124,8 @@ class _DB:
     def share_instance_get(self, ctx, instance_id, with_share_data=False):
         from manila import exception
         if instance_id not in self.instances:
-            raise exception.ShareInstanceNotFound(share_instance_id=instance_id)
+            raise exception.ShareInstanceNotFound(
+                share_instance_id=instance_id)
         return self.instances[instance_id]
 
     def share_instance_update(self, ctx, instance_id, values):

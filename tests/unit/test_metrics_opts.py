@@ -16,9 +16,9 @@ import socket
 import urllib.error
 import urllib.request
 
-import pytest
 from oslo_config import cfg
 from prometheus_client import parser as prom_parser
+import pytest
 
 import hacluster
 from hacluster import exceptions

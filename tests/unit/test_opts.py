@@ -13,8 +13,8 @@
 import subprocess
 import sys
 
-import pytest
 from oslo_config import cfg
+import pytest
 
 from hacluster import exceptions
 from hacluster import opts

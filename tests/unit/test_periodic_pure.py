@@ -16,7 +16,8 @@ import pytest
 
 from hacluster import exceptions
 from hacluster.periodic import periodic_task
-from hacluster.periodic.rpc import safe_name, topic_for
+from hacluster.periodic.rpc import safe_name
+from hacluster.periodic.rpc import topic_for
 from hacluster.periodic.runner import assign_bounded
 from hacluster.periodic.task import spec_of
 
@@ -26,9 +27,9 @@ ITEMS = ['share-%04d' % i for i in range(300)]
 
 def test_no_member_gets_more_than_five_percent_over_its_share():
     for n in (1, 2, 3, 7):
-        owners = assign_bounded(MEMBERS[:min(n, 3)] + ['x%d' % i for i in
-                                                      range(max(0, n - 3))],
-                                ITEMS)
+        members = MEMBERS[:min(n, 3)] + ['x%d' % i
+                                         for i in range(max(0, n - 3))]
+        owners = assign_bounded(members, ITEMS)
         counts = collections.Counter(owners.values())
         assert sum(counts.values()) == 300
         assert max(counts.values()) <= -(-300 * 1.05 // n)

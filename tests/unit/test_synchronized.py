@@ -156,8 +156,8 @@ def test_no_name_is_refused():
         hacluster.synchronized()
 
 
-def test_without_a_coordinator_oslo_external_locks_are_used(tmp_path,
-                                                           monkeypatch):
+def test_without_a_coordinator_oslo_external_locks_are_used(
+        tmp_path, monkeypatch):
     from oslo_concurrency import lockutils
     monkeypatch.setenv('OSLO_LOCK_PATH', str(tmp_path))
     lockutils.set_defaults(str(tmp_path))

@@ -18,8 +18,8 @@ from hacluster import url
 
 def test_single_endpoint_is_parsed_as_tooz_spells_it():
     u = url.parse('etcd3+http://10.0.0.1:2379')
-    assert (u.kind, u.protocol, u.endpoints) == ('etcd', 'http',
-                                                  [('10.0.0.1', 2379)])
+    assert (u.kind, u.protocol, u.endpoints) == (
+        'etcd', 'http', [('10.0.0.1', 2379)])
 
 
 def test_several_endpoints_keep_their_order():
