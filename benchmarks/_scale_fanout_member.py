@@ -55,7 +55,9 @@ logging.getLogger('hacluster').setLevel(logging.INFO)
 logging.getLogger('hacluster').propagate = False
 
 import hacluster
-from hacluster.periodic import FANOUT, PeriodicRunner, periodic_task
+from hacluster.periodic import FANOUT
+from hacluster.periodic import periodic_task
+from hacluster.periodic import PeriodicRunner
 
 etcd_url, amqp_url, cluster, node = sys.argv[1:5]
 SLEEP, ITEM_TIMEOUT = float(sys.argv[5]), float(sys.argv[6])

@@ -107,13 +107,13 @@ CODE = _snapshot_code()
 TROUBLE = {}
 
 import hacluster
+from hacluster.election import head_of
 from hacluster import etcd as _etcd
 from hacluster import keys as _keys
 from hacluster import status as _status
-from hacluster import url as _url
-from hacluster.election import head_of
-from hacluster.testing import servers
 from hacluster.testing.process import LineWorker
+from hacluster.testing import servers
+from hacluster import url as _url
 
 QUICK = '--quick' in sys.argv[1:]
 MEMBER_SIZES = [3] if QUICK else [3, 10, 30]
