@@ -32,6 +32,15 @@ def pytest_configure(config):
     # SIGTERM (e.g. from `timeout`) would otherwise skip fixture teardown
     # and the exit hook, leaving etcd/RabbitMQ processes behind.
     servers.stop_on_sigterm()
+    # Tests that run periodic tasks in this process need oslo.service's
+    # threading backend. Left unchosen, the first import of an eventlet-only
+    # part of oslo.service (manila's WSGI app does one) picks eventlet, and a
+    # runner's green threads in this unpatched process then never run: its
+    # stop() waited in eventlet's hub for ever (the suite hung in
+    # test_metrics). manila-share chooses threading too.
+    from oslo_service import backend
+    if backend.get_backend_type() is None:
+        backend.init_backend(backend.BackendType.THREADING)
     config.addinivalue_line(
         'markers',
         'functional: needs real etcd/RabbitMQ servers (started privately on '
