@@ -81,10 +81,10 @@ from hacluster import backoff as _backoff
 from hacluster import exceptions
 from hacluster import factory as _factory
 from hacluster import metrics as _metrics
-from hacluster import opts as _opts
 from hacluster.manila import claims as _claims
 from hacluster.manila import driver as _driver
 from hacluster.manila import locks as _locks
+from hacluster import opts as _opts
 from hacluster.periodic import task as _task
 
 LOG = logging.getLogger(__name__)
