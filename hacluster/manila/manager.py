@@ -80,10 +80,10 @@ from manila.share import manager as share_manager
 from hacluster import backoff as _backoff
 from hacluster import exceptions
 from hacluster import factory as _factory
-from hacluster import metrics as _metrics
 from hacluster.manila import claims as _claims
 from hacluster.manila import driver as _driver
 from hacluster.manila import locks as _locks
+from hacluster import metrics as _metrics
 from hacluster import opts as _opts
 from hacluster.periodic import task as _task
 
