@@ -31,9 +31,11 @@ operation runs in a thread:
   recovery handlers move the row the same way -- so whichever of the two
   comes first wins, and a status never flips between final states, even
   for a process frozen between the finish and the write (after a refused
-  finish the database decides); a final write that etcd cannot confirm,
-  on a row no such comparison guards, is refused and the claim handed over
-  to recovery;
+  finish the database decides); manila's own write of the row joins that
+  UPDATE's transaction (:func:`manila_transaction`: one commit, and the
+  status never lands without the rest of the write); a final write that
+  etcd cannot confirm, on a row no such comparison guards, is refused and
+  the claim handed over to recovery;
 * once the claim is known to be recovered, or handed over to recovery
   while the operation runs (the node stopping before it finished), or a
   cluster lock taken in this thread is lost, any other write raises
@@ -44,6 +46,7 @@ operation runs in a thread:
 Writes outside claimed operations pass through untouched.
 """
 
+import contextlib
 import functools
 import logging
 import re
@@ -243,6 +246,15 @@ def cas_status(context, kind, row_id, expected, values):
     return count == 1
 
 
+def manila_transaction(context):
+    """manila's database writer transaction on ``context`` (a context
+    manager): the manila database functions called inside it with that
+    context join it and are committed with it (oslo.db's enginefacade).
+    What the HA manager gives :class:`FencedDB`."""
+    from manila.db.sqlalchemy import api as db_api
+    return db_api.context_manager.writer.using(context)
+
+
 def _values(args, kwargs):
     for name in ('values', 'update_values'):
         if isinstance(kwargs.get(name), dict):
@@ -266,10 +278,17 @@ class FencedDB:
     """manila's database API (``manila.db``) as the HA share manager uses
     it: writes made while a claimed operation runs in the calling thread
     are fenced (see the module doc); everything else passes through.
-    Thread-safe (per-thread state only)."""
+    Thread-safe (per-thread state only).
 
-    def __init__(self, db):
+    :param transaction: ``transaction(context)``, a context manager in
+        which the conditional UPDATE of a claimed row and the database
+        API's own write of it are one transaction (:func:`manila_transaction`
+        for manila's); None: each commits on its own.
+    """
+
+    def __init__(self, db, transaction=None):
         self._db = db
+        self._transaction = transaction
         self._wrapped = {}
 
     def __getattr__(self, name):
@@ -342,18 +361,36 @@ class FencedDB:
                         % (claim.claim_id, exc, name), cause=exc) from exc
                 confirmed = False
         if row is not None:
-            if not cas_status(args[0], op.kind, row, sorted(op.expected),
-                              {'status': status}):
+            made, result = self._conditional(op, row, status, fn, args,
+                                             kwargs)
+            if not made:
                 late = claim.record_late()
                 LOG.error('hacluster: %s %s is no longer %s: %s (status %s) '
                           'not made: %s', op.kind, row,
                           '/'.join(sorted(op.expected)), name, status,
                           late['message'])
                 return None
-            op.expected.add(status)
             if not confirmed:
                 LOG.warning('hacluster: %s %s moved to %s although its claim '
                             'could not be finished: the recovery had not '
                             'moved it (the database compared)', op.kind,
                             row, status)
+            return result
         return fn(*args, **kwargs)
+
+    def _conditional(self, op, row, status, fn, args, kwargs):
+        """The conditional UPDATE of the claimed ``row`` to ``status`` and,
+        if it was made, the write ``fn`` itself -- in one transaction when
+        this FencedDB was given one (then a failing ``fn`` leaves the row
+        as it was). Returns ``(made, fn's result)``."""
+        context = args[0]
+        scope = (self._transaction(context)
+                 if self._transaction is not None and context is not None
+                 else contextlib.nullcontext())
+        with scope:
+            if not cas_status(context, op.kind, row, sorted(op.expected),
+                              {'status': status}):
+                return False, None
+            result = fn(*args, **kwargs)
+        op.expected.add(status)
+        return True, result

@@ -439,8 +439,11 @@ class HAShareManager(share_manager.ShareManager):
         self._ha_manila_tasks = list(type(self)._periodic_tasks)
         if self.ha_clustered:
             # A claimed operation's final writes are fenced by its claim: a
-            # node thought dead never writes over a recovery.
-            self.db = _claims.FencedDB(self.db)
+            # node thought dead never writes over a recovery. (The
+            # conditional UPDATE of a claimed row shares manila's own
+            # transaction for that write: one commit, not two.)
+            self.db = _claims.FencedDB(
+                self.db, transaction=_claims.manila_transaction)
             # manila built its access helpers with the raw API already
             for helper in ('access_helper', 'snapshot_access_helper'):
                 helper = getattr(self, helper, None)
