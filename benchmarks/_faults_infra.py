@@ -29,6 +29,7 @@ deadline.
 """
 
 import collections
+import functools
 import logging
 import os
 import threading
@@ -39,6 +40,7 @@ from hacluster import exceptions
 from hacluster.periodic import ledger as _ledger
 from hacluster.testing import etcd as _etcd_rig
 from hacluster.testing.process import LineWorker
+from hacluster.testing.process import wait_for
 from hacluster.testing import proxy as _proxy
 
 from faults import Row
@@ -73,14 +75,8 @@ def _poll(predicate, timeout, every=0.01):
         time.sleep(every)
 
 
-def _wait(predicate, timeout, what):
-    """:func:`_poll`, raising TimeoutError (naming ``what``) if it never
-    holds: for set-up steps, whose failure is no measurement."""
-    value = _poll(predicate, timeout)
-    if not value:
-        raise TimeoutError('timed out after %.0f s waiting for %s'
-                           % (timeout, what))
-    return value
+# for set-up steps, whose failure is no measurement
+_wait = functools.partial(wait_for, every=0.01, error=TimeoutError)
 
 
 def _r(seconds, digits=3):

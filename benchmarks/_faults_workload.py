@@ -22,6 +22,7 @@ landed while its writer was not the head of the queue counts as a stale
 write accepted.
 """
 
+import functools
 import json
 import os
 import signal
@@ -33,6 +34,7 @@ import time
 import hacluster
 from hacluster import etcd as _etcd
 from hacluster.testing.process import LineWorker
+from hacluster.testing.process import wait_for
 
 from faults import Row
 
@@ -44,15 +46,8 @@ TTL, DEADLINE, INTERVAL = 3, 2.0, 0.5
 HOLD = 0.2            # seconds a lock-set worker holds between read/write
 
 
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError('timed out waiting for ' + what)
-        time.sleep(0.01)
+# set-up steps: their failure is no measurement
+_wait = functools.partial(wait_for, every=0.01, error=TimeoutError)
 
 
 def _observer(url, cluster):

@@ -46,6 +46,7 @@ one JSON object: every figure, ``max_members``, ``max_items``, ``plots``.
 """
 
 import atexit
+import functools
 import hashlib
 import json
 import math
@@ -112,6 +113,7 @@ from hacluster import etcd as _etcd
 from hacluster import keys as _keys
 from hacluster import status as _status
 from hacluster.testing.process import LineWorker
+from hacluster.testing.process import wait_for as _wait_for
 from hacluster.testing import servers
 from hacluster import url as _url
 
@@ -139,18 +141,7 @@ def log(text=''):
     print(text, flush=True)
 
 
-def wait_for(predicate, timeout, what, every=0.02):
-    """Poll ``predicate`` until it returns something true (returned), or
-    raise TimeoutError after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError('timed out after %.0f s waiting for %s'
-                               % (timeout, what))
-        time.sleep(every)
+wait_for = functools.partial(_wait_for, every=0.02, error=TimeoutError)
 
 
 def percentile(values, p):

@@ -449,6 +449,21 @@ class _Child:
             self.reaped = True
 
 
+def wait_for(predicate, timeout, what, every=0.05, error=AssertionError):
+    """Poll ``predicate`` every ``every`` seconds until it returns something
+    true, and return that; after ``timeout`` seconds raise ``error``
+    saying what was awaited. Blocks the calling thread."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise error('timed out after %.0f s waiting for %s'
+                        % (timeout, what))
+        time.sleep(every)
+
+
 # --------------------------------------------------------------------------
 # lifecycle
 

@@ -42,7 +42,8 @@ import json
 import os
 import subprocess
 import tarfile
-import time
+
+from hacluster.testing.process import wait_for
 
 #: N: the end of the previous development round (fencing, structure), a
 #: version older than the protocol contract (its records carry no compat).
@@ -51,17 +52,6 @@ CANARY = {'HACLUSTER_CANARY_PROTOCOL': '1'}
 NODES = ('node1', 'node2', 'node3')
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
-
-
-def _wait(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.1)
 
 
 def extract_old_tree(dest, commit=OLD_COMMIT):
@@ -151,7 +141,7 @@ class Rolling:
         return (self.status().get('leader') or {}).get('node')
 
     def wait_leader(self, pred, what):
-        return _wait(lambda: pred(self.leader()), 60, what)
+        return wait_for(lambda: pred(self.leader()), 60, what)
 
     def slow_create(self, owner, name):
         """A 30 s create, waited for until it runs on ``owner``: creates
@@ -160,7 +150,7 @@ class Rolling:
         for _ in range(12):
             [share] = self.cluster.create_shares(1, name='slow30-' + name)
             sid = share['instance_id']
-            start = _wait(lambda: [
+            start = wait_for(lambda: [
                 e for e in self.cluster.events('create_share.start')
                 if e['id'] == sid], 30, 'the create to start')
             if start[0]['node'] == owner:
@@ -176,9 +166,9 @@ class Rolling:
             return all(s['status'] not in ('creating', 'deleting')
                        or 'slow30' in (s.get('name') or '')
                        for s in sts.values()) and sts
-        _wait(settled, 60, '%s: no share left in creating' % step)
-        _wait(lambda: not self.status()['claims'], 60,
-              '%s: every claim resolved' % step)
+        wait_for(settled, 60, '%s: no share left in creating' % step)
+        wait_for(lambda: not self.status()['claims'], 60,
+                 '%s: every claim resolved' % step)
         st = self.status()
         assert st['leader'] and st['leader']['node'] in self.versions, st
         members = {m['node']: m for m in st['members']}
@@ -193,8 +183,8 @@ class Rolling:
                      and (t.get('spacing') or 99) <= 10]
             return lead and tasks and all(t['last_run_on'] == lead
                                           for t in tasks)
-        _wait(polls_from_leader, 60,
-              '%s: leader-only polls from the current leader' % step)
+        wait_for(polls_from_leader, 60,
+                 '%s: leader-only polls from the current leader' % step)
         old = self.status(env=self.old_env)
         assert {m['node'] for m in old['members']} == set(members)
         assert old['leader']['node'] == st['leader']['node']
@@ -228,8 +218,8 @@ def run(cluster, old_tree, report=None):
     assert rolling.leader() == n_leader
     sid = rolling.slow_create(first, 'n1-owner')
     cluster.kill(first)
-    _wait(lambda: _recovered(cluster, sid), 30,
-          'the N leader to recover the N+1 claim')
+    wait_for(lambda: _recovered(cluster, sid), 30,
+             'the N leader to recover the N+1 claim')
     rolling.restart(first, 'N+1')
     st = rolling.check('N leader over an N+1 member')
     assert st['leader']['term'] >= term
@@ -243,8 +233,8 @@ def run(cluster, old_tree, report=None):
     victim = next(n for n in NODES if n != first)
     sid = rolling.slow_create(victim, 'n-owner')
     cluster.kill(victim)
-    _wait(lambda: _recovered(cluster, sid), 30,
-          'the N+1 leader to recover an N claim')
+    wait_for(lambda: _recovered(cluster, sid), 30,
+             'the N+1 leader to recover an N claim')
     rolling.restart(victim, 'N+1')     # the recovered node comes back new
     rolling.check('N+1 leader over N members')
 
@@ -269,14 +259,14 @@ def run(cluster, old_tree, report=None):
     rolling.wait_leader(lambda node: rolling.versions.get(node) == 'N+2',
                         'a canary to lead')
     rolling.check('a canary leading an N+1 member')
-    _wait(lambda: rolling.leader_pins() == {'1.0'}, 30,
-          'the canary leader to pin fan-out RPC to 1.0')
+    wait_for(lambda: rolling.leader_pins() == {'1.0'}, 30,
+             'the canary leader to pin fan-out RPC to 1.0')
     rolling.report('pins under a canary leader: %s' % sorted(
         rolling.leader_pins()), None)
     # the last node becomes a canary: the pin moves up
     rolling.restart(last, 'N+2')
     rolling.check('all on the canary')
-    _wait(lambda: rolling.leader_pins() == {'1.1'}, 30,
-          'the pin to move to 1.1')
+    wait_for(lambda: rolling.leader_pins() == {'1.1'}, 30,
+             'the pin to move to 1.1')
     rolling.report('pins with every node a canary: %s' % sorted(
         rolling.leader_pins()), None)

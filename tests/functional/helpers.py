@@ -13,7 +13,8 @@
 """Small helpers shared by the functional tests."""
 
 import os
-import time
+
+from hacluster.testing.process import wait_for  # noqa: F401
 
 RECOVERY_WORKER = os.path.join(os.path.dirname(__file__), 'recoveryworker.py')
 
@@ -32,16 +33,3 @@ def handled(store):
         return []
     with open(path) as f:
         return [line.split() for line in f if line.strip()]
-
-
-def wait_for(predicate, timeout, what):
-    """Poll ``predicate`` every 50 ms until true; fail after ``timeout``
-    seconds, saying what was awaited. Returns the predicate's true value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError('timed out waiting for ' + what)
-        time.sleep(0.05)
