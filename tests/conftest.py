@@ -19,13 +19,27 @@ are marked ``functional`` automatically; deselect them with
 ``-m 'not functional'``.
 """
 
+import gc
+import os
 import pathlib
+import signal
+import sys
+import threading
+import traceback
 
 import pytest
 
 from hacluster.testing import servers
 
 FUNCTIONAL_DIR = pathlib.Path(__file__).resolve().parent / 'functional'
+
+#: Seconds one test (setup, call and teardown) may take before its stacks
+#: are printed and it is failed; HACLUSTER_TEST_TIMEOUT overrides it. The
+#: slowest test takes about 4 minutes on a loaded machine.
+TEST_TIMEOUT = float(os.environ.get('HACLUSTER_TEST_TIMEOUT', '600'))
+#: After the timeout, how long the test may still take to unwind before
+#: the whole run is interrupted (a hang that swallows the first exception).
+UNWIND_GRACE = 60.0
 
 
 def pytest_configure(config):
@@ -97,6 +111,63 @@ def postgres():
     with servers.PostgresServer() as server:
         manila_rig.make_template(server)
         yield server
+
+
+class TestHung(Exception):
+    """A test ran past TEST_TIMEOUT (its stacks were printed)."""
+
+
+def _dump_stacks(out):
+    """Every thread's stack, and every suspended greenlet's: a thread
+    waiting in eventlet's hub shows only the hub's frames, and the code
+    that switched to it is on the greenlet it left."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        out.write('\n--- thread %s (%s)\n' % (names.get(ident, '?'), ident))
+        out.write(''.join(traceback.format_stack(frame)))
+    greenlet = sys.modules.get('greenlet')
+    if greenlet is not None:
+        for obj in gc.get_objects():
+            if isinstance(obj, greenlet.greenlet) and \
+                    getattr(obj, 'gr_frame', None) is not None:
+                out.write('\n--- greenlet %r\n' % obj)
+                out.write(''.join(traceback.format_stack(obj.gr_frame)))
+    out.flush()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    # A hung test must fail with its stacks, not eat the CI job's time (a
+    # whole run once waited 80 minutes on one test). SIGALRM lands in the
+    # main thread wherever it waits; the first raises TestHung there, the
+    # second (UNWIND_GRACE later) KeyboardInterrupt, which also escapes
+    # eventlet's hub and ends the run after teardown.
+    if TEST_TIMEOUT <= 0 or \
+            threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    fired = []
+
+    def on_alarm(signum, frame):
+        if not fired:
+            fired.append(True)
+            sys.__stderr__.write(
+                '\n=== %s ran past %.0f s (HACLUSTER_TEST_TIMEOUT): '
+                'stacks follow ===\n' % (item.nodeid, TEST_TIMEOUT))
+            _dump_stacks(sys.__stderr__)
+            signal.setitimer(signal.ITIMER_REAL, UNWIND_GRACE)
+            raise TestHung('%s ran past %.0f s (stacks on stderr)'
+                           % (item.nodeid, TEST_TIMEOUT))
+        raise KeyboardInterrupt('%s did not unwind after its timeout'
+                                % item.nodeid)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @pytest.hookimpl(hookwrapper=True)
