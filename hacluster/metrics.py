@@ -49,6 +49,7 @@ state only -- it never waits for etcd.
 
 import bisect
 import collections
+import importlib
 import logging
 import os
 import socket
@@ -549,9 +550,16 @@ class MetricsServer:
     """
 
     def __init__(self, metrics, host, port):
-        import http.server
+        # The module from sys.modules, never the ``server`` attribute of the
+        # ``http`` package: importing eventlet.green.BaseHTTPServer (eventlet
+        # .wsgi does; manila imports it) re-imports http.server with green
+        # sockets and locks and leaves that copy as ``http.server``. In a
+        # process that is not monkey-patched (manila-share, a test run) its
+        # server then waited in eventlet's hub for ever: scrapes timed out
+        # and stop() hung.
+        http_server = importlib.import_module('http.server')
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(http_server.BaseHTTPRequestHandler):
             def do_GET(self):
                 if self.path.split('?', 1)[0] not in ('/metrics', '/'):
                     self.send_error(404, 'only /metrics is served here')
@@ -572,7 +580,7 @@ class MetricsServer:
                 # a scrape every 15 s must not fill manila's log
                 LOG.debug('hacluster metrics: ' + fmt, *args)
 
-        class Server(http.server.ThreadingHTTPServer):
+        class Server(http_server.ThreadingHTTPServer):
             daemon_threads = True
             address_family = socket.AF_INET6 if ':' in host \
                 else socket.AF_INET

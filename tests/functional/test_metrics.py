@@ -332,6 +332,40 @@ def test_the_endpoint_works_under_eventlet(etcd, cluster_name):
     assert s.value('hacluster_session_renewals_total') >= 1
 
 
+AFTER_EVENTLET_WSGI = r"""
+import http.server                     # imported first, as by any library
+import json, sys, time, urllib.request
+import eventlet.green.BaseHTTPServer   # what eventlet.wsgi (manila) imports
+import hacluster
+from hacluster import metrics
+assert http.server is not sys.modules['http.server']   # the green copy
+url, cluster = sys.argv[1:3]
+c = hacluster.get_coordinator(url, cluster, 'plain', lease_ttl=3,
+                              renew_deadline=2, renew_interval=0.5).start()
+server = metrics.serve(c, '127.0.0.1', 0)
+body = urllib.request.urlopen(server.url, timeout=5).read().decode()
+began = time.monotonic()
+c.stop()
+print(json.dumps({'body': body, 'stop': time.monotonic() - began}))
+"""
+
+
+def test_the_endpoint_works_after_eventlet_greened_http_server(
+        etcd, cluster_name):
+    """An unpatched process (manila-share, this test run) that imported
+    http.server and then eventlet.wsgi: the package attribute http.server
+    is then a copy with green sockets and locks. Served from it, scrapes
+    timed out and stop() waited in eventlet's hub for ever (the whole
+    suite hung here once manila's share manager was imported)."""
+    out = subprocess.run([sys.executable, '-W', 'ignore', '-c',
+                          AFTER_EVENTLET_WSGI, etcd.url, cluster_name],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert Scrape(r['body']).value('hacluster_member_up') == 1
+    assert r['stop'] < 5
+
+
 # -- hacluster check --node -----------------------------------------------
 
 PERF = re.compile(r'^[a-z_]+=(U|-?[0-9.]+)(s|c)?;[0-9.]*;[0-9.]*;$')
