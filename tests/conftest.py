@@ -128,7 +128,7 @@ def _dump_stacks(out):
     greenlet = sys.modules.get('greenlet')
     if greenlet is not None:
         for obj in gc.get_objects():
-            if isinstance(obj, greenlet.greenlet) and \
+            if isinstance(obj, greenlet.greenlet) and not obj.dead and \
                     getattr(obj, 'gr_frame', None) is not None:
                 out.write('\n--- greenlet %r\n' % obj)
                 out.write(''.join(traceback.format_stack(obj.gr_frame)))
