@@ -171,6 +171,14 @@ class Client:
                 backend_url.api_path))
         #: Requests sent (for benchmarks and the status command).
         self.requests = 0
+        #: The highest store revision any answer of this client reported
+        #: (0 before the first). The session's keep-alive answers carry it
+        #: too, so it is at most about one renew_interval old while the
+        #: session is healthy: a lock waiter compares it with the revision
+        #: of its last read to know, with no request of its own, whether
+        #: anything at all changed in etcd since (see hacluster.locks).
+        self.revision = 0
+        self._revision_lock = threading.Lock()
         self._on_switch = []
 
     @property
@@ -293,7 +301,7 @@ class Client:
                 resp = client.session.post(
                     client.get_url(path), json=payload, timeout=per_try)
                 if resp.status_code == 200:
-                    return resp.json()
+                    return self._seen(resp.json())
                 body = {}
                 try:
                     body = resp.json()
@@ -312,7 +320,7 @@ class Client:
                     resp = client.session.post(
                         client.get_url(path), json=payload, timeout=per_try)
                     if resp.status_code == 200:
-                        return resp.json()
+                        return self._seen(resp.json())
                 if resp.status_code >= 500 or resp.status_code == 408:
                     raise Transient('HTTP %d: %s' % (resp.status_code,
                                                      resp.text[:200]))
@@ -339,6 +347,20 @@ class Client:
             % (', '.join(dict.fromkeys(self._endpoint_name(i)
                                        for i, _ in errors)),
                _url.scrub(last), '; ' + hint if hint else ''), cause=last)
+
+    def _seen(self, answer):
+        # Unary answers carry the header at the top; the gateway's
+        # keep-alive (a stream of one message) inside "result".
+        header = answer.get('header') or \
+            (answer.get('result') or {}).get('header') or {}
+        revision = int(header.get('revision', 0) or 0)
+        if revision > self.revision:
+            # Under a lock: a racing lower value must never win (it could
+            # make a waiter believe nothing changed).
+            with self._revision_lock:
+                if revision > self.revision:
+                    self.revision = revision
+        return answer
 
     def _endpoint_name(self, index):
         host, port = self.url.endpoints[index]
