@@ -37,6 +37,7 @@ import requests
 from hacluster.etcd.kv import b64
 from hacluster.etcd.kv import KV
 from hacluster.etcd.kv import range_op
+from hacluster.etcd.kv import RangePage
 from hacluster.etcd.kv import TxnResult
 from hacluster import exceptions
 from hacluster.keys import prefix_end
@@ -46,10 +47,16 @@ from hacluster import url as _url
 _GRPC_NOT_FOUND = 5
 _GRPC_UNAUTHENTICATED = 16
 _GRPC_INVALID_ARGUMENT = 3
+_GRPC_OUT_OF_RANGE = 11
 
 
 class LeaseNotFound(exceptions.SessionLost):
     """etcd does not know the lease (it expired or was revoked)."""
+
+
+class Compacted(exceptions.HAClusterError):
+    """A read at a revision etcd has compacted away (read again at a
+    newer one)."""
 
 
 # What etcd says when a token it issued is no good any more: expired
@@ -268,6 +275,7 @@ class Client:
         budget is spent).
 
         :raises LeaseNotFound: etcd does not know a lease named in the call.
+        :raises Compacted: a read at a revision etcd has compacted.
         :raises BackendUnavailable: no endpoint answered.
         :raises HAClusterError: etcd refused the request.
         """
@@ -312,6 +320,8 @@ class Client:
                     resp.text.strip()
                 if code == _GRPC_NOT_FOUND and 'lease not found' in message:
                     raise LeaseNotFound('etcd: %s' % message)
+                if code == _GRPC_OUT_OF_RANGE and 'compacted' in message:
+                    raise Compacted('etcd: %s' % message)
                 if self.url.username and token_refused(code, message):
                     # The token expired, or predates an RBAC change: get a
                     # new one, try this endpoint once more.
@@ -393,6 +403,20 @@ class Client:
         resp = self.call('/kv/range', op['request_range'])
         return ([KV(kv) for kv in resp.get('kvs') or []],
                 int(resp['header']['revision']))
+
+    def range_page(self, prefix, start=None, limit=0, revision=None):
+        """One page of the keys under ``prefix``: from key ``start``
+        (inclusive; default: the prefix itself) on, at most ``limit`` keys
+        (0: all), in key order, read at store ``revision`` (default: now).
+        Returns a :class:`RangePage`. Blocks for one request.
+
+        :raises Compacted: ``revision`` has been compacted.
+        :raises BackendUnavailable: no endpoint answered.
+        """
+        op = range_op(start if start is not None else prefix,
+                      prefix_end(prefix), limit=limit, revision=revision)
+        resp = self.call('/kv/range', op['request_range'])
+        return RangePage(resp, int(resp['header']['revision']))
 
     def count_prefix(self, prefix):
         resp = self.call('/kv/range', {'key': b64(prefix),
