@@ -63,18 +63,25 @@ def _rel(key, prefix):
     return key[len(prefix):]
 
 
-def collect(client, cluster, now=None, page_size=None):
+def collect(client, cluster, now=None, page_size=None, lock_values=True):
     """Read the state of ``cluster``.
 
     :param client: a :class:`hacluster.etcd.Client`.
     :param page_size: lock entries or claims per range request (default
         :data:`PAGE_SIZE`).
+    :param lock_values: False to read the lock queues without their
+        values (keys only: less than half of what etcd sends for them, for
+        a view that shows a few locks and counts the rest): every lock row
+        is there, with ``name``, ``mode``, ``token`` and ``waiters``, but
+        ``holder``, ``member_id``, ``pid`` and ``age_s`` are None until
+        :func:`fill_lock_rows` reads them for the rows that are shown.
     :returns: a JSON-able dict: ``cluster``, ``revision``, ``members``,
         ``leader``, ``tasks``, ``locks``, ``claims``, ``warnings``
         (list of ``{level, text}``), ``health`` (0-3), ``health_name``,
         ``snapshot`` (how it was read: ``revision``, ``page_size``,
-        ``range_requests``). Every lock held and every claim, however
-        many: pages are an implementation detail, not a summary.
+        ``range_requests``, ``lock_values``). Every lock held and every
+        claim, however many: pages are an implementation detail, not a
+        summary.
     :raises BackendUnavailable: etcd could not be reached (the message
         names the scrubbed endpoints).
 
@@ -84,7 +91,7 @@ def collect(client, cluster, now=None, page_size=None):
     page_size = page_size or PAGE_SIZE
     for attempt in range(_COMPACTED_RETRIES):
         try:
-            return _collect(client, cluster, now, page_size)
+            return _collect(client, cluster, now, page_size, lock_values)
         except _etcd.Compacted:
             # etcd compacted the snapshot's revision while we paged: take a
             # new snapshot (a page of another revision would mix states).
@@ -100,7 +107,8 @@ class _Pages:
     memory stays bounded). An error of the reader is raised by
     :meth:`records`. Call :meth:`close` when done (idempotent)."""
 
-    def __init__(self, client, prefix, first, revision, page_size):
+    def __init__(self, client, prefix, first, revision, page_size,
+                 keys_only=False):
         self.requests = 0
         self._first = first
         self._queue = queue.Queue(maxsize=2)
@@ -109,7 +117,7 @@ class _Pages:
         if first.more:
             self._thread = threading.Thread(
                 target=self._read, daemon=True, name='hacluster-status-pages',
-                args=(client, prefix, revision, page_size))
+                args=(client, prefix, revision, page_size, keys_only))
             self._thread.start()
 
     def _put(self, item):
@@ -121,12 +129,13 @@ class _Pages:
                 pass
         return False
 
-    def _read(self, client, prefix, revision, page_size):
+    def _read(self, client, prefix, revision, page_size, keys_only):
         page = self._first
         try:
             while page.more:
                 page = client.range_page(prefix, start=page.last_key + '\0',
-                                         limit=page_size, revision=revision)
+                                         limit=page_size, revision=revision,
+                                         keys_only=keys_only)
                 self.requests += 1
                 if not self._put(page):
                     return
@@ -151,42 +160,48 @@ class _Pages:
         self._stop.set()
 
 
-def _collect(client, cluster, now, page_size):
+def _collect(client, cluster, now, page_size, lock_values):
     layout = _keys.Layout(cluster)
     now = time.time() if now is None else now
     whole = [layout.members, layout.leader, layout.tasks, layout.late]
-    paged = [layout.locks, layout.claims]
     resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
                                for p in whole] +
-                      [_etcd.range_op(p, _keys.prefix_end(p),
-                                      limit=page_size) for p in paged])
+                      [_etcd.range_op(layout.locks,
+                                      _keys.prefix_end(layout.locks),
+                                      limit=page_size,
+                                      keys_only=not lock_values),
+                       _etcd.range_op(layout.claims,
+                                      _keys.prefix_end(layout.claims),
+                                      limit=page_size)])
     revision = resp.revision
     members_kv, leader_kv, tasks_kv, late_kv = [
         resp.kvs(i) for i in range(len(whole))]
-    first_locks, first_claims = [resp.page(len(whole) + i)
-                                 for i in range(len(paged))]
+    first_locks, first_claims = resp.page(len(whole)), \
+        resp.page(len(whole) + 1)
     # Both readers start now: etcd prepares the claims' pages while this
     # thread works through the locks.
     lock_pages = _Pages(client, layout.locks, first_locks, revision,
-                        page_size)
+                        page_size, keys_only=not lock_values)
     claim_pages = _Pages(client, layout.claims, first_claims, revision,
                          page_size)
     try:
         state = _assemble(client, layout, cluster, now, members_kv,
                           leader_kv, tasks_kv, late_kv,
-                          lock_pages.records(), claim_pages.records())
+                          lock_pages.records(), claim_pages.records(),
+                          lock_values)
     finally:
         lock_pages.close()
         claim_pages.close()
     state['revision'] = revision
     state['snapshot'] = {
         'revision': revision, 'page_size': page_size,
-        'range_requests': 1 + lock_pages.requests + claim_pages.requests}
+        'range_requests': 1 + lock_pages.requests + claim_pages.requests,
+        'lock_values': lock_values}
     return state
 
 
 def _assemble(client, layout, cluster, now, members_kv, leader_kv, tasks_kv,
-              late_kv, lock_records, claim_records):
+              late_kv, lock_records, claim_records, lock_values):
     lease_ttls = {}
 
     def lease_ttl(lease):
@@ -243,14 +258,14 @@ def _assemble(client, layout, cluster, now, members_kv, leader_kv, tasks_kv,
         waiting = len(entries) - len(held)
         for token, key, value in held:
             shared = _locks.entry_mode(key) == _locks.SHARED
-            queued_at = value.get('queued_at')
-            lock_rows.append({
-                'name': name, 'mode': 'shared' if shared else 'exclusive',
-                'holder': value.get('node'),
-                'member_id': value.get('member_id'), 'pid': value.get('pid'),
-                'token': token,
-                'age_s': round(now - queued_at, 1) if queued_at else None,
-                'waiters': waiting})
+            row = {'name': name, 'mode': 'shared' if shared else 'exclusive',
+                   'token': token, 'waiters': waiting}
+            if lock_values:
+                _holder_fields(row, value, now)
+            else:
+                row.update(holder=None, member_id=None, pid=None, age_s=None,
+                           _key=key)
+            lock_rows.append(row)
 
     claims = []
 
@@ -337,6 +352,39 @@ def _assemble(client, layout, cluster, now, members_kv, leader_kv, tasks_kv,
             'late_results': late, 'warnings': warnings, 'health': health,
             'upgrade': _protocol.upgrade_view(members),
             'health_name': HEALTH_NAMES[health]}
+
+
+def _holder_fields(row, value, now):
+    queued_at = value.get('queued_at')
+    row.update(holder=value.get('node'), member_id=value.get('member_id'),
+               pid=value.get('pid'),
+               age_s=round(now - queued_at, 1) if queued_at else None)
+
+
+def fill_lock_rows(client, state, rows):
+    """Fill ``holder``, ``member_id``, ``pid`` and ``age_s`` of ``rows``
+    (lock rows of a ``state`` collected with ``lock_values=False``), read
+    at the state's revision (now, if etcd has compacted it: an entry gone
+    since keeps its fields None). Rows already filled are left alone.
+    Blocks for one request (none if nothing is left to fill).
+
+    :raises BackendUnavailable: etcd could not be reached.
+    """
+    todo = [r for r in rows if r.get('_key')]
+    if not todo:
+        return
+    try:
+        resp = client.txn(success=[
+            _etcd.range_op(r['_key'], revision=state['revision'])
+            for r in todo])
+    except _etcd.Compacted:
+        resp = client.txn(success=[_etcd.range_op(r['_key'])
+                                   for r in todo])
+    for i, row in enumerate(todo):
+        kvs = resp.kvs(i)
+        if kvs:
+            _holder_fields(row, kvs[0].json(), state['collected_at'])
+        del row['_key']
 
 
 def list_clusters(client):

@@ -232,13 +232,25 @@ def _single_node_state(cluster, why):
             'revision': None, 'why_not_etcd': why}
 
 
-def _collect(args):
+#: Rows of locks and of claims the status table shows (then a pointer to
+#: the list command that shows them all).
+_SHOWN = 20
+
+
+def _collect(args, lock_values=True, lock_rows_shown=None):
+    """The cluster's state (see hacluster.status.collect). With
+    ``lock_values=False`` the lock queues are read keys only, and only the
+    first ``lock_rows_shown`` lock rows get their holder, pid and age (what
+    a view that counts the rest shows)."""
     client, cluster, parsed, why = _connect(args)
     if client is None:
         state = _single_node_state(cluster, why)
         state['lock_path'] = parsed.path
         return state
-    state = _status.collect(client, cluster)
+    state = _status.collect(client, cluster, lock_values=lock_values)
+    if not lock_values and lock_rows_shown:
+        _status.fill_lock_rows(client, state,
+                               state['locks'][:lock_rows_shown])
     state['mode'] = 'etcd'
     state['backend'] = parsed.safe
     return state
@@ -282,8 +294,12 @@ class Status(command.Command):
         return parser
 
     def take_action(self, args):
+        # The table shows _SHOWN locks and counts the others: their values
+        # (holder, pid, age) are read for those rows only, not for 100,000.
+        table = args.format == 'table'
         while True:
-            state = _collect(args)
+            state = _collect(args, lock_values=not table,
+                             lock_rows_shown=_SHOWN)
             if args.watch:
                 self.app.stdout.write('\x1b[2J\x1b[H')
             self._print(state, args.format)
@@ -346,7 +362,7 @@ class Status(command.Command):
             ('token', lambda lk: lk['token']),
             ('held for', lambda lk: _cols.Seconds(lk['age_s'])),
             ('waiting', lambda lk: lk['waiters'])),
-            limit=20, more='hacluster lock list')
+            limit=_SHOWN, more='hacluster lock list')
         self._section('claims', state['claims'], (
             ('type', lambda c: _cols.Cell(c['resource_type'])),
             ('resource', lambda c: _cols.Cell(c['resource_id'])),
@@ -356,7 +372,7 @@ class Status(command.Command):
             ('age', lambda c: _cols.Seconds(c['age_s'])),
             ('attempt', lambda c: c['attempt']),
             ('last error', lambda c: _cols.Cell(c['last_error']))),
-            limit=20, more='hacluster claim list')
+            limit=_SHOWN, more='hacluster claim list')
         late = state.get('late_results') or []
         if late:
             self._section('late results', late[-10:], (
@@ -596,7 +612,8 @@ class Check(command.Command):
 
     def take_action(self, args):
         try:
-            state = _collect(args)
+            # counts locks, shows none: their keys are enough
+            state = _collect(args, lock_values=False)
         except Exception as exc:
             # Whatever went wrong, a monitoring check says UNKNOWN (3), not
             # a WARNING or CRITICAL it did not establish.

@@ -404,17 +404,20 @@ class Client:
         return ([KV(kv) for kv in resp.get('kvs') or []],
                 int(resp['header']['revision']))
 
-    def range_page(self, prefix, start=None, limit=0, revision=None):
+    def range_page(self, prefix, start=None, limit=0, revision=None,
+                   keys_only=False):
         """One page of the keys under ``prefix``: from key ``start``
         (inclusive; default: the prefix itself) on, at most ``limit`` keys
-        (0: all), in key order, read at store ``revision`` (default: now).
-        Returns a :class:`RangePage`. Blocks for one request.
+        (0: all), in key order, read at store ``revision`` (default: now),
+        without their values if ``keys_only``. Returns a
+        :class:`RangePage`. Blocks for one request.
 
         :raises Compacted: ``revision`` has been compacted.
         :raises BackendUnavailable: no endpoint answered.
         """
         op = range_op(start if start is not None else prefix,
-                      prefix_end(prefix), limit=limit, revision=revision)
+                      prefix_end(prefix), limit=limit, revision=revision,
+                      keys_only=keys_only)
         resp = self.call('/kv/range', op['request_range'])
         return RangePage(resp, int(resp['header']['revision']))
 

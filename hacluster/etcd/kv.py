@@ -75,15 +75,16 @@ def _json_or_empty(value):
 def decode_records(raw_kvs):
     """Decode many gateway KVs at once for a bulk reader (the status
     command reads 200,000): ``[(key, create_revision, lease, data)]`` where
-    ``data`` is the value decoded as :meth:`KV.json` decodes it.
+    ``data`` is the value decoded as :meth:`KV.json` decodes it (``{}`` for
+    an empty value, as a keys-only read gives).
 
     About twice as fast as ``KV(raw).json()`` per record: no object per
     record, and the values -- JSON objects, as hacluster writes them --
-    parsed as one JSON array. Only when every value is an object on its
-    own (starts with ``{`` and ends with ``}``) and the array has exactly
-    one element per value; otherwise each value is parsed by itself, so a
-    value that is not JSON still gives ``{}`` and no value can spill into
-    another's record.
+    parsed as one JSON array. Only when every non-empty value is an object
+    on its own (starts with ``{`` and ends with ``}``) and the array has
+    exactly one element per value; otherwise each value is parsed by
+    itself, so a value that is not JSON still gives ``{}`` and no value can
+    spill into another's record.
 
     Pure; thread-safe.
     """
@@ -93,19 +94,23 @@ def decode_records(raw_kvs):
     for raw in raw_kvs:
         keys.append(a2b(raw.get('key') or '').decode('utf-8'))
         value = a2b(raw.get('value') or '')
-        if batch and not (value[:1] == b'{' and value[-1:] == b'}'):
+        if value and batch and not (value[:1] == b'{' and
+                                    value[-1:] == b'}'):
             batch = False
         values.append(value)
         revisions.append(int(raw.get('create_revision', 0)))
         leases.append(int(raw.get('lease', 0)))
     data = None
-    if batch and values:
+    present = [v for v in values if v]
+    if batch:
         try:
-            data = json.loads(b'[' + b','.join(values) + b']')
+            parsed = json.loads(b'[' + b','.join(present) + b']') \
+                if present else []
         except ValueError:
-            data = None
-        if data is not None and len(data) != len(values):
-            data = None
+            parsed = None
+        if parsed is not None and len(parsed) == len(present):
+            it = iter(parsed)
+            data = [next(it) if v else {} for v in values]
     if data is None:
         data = [_json_or_empty(v) for v in values]
     return list(zip(keys, revisions, leases, data))

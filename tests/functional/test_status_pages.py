@@ -156,3 +156,41 @@ def test_the_command_shows_every_record_across_pages(crowded, etcd,
     assert cli_main.main(['status'] + args, stdout=out, stderr=err) == 0
     assert 'locks held (%d)' % LOCKS in out.getvalue()
     assert 'claims (%d)' % CLAIMS in out.getvalue()
+
+
+def test_keys_only_lock_rows_are_complete_once_filled(crowded, cluster_name):
+    client = crowded.client
+    full = _status.collect(client, cluster_name, now=1e9, page_size=PAGE)
+    bare = _status.collect(client, cluster_name, now=1e9, page_size=PAGE,
+                           lock_values=False)
+    assert bare['snapshot']['lock_values'] is False
+    assert len(bare['locks']) == LOCKS
+    assert all(r['holder'] is None for r in bare['locks'])
+    assert [(r['name'], r['mode'], r['token'], r['waiters'])
+            for r in bare['locks']] == [
+        (r['name'], r['mode'], r['token'], r['waiters'])
+        for r in full['locks']]
+    assert bare['claims'] == full['claims']
+    assert bare['health'] == full['health']
+    _status.fill_lock_rows(client, bare, bare['locks'][:5])
+    assert bare['locks'][:5] == full['locks'][:5]
+    assert '_key' in bare['locks'][5]
+
+
+def test_the_table_shows_holders_of_the_rows_it_shows(crowded, etcd,
+                                                      cluster_name,
+                                                      monkeypatch):
+    from hacluster.cli import cluster as cli_cluster
+    monkeypatch.setattr(cli_cluster, '_SHOWN', 5)
+    monkeypatch.setattr(_status, 'PAGE_SIZE', PAGE)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main.main(['status', '--backend-url', etcd.url, '--cluster',
+                          cluster_name], stdout=out, stderr=err) == 0
+    text = out.getvalue()
+    assert 'locks held (%d)' % LOCKS in text
+    assert '... %d more (hacluster lock list)' % (LOCKS - 5) in text
+    section = text.split('locks held')[1].split('claims (')[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith('| ')][1:]
+    assert len(rows) == 5
+    # a holder in every shown row, never the "none" placeholder
+    assert all(('| a ' in ln or '| b ' in ln) for ln in rows), rows
