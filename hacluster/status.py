@@ -17,10 +17,11 @@ warnings and health, read from etcd.
 member record) and needs only read access to ``/hacluster/v1/<cluster>/``.
 Everything is read at one etcd revision -- one consistent snapshot: one
 transaction reads the members, the leader queue, the tasks, the late
-results and the first :data:`PAGE_SIZE` lock entries and claims; the rest
-of those two, if any, is read page by page at that same revision (two
-reader threads, so etcd prepares the next pages while this process decodes
-the last), plus one lease lookup per member (the age of its last renewal).
+results and the first :data:`FIRST_PAGE` lock entries and claims; the rest
+of those two, if any, is read in pages of :data:`PAGE_SIZE` at that same
+revision (two reader threads, so etcd prepares the next pages while this
+process decodes the last), plus one lease lookup per member (the age of
+its last renewal).
 Nothing is left out: paging bounds each answer (a single range of 200,000
 records took etcd and the gateway longer than a request timeout), not what
 is shown.
@@ -51,6 +52,10 @@ from hacluster import url as _url
 #: more than their share (each limited range walks the index to the end
 #: of the range); smaller ones cost a request each.
 PAGE_SIZE = 20000
+#: Lock entries or claims in the snapshot's own transaction: few, so that
+#: it answers quickly and the two readers (two requests at once: etcd
+#: serves them on two cores) fetch the bulk while this process decodes.
+FIRST_PAGE = 1000
 #: Snapshots started again when etcd compacts the revision being paged.
 _COMPACTED_RETRIES = 3
 
@@ -163,16 +168,17 @@ class _Pages:
 def _collect(client, cluster, now, page_size, lock_values):
     layout = _keys.Layout(cluster)
     now = time.time() if now is None else now
+    first = min(FIRST_PAGE, page_size)
     whole = [layout.members, layout.leader, layout.tasks, layout.late]
     resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
                                for p in whole] +
                       [_etcd.range_op(layout.locks,
                                       _keys.prefix_end(layout.locks),
-                                      limit=page_size,
+                                      limit=first,
                                       keys_only=not lock_values),
                        _etcd.range_op(layout.claims,
                                       _keys.prefix_end(layout.claims),
-                                      limit=page_size)])
+                                      limit=first)])
     revision = resp.revision
     members_kv, leader_kv, tasks_kv, late_kv = [
         resp.kvs(i) for i in range(len(whole))]
