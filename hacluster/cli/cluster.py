@@ -32,6 +32,7 @@ from cliff import lister
 from cliff import show
 
 from hacluster.cli import columns as _cols
+from hacluster.cli import epilog as _epilog
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import status as _status
@@ -276,7 +277,7 @@ def _scrub_state(state):
             row['last_error'] = _url.scrub(row['last_error'])
 
 
-class Status(command.Command):
+class Status(_epilog.OwnEpilog, command.Command):
     """Show one cluster on one screen: members, leader and term, periodic
     tasks, locks held, claims (open, orphaned, in recovery), warnings
     (configuration drift, mixed versions, no leader, stuck claims, a member
@@ -436,7 +437,7 @@ def _cells(columns, rows, kinds, now, args):
     return out
 
 
-class _ListCommand(lister.Lister):
+class _ListCommand(_epilog.OwnEpilog, lister.Lister):
     columns = ()
     section = None
     #: column -> cell type (hacluster.cli.columns); the others: Cell
@@ -511,7 +512,7 @@ class ClaimLateList(_ListCommand):
     kinds = {'at': _cols.Timestamp}
 
 
-class ClaimLateClear(command.Command):
+class ClaimLateClear(_epilog.OwnEpilog, command.Command):
     """Forget late results once the backend was checked: one (--claim-id)
     or all (--all)."""
 
@@ -544,7 +545,7 @@ class TaskList(_ListCommand):
              'last_duration_s': _cols.Seconds}
 
 
-class ClusterList(lister.Lister):
+class ClusterList(_epilog.OwnEpilog, lister.Lister):
     """List the clusters in etcd (every cluster under /hacluster/v1/):
     live members, leader and term, candidates, locks held or waited for,
     open claims."""
@@ -566,7 +567,7 @@ class ClusterList(lister.Lister):
                                     args)
 
 
-class LeaderShow(show.ShowOne):
+class LeaderShow(_epilog.OwnEpilog, show.ShowOne):
     """Show the leader of the cluster: node, member, term (its fencing
     token), host, pid, version."""
 
@@ -593,7 +594,7 @@ def _plugin_text(text):
     return text.replace('|', '/').replace('\n', ' ')
 
 
-class Check(command.Command):
+class Check(_epilog.OwnEpilog, command.Command):
     """Monitoring check (Nagios plugin convention): prints one line, with
     performance data after ``|``, and exits 0 OK, 1 WARNING (drift, mixed
     versions, claims awaiting recovery, failing or paused tasks), 2 CRITICAL
@@ -636,7 +637,7 @@ class Check(command.Command):
         return state['health']
 
 
-class _TaskControl(command.Command):
+class _TaskControl(_epilog.OwnEpilog, command.Command):
     paused = None
 
     def get_parser(self, prog_name):
@@ -675,7 +676,7 @@ class TaskStart(TaskResume):
     """Deprecated spelling of ``task resume``."""
 
 
-class ClaimRecover(command.Command):
+class ClaimRecover(_epilog.OwnEpilog, command.Command):
     """Force recovery of the claims of a node known to be dead: its failed
     claims are retried at once and the leader is woken. Refused while the
     node is a live member."""
