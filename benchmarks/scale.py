@@ -38,7 +38,13 @@ one per unary request, one per message on a stream, so a watch counts
 once when created, a keep-alive once per renewal), minus the requests this
 benchmark's own plain client sent (``hacluster.etcd.Client.requests``).
 
-    benchmarks/run scale [--quick]     (--quick: the smallest sizes only)
+    benchmarks/run scale [--quick] [--axis AXIS[,AXIS...]]
+
+``--quick``: the smallest sizes only. ``--axis``: run only these axes
+(``members``, ``fanout``, ``status``, ``contention``; default all of them,
+in that order), e.g. ``--axis members,status`` to measure one fix without
+the fan-out's minutes (RabbitMQ is started only for ``fanout``). An axis
+not run is ``null`` in the JSON and has no plot.
 
 Prints the figures per axis, writes benchmarks/scale-*.png (each figure
 as a ratio to its ideal, with the ideal line and the bound) and ends with
@@ -46,6 +52,7 @@ one JSON object: every figure, ``max_members``, ``max_items``, ``plots``.
 """
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import json
@@ -117,7 +124,30 @@ from hacluster.testing.process import wait_for as _wait_for
 from hacluster.testing import servers
 from hacluster import url as _url
 
+AXES = ('members', 'fanout', 'status', 'contention')
+
+
+def _axes_arg(argv):
+    """The axes named by ``--axis a,b`` (or ``--axis=a,b``), all if none.
+    :raises SystemExit: an unknown axis (named)."""
+    chosen = None
+    for i, arg in enumerate(argv):
+        if arg == '--axis' and i + 1 < len(argv):
+            chosen = argv[i + 1]
+        elif arg.startswith('--axis='):
+            chosen = arg.split('=', 1)[1]
+    if chosen is None:
+        return AXES
+    names = [a.strip() for a in chosen.split(',') if a.strip()]
+    unknown = [a for a in names if a not in AXES]
+    if unknown or not names:
+        raise SystemExit('scale: unknown axis %s (axes: %s)' % (
+            ', '.join(unknown) or repr(chosen), ', '.join(AXES)))
+    return tuple(a for a in AXES if a in names)
+
+
 QUICK = '--quick' in sys.argv[1:]
+RUN_AXES = _axes_arg(sys.argv[1:])
 MEMBER_SIZES = [3] if QUICK else [3, 10, 30]
 KILLS = 1 if QUICK else 3
 IDLE_WINDOW = 8.0 if QUICK else 16.0
@@ -886,112 +916,133 @@ def plot(results, note):
         plt.close(fig)
         files.append(os.path.relpath(path, os.path.dirname(HERE)))
 
-    m = results['members']
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [r['members'] for r in m]
-    ys = [r['failover_ratio_to_ttl'] for r in m]
-    a.plot(xs, ys, 'o-', label='median failover / lease_ttl')
-    a.plot(xs, [r['failover_max_ratio_to_ttl'] for r in m], 'x:',
-           label='max / lease_ttl')
-    _annotate(a, xs, ys, ['%.2f s' % r['failover_median_s'] for r in m])
-    _axes(a, 'SIGKILL of the leader -> new leader leading (ideal: lease_ttl '
-          '%d s)' % TTL, 'members (processes)', xs, (TTL + 2.0) / TTL,
-          'bound: lease_ttl + 2 s')
-    ys = [r['idle_ratio_to_keepalive'] for r in m]
-    b.plot(xs, ys, 'o-', label='idle requests per member / keep-alive rate')
-    _annotate(b, xs, ys, ['%.2f/s' % r['idle_requests_per_member_s']
-                          for r in m])
-    _axes(b, 'idle etcd requests per member per s (ideal: 1 keep-alive per '
-          'renew_interval = %.1f/s, flat)' % (1 / INTERVAL),
-          'members (processes)', xs, 1.0 * INTERVAL, 'bound: 1/s')
-    for ax in (a, b):
-        ax.legend(fontsize=7)
-    save(fig, 'scale-members.png')
+    if results.get('members'):
+        m = results['members']
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        xs = [r['members'] for r in m]
+        ys = [r['failover_ratio_to_ttl'] for r in m]
+        a.plot(xs, ys, 'o-', label='median failover / lease_ttl')
+        a.plot(xs, [r['failover_max_ratio_to_ttl'] for r in m], 'x:',
+               label='max / lease_ttl')
+        _annotate(a, xs, ys, ['%.2f s' % r['failover_median_s'] for r in m])
+        _axes(a, 'SIGKILL of the leader -> new leader leading (ideal: '
+              'lease_ttl %d s)' % TTL, 'members (processes)', xs,
+              (TTL + 2.0) / TTL,
+              'bound: lease_ttl + 2 s')
+        ys = [r['idle_ratio_to_keepalive'] for r in m]
+        b.plot(xs, ys, 'o-',
+               label='idle requests per member / keep-alive rate')
+        _annotate(b, xs, ys, ['%.2f/s' % r['idle_requests_per_member_s']
+                              for r in m])
+        _axes(b, 'idle etcd requests per member per s (ideal: 1 keep-alive '
+              'per renew_interval = %.1f/s, flat)' % (1 / INTERVAL),
+              'members (processes)', xs, 1.0 * INTERVAL, 'bound: 1/s')
+        for ax in (a, b):
+            ax.legend(fontsize=7)
+        save(fig, 'scale-members.png')
 
-    f = results['fanout']
-    fig, axs = plt.subplots(1, 3, figsize=(14, 4))
-    for r in f:
-        if r.get('error'):
-            axs[0].annotate('%d x %d: failed' % (r['members'], r['items']),
-                            (r['items'], 1.15), color='red', fontsize=7)
-    for size in sorted({r['members'] for r in f}):
-        rs = [r for r in f if r['members'] == size and not r.get('error')]
-        xs = [r['items'] for r in rs]
-        ys = [r['cycle_ratio'] for r in rs]
-        axs[0].plot(xs, ys, 'o-', label='%d members' % size)
-        _annotate(axs[0], xs, ys, ['%.1f s' % r['cycle_s'] for r in rs])
-        ys = [r['etcd_requests_per_item'] / 0.05 for r in rs]
-        axs[1].plot(xs, ys, 'o-', label='%d members, all requests' % size)
-        _annotate(axs[1], xs, ys, ['%.3f' % r['etcd_requests_per_item']
-                                   for r in rs])
-        axs[1].plot(xs, [r['etcd_requests_per_item_net_of_idle'] / 0.05
-                         for r in rs], 'x:',
-                    label='%d members, net of idle' % size)
-        ys = [r['rpc_ratio_to_min'] for r in rs]
-        axs[2].plot(xs, ys, 'o-', label='%d members' % size)
-        _annotate(axs[2], xs, ys, ['%.3f' % r['rpc_messages_per_item']
-                                   for r in rs])
-    fx = [r['items'] for r in f]
-    _axes(axs[0], 'cycle time / (items x 50 ms / members)', 'items', fx,
-          1.15, 'bound 1.15')
-    _axes(axs[1], 'etcd requests per item / 0.05 (the goal as ideal)',
-          'items', fx)
-    _axes(axs[2], 'RPC messages per item / minimum (1 per %d items per '
-          'member)' % BATCH, 'items', fx)
-    for ax in axs:
-        ax.legend(fontsize=7)
-    save(fig, 'scale-fanout.png')
+    if results.get('fanout'):
+        f = results['fanout']
+        fig, axs = plt.subplots(1, 3, figsize=(14, 4))
+        for r in f:
+            if r.get('error'):
+                axs[0].annotate('%d x %d: failed' % (r['members'], r['items']),
+                                (r['items'], 1.15), color='red', fontsize=7)
+        for size in sorted({r['members'] for r in f}):
+            rs = [r for r in f if r['members'] == size and not r.get('error')]
+            xs = [r['items'] for r in rs]
+            ys = [r['cycle_ratio'] for r in rs]
+            axs[0].plot(xs, ys, 'o-', label='%d members' % size)
+            _annotate(axs[0], xs, ys, ['%.1f s' % r['cycle_s'] for r in rs])
+            ys = [r['etcd_requests_per_item'] / 0.05 for r in rs]
+            axs[1].plot(xs, ys, 'o-', label='%d members, all requests' % size)
+            _annotate(axs[1], xs, ys, ['%.3f' % r['etcd_requests_per_item']
+                                       for r in rs])
+            axs[1].plot(xs, [r['etcd_requests_per_item_net_of_idle'] / 0.05
+                             for r in rs], 'x:',
+                        label='%d members, net of idle' % size)
+            ys = [r['rpc_ratio_to_min'] for r in rs]
+            axs[2].plot(xs, ys, 'o-', label='%d members' % size)
+            _annotate(axs[2], xs, ys, ['%.3f' % r['rpc_messages_per_item']
+                                       for r in rs])
+        fx = [r['items'] for r in f]
+        _axes(axs[0], 'cycle time / (items x 50 ms / members)', 'items', fx,
+              1.15, 'bound 1.15')
+        _axes(axs[1], 'etcd requests per item / 0.05 (the goal as ideal)',
+              'items', fx)
+        _axes(axs[2], 'RPC messages per item / minimum (1 per %d items per '
+              'member)' % BATCH, 'items', fx)
+        for ax in axs:
+            ax.legend(fontsize=7)
+        save(fig, 'scale-fanout.png')
 
-    s = results['status']
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    xs = [r['locks'] for r in s]
-    for fmt in ('table', 'json'):
-        ys = [(r.get(fmt) or {}).get('ratio_to_goal') for r in s]
-        a.plot(xs, [y if y is not None else float('nan') for y in ys], 'o-',
-               label='hacluster status -f %s' % fmt)
-        _annotate(a, xs, [y or 0 for y in ys],
-                  ['%s s' % (r.get(fmt) or {}).get('median_s') for r in s])
-        ys = [(r.get(fmt) or {}).get('requests_ratio_to_ideal') for r in s]
-        b.plot(xs, [y if y is not None else float('nan') for y in ys], 'o-',
-               label='-f %s' % fmt)
-    _axes(a, 'hacluster status wall time / goal (1 s up to 10,000; 5 s at '
-          '100,000)', 'held locks (and as many open claims)', xs)
-    _axes(b, 'etcd requests per call / 4 (1 snapshot + 1 lease per member)',
-          'held locks (and as many open claims)', xs)
-    for ax in (a, b):
-        ax.legend(fontsize=7)
-    save(fig, 'scale-status.png')
+    if results.get('status'):
+        s = results['status']
+        fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+        xs = [r['locks'] for r in s]
+        for fmt in ('table', 'json'):
+            ys = [(r.get(fmt) or {}).get('ratio_to_goal') for r in s]
+            a.plot(xs, [y if y is not None else float('nan')
+                        for y in ys], 'o-',
+                   label='hacluster status -f %s' % fmt)
+            _annotate(a, xs, [y or 0 for y in ys],
+                      ['%s s' % (r.get(fmt) or {}).get('median_s') for r in s])
+            ys = [(r.get(fmt) or {}).get('requests_ratio_to_ideal') for r in s]
+            b.plot(xs, [y if y is not None else float('nan')
+                        for y in ys], 'o-', label='-f %s' % fmt)
+        _axes(a, 'hacluster status wall time / goal (1 s up to 10,000; 5 s at '
+              '100,000)', 'held locks (and as many open claims)', xs)
+        _axes(b, 'etcd requests per call / 4 (1 snapshot + 1 lease per '
+              'member)',
+              'held locks (and as many open claims)', xs)
+        for ax in (a, b):
+            ax.legend(fontsize=7)
+        save(fig, 'scale-status.png')
 
-    c = results['contention']
-    fig, a = plt.subplots(1, 1, figsize=(6, 4))
-    xs = [r['waiters'] for r in c]
-    ys = [r['p50_ratio_to_10ms'] for r in c]
-    a.plot(xs, ys, 'o-', label='p50 / 10 ms')
-    _annotate(a, xs, ys, ['%.1f ms%s' % (r['handoff_p50_ms'], '' if
-                                         r['fifo_kept'] else ' FIFO broken')
-                          for r in c])
-    ys = [r['p99_ratio_to_50ms'] for r in c]
-    a.plot(xs, ys, 's-', label='p99 / 50 ms')
-    _annotate(a, xs, ys, ['%.1f ms' % r['handoff_p99_ms'] for r in c])
-    _axes(a, 'lock hand-off to the next waiter (ideal: flat, within the '
-          'goal)', 'waiters on one name', xs)
-    a.legend(fontsize=7)
-    save(fig, 'scale-contention.png')
+    if results.get('contention'):
+        c = results['contention']
+        fig, a = plt.subplots(1, 1, figsize=(6, 4))
+        xs = [r['waiters'] for r in c]
+        ys = [r['p50_ratio_to_10ms'] for r in c]
+        a.plot(xs, ys, 'o-', label='p50 / 10 ms')
+        _annotate(a, xs, ys, ['%.1f ms%s' % (
+            r['handoff_p50_ms'], '' if r['fifo_kept'] else ' FIFO broken')
+            for r in c])
+        ys = [r['p99_ratio_to_50ms'] for r in c]
+        a.plot(xs, ys, 's-', label='p99 / 50 ms')
+        _annotate(a, xs, ys, ['%.1f ms' % r['handoff_p99_ms'] for r in c])
+        _axes(a, 'lock hand-off to the next waiter (ideal: flat, within the '
+              'goal)', 'waiters on one name', xs)
+        a.legend(fontsize=7)
+        save(fig, 'scale-contention.png')
     return files
+
+
+@contextlib.contextmanager
+def _rabbit_if(wanted):
+    """A private RabbitMQ for the fan-out axis (6-9 s to start), None when
+    that axis is not run."""
+    if not wanted:
+        yield None
+        return
+    with servers.RabbitMQServer() as rabbit:
+        yield rabbit
 
 
 def main():
     started = time.monotonic()
     load0 = os.getloadavg()
-    results = {'quick': QUICK}
+    results = {'quick': QUICK, 'axes': list(RUN_AXES)}
+    results.update({axis: None for axis in AXES})
     with servers.EtcdServer(name='bench-scale') as etcd, \
-            servers.RabbitMQServer() as rabbit:
+            _rabbit_if('fanout' in RUN_AXES) as rabbit:
         metrics = Metrics(etcd.endpoint)
         # a generous timeout: this client reads 200,000 keys at once
         client = _etcd.Client(_url.parse(etcd.url), timeout=60)
-        log('private etcd %s, RabbitMQ %d; %s sizes; load average %.2f on '
-            '%d cores (other work on this machine shares them)'
-            % (etcd.endpoint, rabbit.port, 'smallest' if QUICK else 'all',
+        log('private etcd %s, RabbitMQ %s; %s sizes; axes %s; load average '
+            '%.2f on %d cores (other work on this machine shares them)'
+            % (etcd.endpoint, rabbit.port if rabbit else 'not started',
+               'smallest' if QUICK else 'all', ', '.join(RUN_AXES),
                load0[0], os.cpu_count()))
         log('etcd requests: the server\'s grpc_server_msg_received_total '
             '(all methods), minus this benchmark\'s own client')
@@ -999,20 +1050,25 @@ def main():
             % (CODE['digest'], CODE.get('commit'),
                ' + uncommitted changes to %s' % ', '.join(
                    CODE['uncommitted']) if CODE.get('uncommitted') else ''))
-        log('\n1. members: one process each, one coordinator (session, '
-            'member record, watch) campaigning for leader; timings %d/%g/%g '
-            's' % (TTL, DEADLINE, INTERVAL))
-        results['members'] = members_axis(etcd, metrics, client)
-        compact(client)
-        log('\n2. fan-out: one process per member (coordinator, periodic '
-            'runner, RPC server, one worker); items of %d ms' % (SLEEP * 1e3))
-        results['fanout'] = fanout_axis(etcd, metrics, client,
-                                        rabbit.transport_url)
-        compact(client)
-        log('\n3. status: locks held and claims open by 3 members')
-        results['status'] = status_axis(etcd, metrics, client)
-        log('\n4. lock contention: waiters on one name')
-        results['contention'] = contention_axis(etcd, client)
+        if 'members' in RUN_AXES:
+            log('\n1. members: one process each, one coordinator (session, '
+                'member record, watch) campaigning for leader; timings '
+                '%d/%g/%g s' % (TTL, DEADLINE, INTERVAL))
+            results['members'] = members_axis(etcd, metrics, client)
+            compact(client)
+        if 'fanout' in RUN_AXES:
+            log('\n2. fan-out: one process per member (coordinator, '
+                'periodic runner, RPC server, one worker); items of %d ms'
+                % (SLEEP * 1e3))
+            results['fanout'] = fanout_axis(etcd, metrics, client,
+                                            rabbit.transport_url)
+            compact(client)
+        if 'status' in RUN_AXES:
+            log('\n3. status: locks held and claims open by 3 members')
+            results['status'] = status_axis(etcd, metrics, client)
+        if 'contention' in RUN_AXES:
+            log('\n4. lock contention: waiters on one name')
+            results['contention'] = contention_axis(etcd, client)
     load1 = os.getloadavg()
     run_s = time.monotonic() - started
     note = ('%s run, %.0f s, 2 cores shared with other work (load average '
@@ -1020,8 +1076,10 @@ def main():
             % ('quick' if QUICK else 'full', run_s, load0[0], load1[0]))
     results['plots'] = plot(results, note)
     results.update(
-        max_members=max(MEMBER_SIZES + FANOUT_MEMBERS),
-        max_items=max(FANOUT_ITEMS),
+        max_members=max(
+            (MEMBER_SIZES if 'members' in RUN_AXES else []) +
+            (FANOUT_MEMBERS if 'fanout' in RUN_AXES else []), default=None),
+        max_items=max(FANOUT_ITEMS) if 'fanout' in RUN_AXES else None,
         member=('plain node: one process, one coordinator campaigning for '
                 'leader; fan-out member: one process, coordinator + periodic '
                 'runner + RPC server, one worker'),

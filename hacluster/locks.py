@@ -23,9 +23,10 @@ The recipe (etcd's Mutex, extended to read/write):
   with no earlier *exclusive* entry. A writer waits for everything before it,
   and readers that arrive after a writer wait for it: no writer starvation;
 * a waiter does not poll: it waits for the deletion of the one entry it is
-  blocked behind, delivered by the coordinator's watch, then re-reads the
-  queue (one range request). A safety re-read every ``renew_interval``
-  bounds the cost of a lost watch event to latency, never liveness;
+  blocked behind (or of its own entry), delivered by the coordinator's
+  watch, then re-reads the queue (one range request). A resync of the watch
+  (events missed: compaction) wakes it too. What bounds a lost event: the
+  safety check, below;
 * the fencing token is the create revision of the holder's key: etcd's
   global revision, so strictly increasing across successive holders of a
   name, for free;
@@ -36,6 +37,36 @@ The recipe (etcd's Mutex, extended to read/write):
 When the session is lost, every lock held under it is marked lost and its
 ``on_lost`` callbacks run (in the session thread). When someone else deletes
 a held lock's key, the watch sees it and does the same.
+
+**The safety check of a blocked waiter.** The watch is the waiter's only
+wake-up while all is well; an idle waiter (every election candidate is one)
+sends no request of its own. Besides, every ``renew_interval`` it checks,
+locally: is its session still valid (if not, it queues again on the new
+one), and has etcd's revision moved past the revision of its last read of
+the queue? Any deletion -- the blocker released, expired or deleted by an
+operator, the waiter's own entry deleted -- makes a new revision, and the
+coordinator's client learns the current revision from every answer,
+the session's keep-alive (every ``renew_interval``) among them
+(:attr:`hacluster.etcd.Client.revision`). Only when it has moved, and the
+safety period has passed since the last read, does the waiter re-read its
+queue (one keys-only range). The period starts at ``renew_interval`` and
+doubles after each such re-read that finds the queue as it was, up to
+``lease_ttl``; a re-read that finds a change (or a wake-up) sets it back.
+So in an idle cluster a waiter costs nothing, and on a busy etcd at most
+one read per period.
+
+What bounds the hand-off when the watch does not deliver (an event lost, a
+stream stalled without an error -- it is re-opened after its idle timeout
+anyway --, a member frozen, history compacted): the blocker's key goes at
+time t; the first keep-alive sent after t reports the new revision (by
+``t + renew_interval + one request``); the waiter's next check finds it
+(``renew_interval`` later at most) and re-reads once the period allows.
+The waiter acquires, or learns that it must queue again, by
+``t + lease_ttl + renew_interval + 2 requests`` (``t + 2 x renew_interval
++ 2 requests`` while the period is at its start, as it is in a cluster
+that was idle). A session that ends while waiting is noticed at the next
+check (``renew_interval``), or at once through the deletion event of the
+waiter's own entry when the old lease is revoked.
 """
 
 import itertools
@@ -117,16 +148,47 @@ def parse_blocking(blocking):
         % (blocking,))
 
 
+def safety_read_due(seen_revision, read_revision, since_read, period):
+    """Whether a blocked waiter that no event woke should re-read its queue
+    now (see the safety check in the module docstring).
+
+    :param seen_revision: the highest revision etcd has reported to this
+        process (:attr:`hacluster.etcd.Client.revision`).
+    :param read_revision: the store revision of the waiter's last read of
+        its queue.
+    :param since_read: seconds since that read.
+    :param period: the current safety period in seconds.
+    :returns: True only if something changed in etcd since the read (any
+        deletion makes a new revision) and the period has passed (give or
+        take 5%: a timed wait may return a hair early).
+
+    Pure; thread-safe.
+    """
+    return seen_revision > read_revision and since_read >= 0.95 * period
+
+
+def next_safety_period(period, changed, woken, start, ceiling):
+    """The safety period after a re-read of the queue: back to ``start``
+    when the read was woken by the watch or found the queue changed,
+    else doubled up to ``ceiling``. Pure; thread-safe."""
+    if changed or woken:
+        return start
+    return min(ceiling, period * 2.0)
+
+
 class _Waiter:
-    """Wakes one acquisition when the entry it waits behind is deleted.
+    """Wakes one acquisition when the entry it waits behind, or its own
+    entry, is deleted, or when the watch resyncs.
 
     Subscribed before the queue is read, so a deletion that happens between
     the read and the wait is still seen (it is remembered in ``deleted``).
+    Thread-safe: :meth:`notify` and :meth:`resync` run in the watch thread.
     """
 
-    def __init__(self):
+    def __init__(self, own_key):
         self._lock = threading.Lock()
         self._event = threading.Event()
+        self._own = own_key
         self._target = None
         self._deleted = set()
 
@@ -135,18 +197,21 @@ class _Waiter:
             return
         with self._lock:
             self._deleted.add(kv.key)
-            if self._target is None or kv.key == self._target:
+            # Our own entry gone (an operator, the lease revoked after a
+            # lost session): no need to wait for the blocker to learn it.
+            if self._target is None or kv.key in (self._target, self._own):
                 self._event.set()
 
     def resync(self):
         self._event.set()
 
     def wait_for(self, key, timeout):
-        """Block until ``key`` is deleted or ``timeout`` passes; True if it
-        was deleted (or a resync asks for a re-read)."""
+        """Block until ``key`` or the waiter's own entry is deleted, or
+        ``timeout`` passes; True if woken (a deletion, or a resync asking
+        for a re-read), False on the timeout."""
         with self._lock:
             self._target = key
-            if key in self._deleted:
+            if key in self._deleted or self._own in self._deleted:
                 return True
             self._event.clear()
         return self._event.wait(timeout)
@@ -259,7 +324,11 @@ class Lock:
             when the time ran out; a blocking acquire keeps retrying).
         :raises NotStarted: the coordinator is not running.
 
-        Blocks (see ``blocking``). Waiting is by etcd watch, never polling.
+        Blocks (see ``blocking``). Waiting is by etcd watch, never polling:
+        a blocked acquire sends no request while nothing changes in etcd,
+        and acquires within ``lease_ttl + renew_interval`` and two requests
+        of its blocker's key going even if the watch never delivers that
+        deletion (see the module docstring).
         """
         timeout = parse_blocking(blocking)
         coord = self._ctx
@@ -356,7 +425,7 @@ class Lock:
             'thread': threading.current_thread().name,
             'mode': 'shared' if self.shared else 'exclusive',
             'queued_at': time.time(), 'format': 1})
-        waiter = self._waiter = _Waiter()
+        waiter = self._waiter = _Waiter(key)
         coord.subscribe(self._prefix, waiter)
         # Set before the request: a put whose answer was lost may still
         # have landed, and an entry left behind would block the queue for
@@ -376,6 +445,14 @@ class Lock:
             my_rev = next((rev for rev, k in entries if k == key), None)
             if my_rev is None:
                 return None
+            # what the re-reads below see too (later entries never block)
+            entries = [e for e in entries if e[0] <= my_rev]
+            # The safety check (module docstring): no request while nothing
+            # changed in etcd since our last read of the queue.
+            interval = coord.session.renew_interval
+            ceiling = max(interval, float(coord.session.lease_ttl))
+            period = interval
+            read_rev, read_at = resp.revision, clock()
             while True:
                 blocker = find_blocker(entries, my_rev, self.shared)
                 if blocker is None:
@@ -387,20 +464,29 @@ class Lock:
                 if (remaining is not None and remaining <= 0) or \
                         self._cancelled.is_set():
                     return False
-                wait = coord.session.renew_interval if remaining is None \
-                    else min(remaining, coord.session.renew_interval)
-                waiter.wait_for(blocker[1], wait)
+                wait = interval if remaining is None \
+                    else min(remaining, interval)
+                woken = waiter.wait_for(blocker[1], wait)
                 if self._cancelled.is_set():
                     return False
                 if not coord.session.valid(epoch):
                     return None
-                kvs, _ = coord.client.get_prefix(
+                if not woken and not safety_read_due(
+                        coord.client.revision, read_rev, clock() - read_at,
+                        period):
+                    continue
+                kvs, read_rev = coord.client.get_prefix(
                     self._prefix, keys_only=True, max_create_revision=my_rev)
-                entries = [(kv.create_revision, kv.key) for kv in kvs]
-                if not any(k == key for _, k in entries):
+                read_at = clock()
+                fresh = [(kv.create_revision, kv.key) for kv in kvs]
+                if not any(k == key for _, k in fresh):
                     # Our entry is gone (lease lost, or deleted by an
                     # operator): queue again.
                     return None
+                period = next_safety_period(
+                    period, sorted(fresh) != sorted(entries), woken,
+                    interval, ceiling)
+                entries = fresh
         finally:
             self._waiter = None
             coord.unsubscribe(self._prefix, waiter)

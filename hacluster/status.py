@@ -15,8 +15,16 @@ warnings and health, read from etcd.
 
 :func:`collect` is read-only: it never joins the cluster (no session, no
 member record) and needs only read access to ``/hacluster/v1/<cluster>/``.
-Everything is read in one transaction -- one consistent snapshot at one etcd
-revision -- plus one lease lookup per member (the age of its last renewal).
+Everything is read at one etcd revision -- one consistent snapshot: one
+transaction reads the members, the leader queue, the tasks, the late
+results and the first :data:`FIRST_PAGE` lock entries and claims; the rest
+of those two, if any, is read in pages of :data:`PAGE_SIZE` at that same
+revision (two reader threads, so etcd prepares the next pages while this
+process decodes the last), plus one lease lookup per member (the age of
+its last renewal).
+Nothing is left out: paging bounds each answer (a single range of 200,000
+records took etcd and the gateway longer than a request timeout), not what
+is shown.
 
 Health follows the Nagios plugin convention (:data:`OK` 0, :data:`WARNING` 1,
 :data:`CRITICAL` 2, :data:`UNKNOWN` 3): critical when the cluster has no
@@ -26,6 +34,8 @@ paused tasks.
 """
 
 import json
+import queue
+import threading
 import time
 
 from hacluster import claims as _claims
@@ -38,6 +48,19 @@ from hacluster import membership as _membership
 from hacluster import protocol as _protocol
 from hacluster import url as _url
 
+#: Lock entries or claims per range request. Smaller pages cost more in
+#: all (each is a request, and etcd 3.4 walks its index to the end of the
+#: range for every limited range: 100,000 claims took 7.4 s in pages of
+#: 1,000, 2.7 s in pages of 20,000); much larger ones make answers that can
+#: outlast a request timeout (a single range of 100,000 did, under load).
+PAGE_SIZE = 20000
+#: Lock entries or claims in the snapshot's own transaction: few, so that
+#: it answers quickly and the two readers (two requests at once: etcd
+#: serves them on two cores) fetch the bulk while this process decodes.
+FIRST_PAGE = 1000
+#: Snapshots started again when etcd compacts the revision being paged.
+_COMPACTED_RETRIES = 3
+
 OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 HEALTH_NAMES = {OK: 'OK', WARNING: 'WARNING', CRITICAL: 'CRITICAL',
                 UNKNOWN: 'UNKNOWN'}
@@ -47,25 +70,146 @@ def _rel(key, prefix):
     return key[len(prefix):]
 
 
-def collect(client, cluster, now=None):
+def collect(client, cluster, now=None, page_size=None, lock_values=True):
     """Read the state of ``cluster``.
 
     :param client: a :class:`hacluster.etcd.Client`.
+    :param page_size: lock entries or claims per range request (default
+        :data:`PAGE_SIZE`).
+    :param lock_values: False to read the lock queues without their
+        values (keys only: less than half of what etcd sends for them, for
+        a view that shows a few locks and counts the rest): every lock row
+        is there, with ``name``, ``mode``, ``token`` and ``waiters``, but
+        ``holder``, ``member_id``, ``pid`` and ``age_s`` are None until
+        :func:`fill_lock_rows` reads them for the rows that are shown.
     :returns: a JSON-able dict: ``cluster``, ``revision``, ``members``,
         ``leader``, ``tasks``, ``locks``, ``claims``, ``warnings``
-        (list of ``{level, text}``), ``health`` (0-3), ``health_name``.
+        (list of ``{level, text}``), ``health`` (0-3), ``health_name``,
+        ``snapshot`` (how it was read: ``revision``, ``page_size``,
+        ``range_requests``, ``lock_values``). Every lock held and every
+        claim, however many: pages are an implementation detail, not a
+        summary.
     :raises BackendUnavailable: etcd could not be reached (the message
         names the scrubbed endpoints).
+
+    Blocks for ``1 + (locks + claims) / page_size`` range requests (two at
+    a time) and one lease lookup per member.
     """
+    page_size = page_size or PAGE_SIZE
+    for attempt in range(_COMPACTED_RETRIES):
+        try:
+            return _collect(client, cluster, now, page_size, lock_values)
+        except _etcd.Compacted:
+            # etcd compacted the snapshot's revision while we paged: take a
+            # new snapshot (a page of another revision would mix states).
+            if attempt == _COMPACTED_RETRIES - 1:
+                raise
+
+
+class _Pages:
+    """The records under ``prefix``: those of ``first`` (a RangePage), then
+    those of the later pages, read at ``revision`` by a thread of its own
+    that starts at once and stays at most two pages ahead of the consumer
+    (etcd prepares the next page while this process decodes the last, and
+    memory stays bounded). An error of the reader is raised by
+    :meth:`records`. Call :meth:`close` when done (idempotent)."""
+
+    def __init__(self, client, prefix, first, revision, page_size,
+                 keys_only=False):
+        self.requests = 0
+        self._first = first
+        self._queue = queue.Queue(maxsize=2)
+        self._stop = threading.Event()
+        self._thread = None
+        if first.more:
+            self._thread = threading.Thread(
+                target=self._read, daemon=True, name='hacluster-status-pages',
+                args=(client, prefix, revision, page_size, keys_only))
+            self._thread.start()
+
+    def _put(self, item):
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def _read(self, client, prefix, revision, page_size, keys_only):
+        page = self._first
+        try:
+            while page.more:
+                page = client.range_page(prefix, start=page.last_key + '\0',
+                                         limit=page_size, revision=revision,
+                                         keys_only=keys_only)
+                self.requests += 1
+                if not self._put(page):
+                    return
+            self._put(None)
+        except Exception as exc:     # raised in the consumer
+            self._put(exc)
+
+    def records(self):
+        """Yield ``(key, create_revision, lease, data)`` in key order."""
+        yield from self._first.records()
+        if self._thread is None:
+            return
+        while True:
+            page = self._queue.get()
+            if page is None:
+                return
+            if isinstance(page, Exception):
+                raise page
+            yield from page.records()
+
+    def close(self):
+        self._stop.set()
+
+
+def _collect(client, cluster, now, page_size, lock_values):
     layout = _keys.Layout(cluster)
     now = time.time() if now is None else now
-    prefixes = [layout.members, layout.leader, layout.locks, layout.claims,
-                layout.tasks, layout.late]
+    first = min(FIRST_PAGE, page_size)
+    whole = [layout.members, layout.leader, layout.tasks, layout.late]
     resp = client.txn(success=[_etcd.range_op(p, _keys.prefix_end(p))
-                               for p in prefixes])
+                               for p in whole] +
+                      [_etcd.range_op(layout.locks,
+                                      _keys.prefix_end(layout.locks),
+                                      limit=first,
+                                      keys_only=not lock_values),
+                       _etcd.range_op(layout.claims,
+                                      _keys.prefix_end(layout.claims),
+                                      limit=first)])
     revision = resp.revision
-    members_kv, leader_kv, locks_kv, claims_kv, tasks_kv, late_kv = [
-        resp.kvs(i) for i in range(len(prefixes))]
+    members_kv, leader_kv, tasks_kv, late_kv = [
+        resp.kvs(i) for i in range(len(whole))]
+    first_locks, first_claims = resp.page(len(whole)), \
+        resp.page(len(whole) + 1)
+    # Both readers start now: etcd prepares the claims' pages while this
+    # thread works through the locks.
+    lock_pages = _Pages(client, layout.locks, first_locks, revision,
+                        page_size, keys_only=not lock_values)
+    claim_pages = _Pages(client, layout.claims, first_claims, revision,
+                         page_size)
+    try:
+        state = _assemble(client, layout, cluster, now, members_kv,
+                          leader_kv, tasks_kv, late_kv,
+                          lock_pages.records(), claim_pages.records(),
+                          lock_values)
+    finally:
+        lock_pages.close()
+        claim_pages.close()
+    state['revision'] = revision
+    state['snapshot'] = {
+        'revision': revision, 'page_size': page_size,
+        'range_requests': 1 + lock_pages.requests + claim_pages.requests,
+        'lock_values': lock_values}
+    return state
+
+
+def _assemble(client, layout, cluster, now, members_kv, leader_kv, tasks_kv,
+              late_kv, lock_records, claim_records, lock_values):
     lease_ttls = {}
 
     def lease_ttl(lease):
@@ -105,29 +249,31 @@ def collect(client, cluster, now=None):
         leader['term'] = head.create_revision
         leader['candidates'] = len(leader_kv)
 
-    locks = {}
-    for kv in sorted(locks_kv, key=lambda kv: kv.create_revision):
-        name = layout.lock_name_from_key(kv.key)
-        value = kv.json()
-        entries = locks.setdefault(name, [])
-        shared = _locks.entry_mode(kv.key) == _locks.SHARED
-        entries.append(dict(value, token=kv.create_revision, _key=kv.key,
-                            mode='shared' if shared else 'exclusive'))
+    queues = {}
+    name_of = layout.lock_name_from_key
+    for key, token, _lease, value in lock_records:
+        queues.setdefault(name_of(key), []).append((token, key, value))
     lock_rows = []
-    for name, entries in sorted(locks.items()):
-        # the queue rule of the locks themselves (locks.holders)
-        by_rev = {e['token']: e for e in entries}
-        held = [by_rev[rev] for rev, _ in _locks.holders(
-            [(e['token'], e['_key']) for e in entries])]
+    for name in sorted(queues):
+        entries = queues[name]
+        if len(entries) == 1:
+            held = entries       # alone in its queue: it holds
+        else:
+            entries.sort()
+            # the queue rule of the locks themselves (locks.holders)
+            holding = set(_locks.holders([e[:2] for e in entries]))
+            held = [e for e in entries if e[:2] in holding]
         waiting = len(entries) - len(held)
-        for h in held:
-            lock_rows.append({
-                'name': name, 'mode': h['mode'], 'holder': h.get('node'),
-                'member_id': h.get('member_id'), 'pid': h.get('pid'),
-                'token': h['token'],
-                'age_s': round(now - h['queued_at'], 1)
-                if h.get('queued_at') else None,
-                'waiters': waiting})
+        for token, key, value in held:
+            shared = _locks.entry_mode(key) == _locks.SHARED
+            row = {'name': name, 'mode': 'shared' if shared else 'exclusive',
+                   'token': token, 'waiters': waiting}
+            if lock_values:
+                _holder_fields(row, value, now)
+            else:
+                row.update(holder=None, member_id=None, pid=None, age_s=None,
+                           _key=key)
+            lock_rows.append(row)
 
     claims = []
 
@@ -141,20 +287,19 @@ def collect(client, cluster, now=None):
             return member_id not in by_member_id
         return int(lease) == 0 or lease_ttl(int(lease)) == -1
 
-    for kv in claims_kv:
-        rec = kv.json()
+    for _key, _rev, _lease, rec in claim_records:
         state = rec.get('state')
         if orphaned(rec):
             state = 'recovering (recoverer gone)' \
                 if state == _claims.RECOVERING else 'orphaned'
+        started_at = rec.get('started_at')
         claims.append({
             'claim_id': rec.get('claim_id'), 'node': rec.get('node'),
             'member_id': rec.get('member_id'),
             'resource_type': rec.get('resource_type'),
             'resource_id': rec.get('resource_id'),
             'operation': rec.get('operation'), 'state': state,
-            'age_s': round(now - rec['started_at'], 1)
-            if rec.get('started_at') else None,
+            'age_s': round(now - started_at, 1) if started_at else None,
             'attempt': rec.get('attempt', 0),
             'recoverer': rec.get('recoverer_node'),
             'last_error': rec.get('last_error')})
@@ -209,12 +354,45 @@ def collect(client, cluster, now=None):
                 'items_handled')} for n, st in sorted(nodes.items())}})
 
     warnings, health = _assess(members, leader, claims, task_rows, late)
-    return {'cluster': cluster, 'revision': revision,
+    return {'cluster': cluster, 'revision': None, 'snapshot': None,
             'collected_at': now, 'members': members, 'leader': leader,
             'tasks': task_rows, 'locks': lock_rows, 'claims': claims,
             'late_results': late, 'warnings': warnings, 'health': health,
             'upgrade': _protocol.upgrade_view(members),
             'health_name': HEALTH_NAMES[health]}
+
+
+def _holder_fields(row, value, now):
+    queued_at = value.get('queued_at')
+    row.update(holder=value.get('node'), member_id=value.get('member_id'),
+               pid=value.get('pid'),
+               age_s=round(now - queued_at, 1) if queued_at else None)
+
+
+def fill_lock_rows(client, state, rows):
+    """Fill ``holder``, ``member_id``, ``pid`` and ``age_s`` of ``rows``
+    (lock rows of a ``state`` collected with ``lock_values=False``), read
+    at the state's revision (now, if etcd has compacted it: an entry gone
+    since keeps its fields None). Rows already filled are left alone.
+    Blocks for one request (none if nothing is left to fill).
+
+    :raises BackendUnavailable: etcd could not be reached.
+    """
+    todo = [r for r in rows if r.get('_key')]
+    if not todo:
+        return
+    try:
+        resp = client.txn(success=[
+            _etcd.range_op(r['_key'], revision=state['revision'])
+            for r in todo])
+    except _etcd.Compacted:
+        resp = client.txn(success=[_etcd.range_op(r['_key'])
+                                   for r in todo])
+    for i, row in enumerate(todo):
+        kvs = resp.kvs(i)
+        if kvs:
+            _holder_fields(row, kvs[0].json(), state['collected_at'])
+        del row['_key']
 
 
 def list_clusters(client):

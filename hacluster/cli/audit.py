@@ -18,9 +18,10 @@ import textwrap
 from cliff import lister
 
 from hacluster import audit
+from hacluster.cli import epilog as _epilog
 
 
-class Audit(lister.Lister):
+class Audit(_epilog.OwnEpilog, lister.Lister):
     """Find the lock sites of a share driver and say which to replace.
 
     Parses the given Python files (directories are walked for *.py; nothing

@@ -32,6 +32,7 @@ from cliff import lister
 from cliff import show
 
 from hacluster.cli import columns as _cols
+from hacluster.cli import epilog as _epilog
 from hacluster import etcd as _etcd
 from hacluster import exceptions
 from hacluster import status as _status
@@ -232,13 +233,25 @@ def _single_node_state(cluster, why):
             'revision': None, 'why_not_etcd': why}
 
 
-def _collect(args):
+#: Rows of locks and of claims the status table shows (then a pointer to
+#: the list command that shows them all).
+_SHOWN = 20
+
+
+def _collect(args, lock_values=True, lock_rows_shown=None):
+    """The cluster's state (see hacluster.status.collect). With
+    ``lock_values=False`` the lock queues are read keys only, and only the
+    first ``lock_rows_shown`` lock rows get their holder, pid and age (what
+    a view that counts the rest shows)."""
     client, cluster, parsed, why = _connect(args)
     if client is None:
         state = _single_node_state(cluster, why)
         state['lock_path'] = parsed.path
         return state
-    state = _status.collect(client, cluster)
+    state = _status.collect(client, cluster, lock_values=lock_values)
+    if not lock_values and lock_rows_shown:
+        _status.fill_lock_rows(client, state,
+                               state['locks'][:lock_rows_shown])
     state['mode'] = 'etcd'
     state['backend'] = parsed.safe
     return state
@@ -264,7 +277,7 @@ def _scrub_state(state):
             row['last_error'] = _url.scrub(row['last_error'])
 
 
-class Status(command.Command):
+class Status(_epilog.OwnEpilog, command.Command):
     """Show one cluster on one screen: members, leader and term, periodic
     tasks, locks held, claims (open, orphaned, in recovery), warnings
     (configuration drift, mixed versions, no leader, stuck claims, a member
@@ -282,8 +295,12 @@ class Status(command.Command):
         return parser
 
     def take_action(self, args):
+        # The table shows _SHOWN locks and counts the others: their values
+        # (holder, pid, age) are read for those rows only, not for 100,000.
+        table = args.format == 'table'
         while True:
-            state = _collect(args)
+            state = _collect(args, lock_values=not table,
+                             lock_rows_shown=_SHOWN)
             if args.watch:
                 self.app.stdout.write('\x1b[2J\x1b[H')
             self._print(state, args.format)
@@ -346,7 +363,7 @@ class Status(command.Command):
             ('token', lambda lk: lk['token']),
             ('held for', lambda lk: _cols.Seconds(lk['age_s'])),
             ('waiting', lambda lk: lk['waiters'])),
-            limit=20, more='hacluster lock list')
+            limit=_SHOWN, more='hacluster lock list')
         self._section('claims', state['claims'], (
             ('type', lambda c: _cols.Cell(c['resource_type'])),
             ('resource', lambda c: _cols.Cell(c['resource_id'])),
@@ -356,7 +373,7 @@ class Status(command.Command):
             ('age', lambda c: _cols.Seconds(c['age_s'])),
             ('attempt', lambda c: c['attempt']),
             ('last error', lambda c: _cols.Cell(c['last_error']))),
-            limit=20, more='hacluster claim list')
+            limit=_SHOWN, more='hacluster claim list')
         late = state.get('late_results') or []
         if late:
             self._section('late results', late[-10:], (
@@ -420,7 +437,7 @@ def _cells(columns, rows, kinds, now, args):
     return out
 
 
-class _ListCommand(lister.Lister):
+class _ListCommand(_epilog.OwnEpilog, lister.Lister):
     columns = ()
     section = None
     #: column -> cell type (hacluster.cli.columns); the others: Cell
@@ -495,7 +512,7 @@ class ClaimLateList(_ListCommand):
     kinds = {'at': _cols.Timestamp}
 
 
-class ClaimLateClear(command.Command):
+class ClaimLateClear(_epilog.OwnEpilog, command.Command):
     """Forget late results once the backend was checked: one (--claim-id)
     or all (--all)."""
 
@@ -528,7 +545,7 @@ class TaskList(_ListCommand):
              'last_duration_s': _cols.Seconds}
 
 
-class ClusterList(lister.Lister):
+class ClusterList(_epilog.OwnEpilog, lister.Lister):
     """List the clusters in etcd (every cluster under /hacluster/v1/):
     live members, leader and term, candidates, locks held or waited for,
     open claims."""
@@ -550,7 +567,7 @@ class ClusterList(lister.Lister):
                                     args)
 
 
-class LeaderShow(show.ShowOne):
+class LeaderShow(_epilog.OwnEpilog, show.ShowOne):
     """Show the leader of the cluster: node, member, term (its fencing
     token), host, pid, version."""
 
@@ -577,7 +594,7 @@ def _plugin_text(text):
     return text.replace('|', '/').replace('\n', ' ')
 
 
-class Check(command.Command):
+class Check(_epilog.OwnEpilog, command.Command):
     """Monitoring check (Nagios plugin convention): prints one line, with
     performance data after ``|``, and exits 0 OK, 1 WARNING (drift, mixed
     versions, claims awaiting recovery, failing or paused tasks), 2 CRITICAL
@@ -596,7 +613,8 @@ class Check(command.Command):
 
     def take_action(self, args):
         try:
-            state = _collect(args)
+            # counts locks, shows none: their keys are enough
+            state = _collect(args, lock_values=False)
         except Exception as exc:
             # Whatever went wrong, a monitoring check says UNKNOWN (3), not
             # a WARNING or CRITICAL it did not establish.
@@ -619,7 +637,7 @@ class Check(command.Command):
         return state['health']
 
 
-class _TaskControl(command.Command):
+class _TaskControl(_epilog.OwnEpilog, command.Command):
     paused = None
 
     def get_parser(self, prog_name):
@@ -658,7 +676,7 @@ class TaskStart(TaskResume):
     """Deprecated spelling of ``task resume``."""
 
 
-class ClaimRecover(command.Command):
+class ClaimRecover(_epilog.OwnEpilog, command.Command):
     """Force recovery of the claims of a node known to be dead: its failed
     claims are retried at once and the leader is woken. Refused while the
     node is a live member."""

@@ -18,6 +18,7 @@ import os
 
 from cliff import lister
 
+from hacluster.cli import epilog as _epilog
 from hacluster import exceptions
 from hacluster import url as _url
 
@@ -76,7 +77,7 @@ def _safe_db_url(connection):
         return '<unparsable>'
 
 
-class Stuck(lister.Lister):
+class Stuck(_epilog.OwnEpilog, lister.Lister):
     """List manila resources stuck in a transitional status, and repair them.
 
     Reads manila's database through manila.conf ([database] connection) and

@@ -24,6 +24,7 @@ The names below are the package's interface; guarded writes
 
 # (re-exported: the package's public names)
 from hacluster.etcd.client import Client  # noqa: F401
+from hacluster.etcd.client import Compacted  # noqa: F401
 from hacluster.etcd.client import LeaseNotFound  # noqa: F401
 from hacluster.etcd.kv import b64  # noqa: F401
 from hacluster.etcd.kv import create_revision_is  # noqa: F401
@@ -32,5 +33,6 @@ from hacluster.etcd.kv import KV  # noqa: F401
 from hacluster.etcd.kv import mod_revision_is  # noqa: F401
 from hacluster.etcd.kv import put_op  # noqa: F401
 from hacluster.etcd.kv import range_op  # noqa: F401
+from hacluster.etcd.kv import RangePage  # noqa: F401
 from hacluster.etcd.kv import TxnResult  # noqa: F401
 from hacluster.etcd.watch import Watch  # noqa: F401

@@ -37,6 +37,7 @@ import requests
 from hacluster.etcd.kv import b64
 from hacluster.etcd.kv import KV
 from hacluster.etcd.kv import range_op
+from hacluster.etcd.kv import RangePage
 from hacluster.etcd.kv import TxnResult
 from hacluster import exceptions
 from hacluster.keys import prefix_end
@@ -46,10 +47,16 @@ from hacluster import url as _url
 _GRPC_NOT_FOUND = 5
 _GRPC_UNAUTHENTICATED = 16
 _GRPC_INVALID_ARGUMENT = 3
+_GRPC_OUT_OF_RANGE = 11
 
 
 class LeaseNotFound(exceptions.SessionLost):
     """etcd does not know the lease (it expired or was revoked)."""
+
+
+class Compacted(exceptions.HAClusterError):
+    """A read at a revision etcd has compacted away (read again at a
+    newer one)."""
 
 
 # What etcd says when a token it issued is no good any more: expired
@@ -171,6 +178,14 @@ class Client:
                 backend_url.api_path))
         #: Requests sent (for benchmarks and the status command).
         self.requests = 0
+        #: The highest store revision any answer of this client reported
+        #: (0 before the first). The session's keep-alive answers carry it
+        #: too, so it is at most about one renew_interval old while the
+        #: session is healthy: a lock waiter compares it with the revision
+        #: of its last read to know, with no request of its own, whether
+        #: anything at all changed in etcd since (see hacluster.locks).
+        self.revision = 0
+        self._revision_lock = threading.Lock()
         self._on_switch = []
 
     @property
@@ -260,6 +275,7 @@ class Client:
         budget is spent).
 
         :raises LeaseNotFound: etcd does not know a lease named in the call.
+        :raises Compacted: a read at a revision etcd has compacted.
         :raises BackendUnavailable: no endpoint answered.
         :raises HAClusterError: etcd refused the request.
         """
@@ -293,7 +309,7 @@ class Client:
                 resp = client.session.post(
                     client.get_url(path), json=payload, timeout=per_try)
                 if resp.status_code == 200:
-                    return resp.json()
+                    return self._seen(resp.json())
                 body = {}
                 try:
                     body = resp.json()
@@ -304,6 +320,8 @@ class Client:
                     resp.text.strip()
                 if code == _GRPC_NOT_FOUND and 'lease not found' in message:
                     raise LeaseNotFound('etcd: %s' % message)
+                if code == _GRPC_OUT_OF_RANGE and 'compacted' in message:
+                    raise Compacted('etcd: %s' % message)
                 if self.url.username and token_refused(code, message):
                     # The token expired, or predates an RBAC change: get a
                     # new one, try this endpoint once more.
@@ -312,7 +330,7 @@ class Client:
                     resp = client.session.post(
                         client.get_url(path), json=payload, timeout=per_try)
                     if resp.status_code == 200:
-                        return resp.json()
+                        return self._seen(resp.json())
                 if resp.status_code >= 500 or resp.status_code == 408:
                     raise Transient('HTTP %d: %s' % (resp.status_code,
                                                      resp.text[:200]))
@@ -339,6 +357,20 @@ class Client:
             % (', '.join(dict.fromkeys(self._endpoint_name(i)
                                        for i, _ in errors)),
                _url.scrub(last), '; ' + hint if hint else ''), cause=last)
+
+    def _seen(self, answer):
+        # Unary answers carry the header at the top; the gateway's
+        # keep-alive (a stream of one message) inside "result".
+        header = answer.get('header') or \
+            (answer.get('result') or {}).get('header') or {}
+        revision = int(header.get('revision', 0) or 0)
+        if revision > self.revision:
+            # Under a lock: a racing lower value must never win (it could
+            # make a waiter believe nothing changed).
+            with self._revision_lock:
+                if revision > self.revision:
+                    self.revision = revision
+        return answer
 
     def _endpoint_name(self, index):
         host, port = self.url.endpoints[index]
@@ -371,6 +403,23 @@ class Client:
         resp = self.call('/kv/range', op['request_range'])
         return ([KV(kv) for kv in resp.get('kvs') or []],
                 int(resp['header']['revision']))
+
+    def range_page(self, prefix, start=None, limit=0, revision=None,
+                   keys_only=False):
+        """One page of the keys under ``prefix``: from key ``start``
+        (inclusive; default: the prefix itself) on, at most ``limit`` keys
+        (0: all), in key order, read at store ``revision`` (default: now),
+        without their values if ``keys_only``. Returns a
+        :class:`RangePage`. Blocks for one request.
+
+        :raises Compacted: ``revision`` has been compacted.
+        :raises BackendUnavailable: no endpoint answered.
+        """
+        op = range_op(start if start is not None else prefix,
+                      prefix_end(prefix), limit=limit, revision=revision,
+                      keys_only=keys_only)
+        resp = self.call('/kv/range', op['request_range'])
+        return RangePage(resp, int(resp['header']['revision']))
 
     def count_prefix(self, prefix):
         resp = self.call('/kv/range', {'key': b64(prefix),

@@ -23,6 +23,7 @@ I/O.
 """
 
 import base64
+import binascii
 import json
 
 
@@ -64,6 +65,92 @@ class KV:
                                       self.mod_revision)
 
 
+def _json_or_empty(value):
+    try:
+        return json.loads(value.decode('utf-8')) if value else {}
+    except ValueError:
+        return {}
+
+
+def decode_records(raw_kvs):
+    """Decode many gateway KVs at once for a bulk reader (the status
+    command reads 200,000): ``[(key, create_revision, lease, data)]`` where
+    ``data`` is the value decoded as :meth:`KV.json` decodes it (``{}`` for
+    an empty value, as a keys-only read gives).
+
+    About twice as fast as ``KV(raw).json()`` per record: no object per
+    record, and the values -- JSON objects, as hacluster writes them --
+    parsed as one JSON array. Only when every non-empty value is an object
+    on its own (starts with ``{`` and ends with ``}``) and the array has
+    exactly one element per value; otherwise each value is parsed by
+    itself, so a value that is not JSON still gives ``{}`` and no value can
+    spill into another's record.
+
+    Pure; thread-safe.
+    """
+    a2b = binascii.a2b_base64
+    keys, values, revisions, leases = [], [], [], []
+    batch = True
+    for raw in raw_kvs:
+        keys.append(a2b(raw.get('key') or '').decode('utf-8'))
+        value = a2b(raw.get('value') or '')
+        if value and batch and not (value[:1] == b'{' and
+                                    value[-1:] == b'}'):
+            batch = False
+        values.append(value)
+        revisions.append(int(raw.get('create_revision', 0)))
+        leases.append(int(raw.get('lease', 0)))
+    data = None
+    present = [v for v in values if v]
+    if batch:
+        try:
+            parsed = json.loads(b'[' + b','.join(present) + b']') \
+                if present else []
+        except ValueError:
+            parsed = None
+        if parsed is not None and len(parsed) == len(present):
+            it = iter(parsed)
+            data = [next(it) if v else {} for v in values]
+    if data is None:
+        data = [_json_or_empty(v) for v in values]
+    return list(zip(keys, revisions, leases, data))
+
+
+class RangePage:
+    """One answer to a range read that may be one page of several (etcd
+    answers at most ``limit`` keys and says whether there are ``more``).
+
+    ``more``: whether keys after this page remain; ``revision``: the store
+    revision it was read at; ``last_key``: the last key it holds (None when
+    empty), after which the next page starts; :meth:`records` its KVs
+    decoded by :func:`decode_records` (on demand, so that a reader thread
+    can fetch the next page while another decodes this one).
+    """
+
+    __slots__ = ('more', 'revision', 'count', '_raw')
+
+    def __init__(self, response, revision):
+        response = response or {}
+        self._raw = response.get('kvs') or []
+        self.more = bool(response.get('more', False))
+        self.count = int(response.get('count', 0) or 0)
+        self.revision = revision
+
+    def __len__(self):
+        return len(self._raw)
+
+    @property
+    def last_key(self):
+        if not self._raw:
+            return None
+        return unb64(self._raw[-1].get('key')).decode('utf-8')
+
+    def records(self):
+        """``[(key, create_revision, lease, data)]``, see
+        :func:`decode_records`."""
+        return decode_records(self._raw)
+
+
 def put_op(key, value, lease=0):
     op = {'key': b64(key), 'value': b64(value)}
     if lease:
@@ -72,8 +159,10 @@ def put_op(key, value, lease=0):
 
 
 def range_op(key, range_end=None, sort_create=False, keys_only=False,
-             limit=None, max_create_revision=None):
+             limit=None, max_create_revision=None, revision=None):
     op = {'key': b64(key)}
+    if revision:
+        op['revision'] = revision   # read the store as it was then
     if range_end is not None:
         op['range_end'] = b64(range_end)
     if sort_create:
@@ -136,6 +225,12 @@ class TxnResult:
         read nothing (or was not a read)."""
         return _range_kvs(self._responses[i] if i < len(self._responses)
                           else None)
+
+    def page(self, i):
+        """Operation ``i`` (a :func:`range_op`) as a :class:`RangePage`,
+        read at this transaction's revision."""
+        resp = self._responses[i] if i < len(self._responses) else {}
+        return RangePage(resp.get('response_range'), self.revision)
 
     def deleted(self, i):
         """How many keys operation ``i`` (a :func:`delete_op`) deleted."""

@@ -379,3 +379,36 @@ def test_guarded_write_as_leader_needs_the_current_term(etcd, cluster_name):
         with pytest.raises(exceptions.NotLeader):
             c.guarded_put_as_leader(terms[0], 'k', 'v2')
         assert c.get_data('k')[0] == b'v'
+
+
+def test_an_idle_candidate_sends_no_request_besides_its_renewals(
+        fresh_etcd, cluster_name):
+    # Every member campaigns; those that do not lead wait in the leader
+    # queue. Idle, each must cost one keep-alive per renew_interval and
+    # nothing more (hacluster.locks: the safety check), whatever the size
+    # of the cluster.
+    coords = [hacluster.get_coordinator(fresh_etcd.url, cluster_name,
+                                        node='n%d' % i, **FAST)
+              for i in range(3)]
+    try:
+        for c in coords:
+            c.start()
+            c.campaign()
+        deadline = time.monotonic() + 10
+        while sum(c.is_leader for c in coords) != 1 or len(
+                coords[0].client.get_prefix(coords[0].layout.leader)[0]) \
+                != 3:
+            assert time.monotonic() < deadline, 'no leader and 3 candidates'
+            time.sleep(0.05)
+        time.sleep(FAST['renew_interval'])
+        candidates = [c for c in coords if not c.is_leader]
+
+        def extra(c):
+            s = c.session
+            return c.client.requests - s.renewals - s.renew_failures
+        before = [extra(c) for c in candidates]
+        time.sleep(8 * FAST['renew_interval'])
+        assert [extra(c) for c in candidates] == before
+    finally:
+        for c in coords:
+            c.stop()

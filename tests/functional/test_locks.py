@@ -380,3 +380,180 @@ def test_acquiring_locks_grants_no_lease_of_its_own(fresh_etcd, cluster_name):
                 pass
         assert leases() == before == 1     # the one session lease
     assert leases() == 0                   # revoked at stop
+
+
+# -- waiting without polling (the safety check, hacluster.locks) --------------
+#
+# A blocked waiter sends no request while nothing changes in etcd, and still
+# acquires within lease_ttl + renew_interval + two requests (2 x
+# renew_interval + two requests in a cluster that was idle) of its blocker
+# going, even when the watch never delivers that deletion.
+REQUEST_TIMEOUT = 1.0       # what FAST timings give (max(1, renew_interval))
+SAFETY_BOUND = FAST['lease_ttl'] + FAST['renew_interval'] + \
+    2 * REQUEST_TIMEOUT
+
+
+def drop_deletions(coord, prefix):
+    """Make ``coord``'s dispatcher lose every DELETE event under ``prefix``
+    (as a watch that never delivered them would); returns the list the
+    dropped keys are appended to."""
+    dropped = []
+    real = coord._dispatch.deliver
+
+    def deliver(events):
+        kept = []
+        for etype, kv in events:
+            if etype == 'DELETE' and kv.key.startswith(prefix):
+                dropped.append(kv.key)
+            else:
+                kept.append((etype, kv))
+        real(kept)
+    coord._dispatch.deliver = deliver
+    return dropped
+
+
+def start_waiter(lock, blocking=True):
+    got = []
+    t = threading.Thread(target=lambda: got.append(
+        (lock.acquire(blocking), time.monotonic())), daemon=True)
+    t.start()
+    return t, got
+
+
+def own_requests(coord):
+    """Requests this coordinator sent besides its lease renewals."""
+    s = coord.session
+    return coord.client.requests - s.renewals - s.renew_failures
+
+
+def test_an_idle_blocked_waiter_sends_no_request_of_its_own(fresh_etcd,
+                                                            cluster_name):
+    # A fresh etcd: nothing else writes, as in an idle cluster.
+    with other(fresh_etcd, cluster_name, node='n1') as c1, \
+            other(fresh_etcd, cluster_name, node='n2') as c2:
+        holder = c1.get_lock('idle')
+        holder.acquire()
+        waiter = c2.get_lock('idle')
+        t, got = start_waiter(waiter)
+        wait_until(lambda: queue_length(c1, 'idle') == 2, 5,
+                   'the waiter to queue')
+        time.sleep(FAST['renew_interval'])      # past its first check
+        before, renewals = own_requests(c2), c2.session.renewals
+        time.sleep(8 * FAST['renew_interval'])
+        assert c2.session.renewals - renewals >= 6   # the session renewed
+        assert own_requests(c2) - before == 0
+        holder.release()
+        t.join(5)
+        assert got and got[0][0] is True
+        waiter.release()
+
+
+def test_a_waiter_acquires_when_the_deletion_event_is_never_delivered(
+        fresh_etcd, cluster_name):
+    with other(fresh_etcd, cluster_name, node='n1') as c1, \
+            other(fresh_etcd, cluster_name, node='n2') as c2:
+        dropped = drop_deletions(c2, c2.layout.lock_prefix('lost-event'))
+        holder = c1.get_lock('lost-event')
+        holder.acquire()
+        waiter = c2.get_lock('lost-event')
+        t, got = start_waiter(waiter)
+        wait_until(lambda: queue_length(c1, 'lost-event') == 2, 5,
+                   'the waiter to queue')
+        time.sleep(3 * FAST['renew_interval'])
+        released = time.monotonic()
+        holder.release()
+        t.join(SAFETY_BOUND + 5)
+        assert got and got[0][0] is True
+        took = got[0][1] - released
+        print('deletion never delivered: acquired %.2f s after the release'
+              % took)
+        assert len(dropped) >= 1            # the event really was lost
+        assert took < SAFETY_BOUND
+        waiter.release()
+
+
+def test_a_resync_wakes_a_waiter_whose_event_was_lost(
+        fresh_etcd, cluster_name, monkeypatch):
+    # The safety check switched off: only the resync (what the watch does
+    # after a compaction) can wake the waiter.
+    from hacluster import locks
+    monkeypatch.setattr(locks, 'safety_read_due', lambda *a: False)
+    with other(fresh_etcd, cluster_name, node='n1') as c1, \
+            other(fresh_etcd, cluster_name, node='n2') as c2:
+        drop_deletions(c2, c2.layout.lock_prefix('resync'))
+        holder = c1.get_lock('resync')
+        holder.acquire()
+        waiter = c2.get_lock('resync')
+        t, got = start_waiter(waiter, blocking=10)
+        wait_until(lambda: queue_length(c1, 'resync') == 2, 5,
+                   'the waiter to queue')
+        holder.release()
+        time.sleep(2 * FAST['renew_interval'])
+        assert not got                      # no event, no safety check
+        resynced = time.monotonic()
+        c2._on_resync()
+        t.join(5)
+        assert got and got[0][0] is True
+        assert got[0][1] - resynced < FAST['renew_interval']
+        waiter.release()
+
+
+@pytest.mark.parametrize('event_lost', [False, True])
+def test_a_waiter_whose_own_entry_is_deleted_queues_again(
+        fresh_etcd, cluster_name, event_lost):
+    with other(fresh_etcd, cluster_name, node='n1') as c1, \
+            other(fresh_etcd, cluster_name, node='n2') as c2:
+        prefix = c2.layout.lock_prefix('own')
+        if event_lost:
+            drop_deletions(c2, prefix)
+        holder = c1.get_lock('own')
+        holder.acquire()
+        waiter = c2.get_lock('own')
+        t, got = start_waiter(waiter)
+        wait_until(lambda: queue_length(c1, 'own') == 2, 5,
+                   'the waiter to queue')
+        kvs, _ = c1.client.get_prefix(prefix, sort_create=True)
+        mine = kvs[-1]
+        c1.client.delete(mine.key)          # an operator's mistake
+        deleted = time.monotonic()
+
+        def requeued():
+            kvs, _ = c1.client.get_prefix(prefix, keys_only=True)
+            return len(kvs) == 2 and mine.key not in [kv.key for kv in kvs]
+        wait_until(requeued, SAFETY_BOUND + 2, 'the waiter to queue again')
+        took = time.monotonic() - deleted
+        # woken by its own entry's deletion, else by the safety check
+        assert took < (SAFETY_BOUND if event_lost
+                       else FAST['renew_interval'])
+        assert not got                      # still behind the holder
+        holder.release()
+        t.join(SAFETY_BOUND + 2)
+        assert got and got[0][0] is True
+        waiter.release()
+
+
+def test_a_waiter_whose_session_is_lost_queues_again_on_the_new_one(
+        fresh_etcd, cluster_name):
+    with other(fresh_etcd, cluster_name, node='n1') as c1, \
+            other(fresh_etcd, cluster_name, node='n2') as c2:
+        holder = c1.get_lock('session')
+        holder.acquire()
+        waiter = c2.get_lock('session')
+        t, got = start_waiter(waiter)
+        wait_until(lambda: queue_length(c1, 'session') == 2, 5,
+                   'the waiter to queue')
+        first_lease = c2.session.lease_id
+        c2.session.expire_now('test')
+        prefix = c2.layout.lock_prefix('session')
+
+        def on_new_lease():
+            kvs, _ = c1.client.get_prefix(prefix)
+            return len(kvs) == 2 and kvs[-1].lease not in (0, first_lease) \
+                and kvs[-1].lease == c2.session.lease_id
+        wait_until(on_new_lease, FAST['renew_interval'] + 3,
+                   'the waiter to queue on its new session')
+        holder.release()
+        t.join(5)
+        assert got and got[0][0] is True
+        assert waiter.epoch == 2
+        waiter.release()

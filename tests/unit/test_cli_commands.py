@@ -221,7 +221,7 @@ def made_up_state():
 @pytest.fixture
 def state(monkeypatch):
     monkeypatch.setattr(cli_cluster, '_collect',
-                        lambda args: made_up_state())
+                        lambda args, **kw: made_up_state())
 
 
 def test_status_draws_cliff_tables_without_cutting_or_none(state):
@@ -274,7 +274,7 @@ def test_sorting_by_a_column_with_unset_values(state, monkeypatch):
     two = made_up_state()
     two['members'].append(dict(two['members'][0], node='node0',
                                since_renewal_s=1.0))
-    monkeypatch.setattr(cli_cluster, '_collect', lambda args: two)
+    monkeypatch.setattr(cli_cluster, '_collect', lambda args, **kw: two)
     code, out, err = run('member', 'list', '--cluster', 'x', '-f', 'value',
                          '-c', 'node', '--sort-column', 'since_renewal_s')
     assert code == 0 and out.split() == ['node1', 'node0'], err

@@ -63,3 +63,35 @@ def test_bad_blocking_values_are_refused(value):
     with pytest.raises(exceptions.ConfigurationError) as e:
         locks.parse_blocking(value)
     assert 'blocking' in str(e.value)
+
+
+# -- the safety check of a blocked waiter (locks module docstring) ------------
+
+def test_no_safety_read_while_nothing_changed_in_etcd():
+    # an idle cluster: the keep-alives report the revision of our read
+    assert not locks.safety_read_due(40, 40, since_read=3600.0, period=2.0)
+
+
+def test_a_safety_read_once_the_revision_moved_and_the_period_passed():
+    assert locks.safety_read_due(41, 40, since_read=2.0, period=2.0)
+    assert not locks.safety_read_due(41, 40, since_read=1.0, period=2.0)
+
+
+def test_a_timed_wait_returning_a_hair_early_still_counts():
+    assert locks.safety_read_due(41, 40, since_read=1.99, period=2.0)
+
+
+def test_the_safety_period_doubles_while_the_queue_stays_as_it_was():
+    period = 0.5
+    seen = []
+    for _ in range(5):
+        period = locks.next_safety_period(period, changed=False, woken=False,
+                                          start=0.5, ceiling=3.0)
+        seen.append(period)
+    assert seen == [1.0, 2.0, 3.0, 3.0, 3.0]
+
+
+@pytest.mark.parametrize('changed,woken', [(True, False), (False, True)])
+def test_a_change_or_a_wake_up_sets_the_period_back(changed, woken):
+    assert locks.next_safety_period(3.0, changed=changed, woken=woken,
+                                    start=0.5, ceiling=3.0) == 0.5
