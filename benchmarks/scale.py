@@ -38,11 +38,17 @@ one per unary request, one per message on a stream, so a watch counts
 once when created, a keep-alive once per renewal), minus the requests this
 benchmark's own plain client sent (``hacluster.etcd.Client.requests``).
 
-    benchmarks/run scale [--quick]     (--quick: the smallest sizes only)
+    benchmarks/run scale [--quick] [--axis NAME[,NAME]]
+
+``--quick``: the smallest sizes only. ``--axis``: run only the named axes
+(``members``, ``fanout``, ``status``, ``contention``; comma-separated, or
+the option given again; default: all four), e.g. ``--axis fanout`` to
+measure fan-out alone.
 
 Prints the figures per axis, writes benchmarks/scale-*.png (each figure
-as a ratio to its ideal, with the ideal line and the bound) and ends with
-one JSON object: every figure, ``max_members``, ``max_items``, ``plots``.
+as a ratio to its ideal, with the ideal line and the bound; only the PNGs
+of the axes run) and ends with one JSON object: every figure of the axes
+run (``axes`` names them), ``max_members``, ``max_items``, ``plots``.
 """
 
 import atexit
@@ -118,6 +124,28 @@ from hacluster.testing import servers
 from hacluster import url as _url
 
 QUICK = '--quick' in sys.argv[1:]
+AXES = ('members', 'fanout', 'status', 'contention')
+
+
+def _axes_chosen(argv):
+    """The axes named by ``--axis`` options in ``argv`` (all if none)."""
+    chosen = []
+    for i, arg in enumerate(argv):
+        value = None
+        if arg == '--axis' and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith('--axis='):
+            value = arg.split('=', 1)[1]
+        if value is not None:
+            chosen += [a.strip() for a in value.split(',') if a.strip()]
+    unknown = sorted(set(chosen) - set(AXES))
+    if unknown:
+        sys.exit('scale: unknown axis %s (known: %s)'
+                 % (', '.join(unknown), ', '.join(AXES)))
+    return [a for a in AXES if a in chosen] or list(AXES)
+
+
+RUN_AXES = _axes_chosen(sys.argv[1:])
 MEMBER_SIZES = [3] if QUICK else [3, 10, 30]
 KILLS = 1 if QUICK else 3
 IDLE_WINDOW = 8.0 if QUICK else 16.0
@@ -886,7 +914,18 @@ def plot(results, note):
         plt.close(fig)
         files.append(os.path.relpath(path, os.path.dirname(HERE)))
 
-    m = results['members']
+    if 'members' in results:
+        _plot_members(results['members'], save, plt)
+    if 'fanout' in results:
+        _plot_fanout(results['fanout'], save, plt)
+    if 'status' in results:
+        _plot_status(results['status'], save, plt)
+    if 'contention' in results:
+        _plot_contention(results['contention'], save, plt)
+    return files
+
+
+def _plot_members(m, save, plt):
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [r['members'] for r in m]
     ys = [r['failover_ratio_to_ttl'] for r in m]
@@ -908,7 +947,8 @@ def plot(results, note):
         ax.legend(fontsize=7)
     save(fig, 'scale-members.png')
 
-    f = results['fanout']
+
+def _plot_fanout(f, save, plt):
     fig, axs = plt.subplots(1, 3, figsize=(14, 4))
     for r in f:
         if r.get('error'):
@@ -942,7 +982,8 @@ def plot(results, note):
         ax.legend(fontsize=7)
     save(fig, 'scale-fanout.png')
 
-    s = results['status']
+
+def _plot_status(s, save, plt):
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     xs = [r['locks'] for r in s]
     for fmt in ('table', 'json'):
@@ -962,7 +1003,8 @@ def plot(results, note):
         ax.legend(fontsize=7)
     save(fig, 'scale-status.png')
 
-    c = results['contention']
+
+def _plot_contention(c, save, plt):
     fig, a = plt.subplots(1, 1, figsize=(6, 4))
     xs = [r['waiters'] for r in c]
     ys = [r['p50_ratio_to_10ms'] for r in c]
@@ -977,13 +1019,12 @@ def plot(results, note):
           'goal)', 'waiters on one name', xs)
     a.legend(fontsize=7)
     save(fig, 'scale-contention.png')
-    return files
 
 
 def main():
     started = time.monotonic()
     load0 = os.getloadavg()
-    results = {'quick': QUICK}
+    results = {'quick': QUICK, 'axes': RUN_AXES}
     with servers.EtcdServer(name='bench-scale') as etcd, \
             servers.RabbitMQServer() as rabbit:
         metrics = Metrics(etcd.endpoint)
@@ -999,20 +1040,25 @@ def main():
             % (CODE['digest'], CODE.get('commit'),
                ' + uncommitted changes to %s' % ', '.join(
                    CODE['uncommitted']) if CODE.get('uncommitted') else ''))
-        log('\n1. members: one process each, one coordinator (session, '
-            'member record, watch) campaigning for leader; timings %d/%g/%g '
-            's' % (TTL, DEADLINE, INTERVAL))
-        results['members'] = members_axis(etcd, metrics, client)
-        compact(client)
-        log('\n2. fan-out: one process per member (coordinator, periodic '
-            'runner, RPC server, one worker); items of %d ms' % (SLEEP * 1e3))
-        results['fanout'] = fanout_axis(etcd, metrics, client,
-                                        rabbit.transport_url)
-        compact(client)
-        log('\n3. status: locks held and claims open by 3 members')
-        results['status'] = status_axis(etcd, metrics, client)
-        log('\n4. lock contention: waiters on one name')
-        results['contention'] = contention_axis(etcd, client)
+        if 'members' in RUN_AXES:
+            log('\n1. members: one process each, one coordinator (session, '
+                'member record, watch) campaigning for leader; timings '
+                '%d/%g/%g s' % (TTL, DEADLINE, INTERVAL))
+            results['members'] = members_axis(etcd, metrics, client)
+            compact(client)
+        if 'fanout' in RUN_AXES:
+            log('\n2. fan-out: one process per member (coordinator, '
+                'periodic runner, RPC server, one worker); items of %d ms'
+                % (SLEEP * 1e3))
+            results['fanout'] = fanout_axis(etcd, metrics, client,
+                                            rabbit.transport_url)
+            compact(client)
+        if 'status' in RUN_AXES:
+            log('\n3. status: locks held and claims open by 3 members')
+            results['status'] = status_axis(etcd, metrics, client)
+        if 'contention' in RUN_AXES:
+            log('\n4. lock contention: waiters on one name')
+            results['contention'] = contention_axis(etcd, client)
     load1 = os.getloadavg()
     run_s = time.monotonic() - started
     note = ('%s run, %.0f s, 2 cores shared with other work (load average '
@@ -1020,8 +1066,10 @@ def main():
             % ('quick' if QUICK else 'full', run_s, load0[0], load1[0]))
     results['plots'] = plot(results, note)
     results.update(
-        max_members=max(MEMBER_SIZES + FANOUT_MEMBERS),
-        max_items=max(FANOUT_ITEMS),
+        max_members=max((MEMBER_SIZES if 'members' in RUN_AXES else []) +
+                        (FANOUT_MEMBERS if 'fanout' in RUN_AXES else []) or
+                        [None]),
+        max_items=max(FANOUT_ITEMS) if 'fanout' in RUN_AXES else None,
         member=('plain node: one process, one coordinator campaigning for '
                 'leader; fan-out member: one process, coordinator + periodic '
                 'runner + RPC server, one worker'),
