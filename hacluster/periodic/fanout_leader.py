@@ -403,6 +403,7 @@ class FanoutLeader:
         :raises StaleFencingToken: the task lock was lost.
         :raises HAClusterError: etcd could not be reached.
         """
+        cycle_id = record['cycle_id']
         batches = interleave(items, state.spec.batch_size)
         ordered = {q: items[q] for _, qs in batches for q in qs}
         written = set()
@@ -418,7 +419,6 @@ class FanoutLeader:
                                   version):
                     unsent.update(qs)
 
-        cycle_id = record['cycle_id']
         ledger.create(lock, record, ordered, written=cast_written)
         return unsent
 
