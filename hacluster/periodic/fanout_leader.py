@@ -16,14 +16,21 @@ A cycle: the leader lists the task's items, assigns each to a live member
 running the task (:func:`assign_bounded`: a consistent hash ring with
 bounded loads), records the assignments in the cycle ledger
 (:mod:`hacluster.periodic.ledger`) and casts them to their owners in
-batches. Then it waits for the members' done markers, re-dispatching items
-whose owner left or whose deadline passed, until every item is done or
-given up. A new leader adopts the cycle its predecessor left unfinished.
+batches, one owner after the other in turn (:func:`interleave`), each batch
+as soon as its items are in the ledger: every member starts while the rest
+of the ledger is written. Then it waits for the members' done markers
+(counted from the watch's events, checked against etcd every
+``renew_interval``), re-dispatching items whose owner left or whose
+deadline passed, until every item is done or given up. A new leader adopts
+the cycle its predecessor left unfinished and casts its pending items
+again at once (a member ignores an item it already has).
 
 Fan-out is at-least-once per item and cycle (exactly once unless an item is
 re-dispatched after its deadline or its owner's departure).
 """
 
+import collections
+import itertools
 import logging
 import threading
 import time
@@ -66,6 +73,21 @@ def assign_bounded(members, item_ids, slack=0.05, partitions=2 ** 8):
     return owners
 
 
+def interleave(items, size):
+    """The batches to cast ``items`` (``{qid: assignment}``) in:
+    ``[(owner, [qid, ...])]`` of at most ``size`` items each, taking one
+    batch of each owner in turn (owners sorted, items in their order), so
+    that every owner gets its first batch before any gets its second.
+    Pure."""
+    by_owner = {}
+    for q, a in items.items():
+        by_owner.setdefault(a['owner'], []).append(q)
+    queues = [[(owner, qs[i:i + size]) for i in range(0, len(qs), size)]
+              for owner, qs in sorted(by_owner.items())]
+    return [batch for turn in itertools.zip_longest(*queues)
+            for batch in turn if batch is not None]
+
+
 def _as_dict(listed):
     """A lister's result as ``{item id: payload}`` (a lister may return
     a dict, any iterable of ids, or None)."""
@@ -77,17 +99,51 @@ def _as_dict(listed):
 
 
 class _DoneWake:
-    """Watch subscriber on a cycle's done markers: sets an event on any
-    change (or missed changes), to wake the monitoring leader."""
+    """Watch subscriber on a cycle's done markers: keeps the markers the
+    events bring (so that the leader counts them without asking etcd) and
+    sets an event on any change, or when events may have been missed
+    (:attr:`missed`: then what it keeps must be checked against etcd).
+    Thread-safe (events arrive in the watch thread)."""
 
     def __init__(self):
         self.event = threading.Event()
+        self._lock = threading.Lock()
+        self._markers = {}
+        self._missed = False
 
     def notify(self, etype, kv):
+        if etype == 'PUT':
+            with self._lock:
+                self._markers[kv.key.rsplit('/', 1)[-1]] = kv
         self.event.set()
 
     def resync(self):
+        with self._lock:
+            self._missed = True
         self.event.set()
+
+    def merge(self, done):
+        """Add ``done`` (``{qid: marker}``, read from etcd)."""
+        with self._lock:
+            for q, marker in done.items():
+                self._markers.setdefault(q, marker)
+
+    def take_missed(self):
+        """True once after events may have been missed."""
+        with self._lock:
+            missed, self._missed = self._missed, False
+            return missed
+
+    def count(self):
+        with self._lock:
+            return len(self._markers)
+
+    def done(self):
+        """``{qid: marker dict}`` of the markers kept."""
+        with self._lock:
+            markers = dict(self._markers)
+        return {q: m.json() if hasattr(m, 'json') else m
+                for q, m in markers.items()}
 
 
 class FanoutLeader:
@@ -185,38 +241,50 @@ class FanoutLeader:
                         state.name, current.get('cycle_id'),
                         current.get('format'))
             current = None
-        if current and current.get('status') == 'running':
-            cycle_id = current['cycle_id']
-            record = current
-            items = ledger.items(cycle_id)
-            record.update(adopted_by=coord.member_id,
-                          adopted_by_node=coord.node, term=term)
-            LOG.info('hacluster: task %s: adopting unfinished cycle %s '
-                     '(%d items) left by %s', state.name, cycle_id,
-                     len(items), current.get('member_id'))
-            ledger.update_cycle(lock, record)
-            to_send = {}
-        else:
-            cycle_id = ledger.new_cycle_id()
-            ctx = _task.CycleContext(state.name, coord, term=term,
-                                     cycle_id=cycle_id)
-            listed = state.fn(ctx)
-            items = self._assign_new(state, listed)
-            record = {'cycle_id': cycle_id, 'status': 'running',
-                      'started_at': time.time(), 'node': coord.node,
-                      'member_id': coord.member_id, 'term': term,
-                      'items': len(items), 'fencing_token':
-                      lock.fencing_token}
-            ledger.create(lock, record, items)
-            to_send = items
-        state.stats.count(cycles=1)
-        self._pin(state)        # shown even for a cycle with nothing to send
-        unsent = self._dispatch(state, cycle_id, to_send) if to_send \
-            else set()
         wake = _DoneWake()
+        adopted = current and current.get('status') == 'running'
+        cycle_id = current['cycle_id'] if adopted else ledger.new_cycle_id()
         done_prefix = ledger.done_prefix(cycle_id)
+        # Subscribed before anything is cast: no marker event is missed.
         coord.subscribe(done_prefix, wake)
         try:
+            if adopted:
+                record = current
+                items = ledger.items(cycle_id)
+                done = ledger.done(cycle_id)
+                wake.merge(done)
+                record.update(adopted_by=coord.member_id,
+                              adopted_by_node=coord.node, term=term)
+                ledger.update_cycle(lock, record)
+                state.stats.count(cycles=1)
+                # Cast what is not done yet again at once, at the same
+                # attempt (no ledger write): the previous leader may have
+                # died before casting it, and waiting item_timeout for
+                # items nobody got is what adoption must not do. A member
+                # that has an item already ignores the copy; an owner
+                # that left is left to the monitor's re-dispatch.
+                live = self._live(state.name)
+                again = {q: a for q, a in items.items()
+                         if q not in done and a.get('owner') in live}
+                LOG.info('hacluster: task %s: adopting unfinished cycle %s '
+                         '(%d items, %d done, %d cast again) left by %s',
+                         state.name, cycle_id, len(items), len(done),
+                         len(again), current.get('member_id'))
+                self._pin(state)
+                unsent = self._dispatch(state, cycle_id, again)
+            else:
+                ctx = _task.CycleContext(state.name, coord, term=term,
+                                         cycle_id=cycle_id)
+                listed = state.fn(ctx)
+                items = self._assign_new(state, listed)
+                record = {'cycle_id': cycle_id, 'status': 'running',
+                          'started_at': time.time(), 'node': coord.node,
+                          'member_id': coord.member_id, 'term': term,
+                          'items': len(items), 'fencing_token':
+                          lock.fencing_token}
+                unsent = self._create_and_cast(state, ledger, lock, record,
+                                               items)
+                state.stats.count(cycles=1)
             result = self._monitor(state, ledger, lock, cycle_id, items,
                                    wake, unsent)
         finally:
@@ -311,29 +379,77 @@ class FanoutLeader:
             items[_keys.quote_segment(item_id)] = assignment
         return items
 
-    def _dispatch(self, state, cycle_id, items):
-        """Cast items to their owners. Returns the ids that could not be
-        handed to the broker: not an attempt (nobody got them); the caller
-        keeps them unsent and tries again."""
-        by_owner = {}
-        for q, a in items.items():
-            by_owner.setdefault(a['owner'], []).append(
-                {'q': q, 'id': a['id'], 'attempt': a['attempt'],
-                 'payload': a.get('payload')})
-        size = state.spec.batch_size
+    def _live(self, task):
+        """``{rpc server: node}`` of the live members that run ``task``,
+        this node's own server included. No request."""
+        live = self._fanout_members(task)
+        if self._server_name:
+            live.setdefault(self._server_name, self._coord.node)
+        return live
+
+    def _create_and_cast(self, state, ledger, lock, record, items):
+        """Write a new cycle into the ledger and cast its items while it
+        is written: the items go in in the order they are cast
+        (:func:`interleave`), and each batch is cast as soon as the
+        transaction holding its last item is written. Returns the ids the
+        broker did not take (see :meth:`_dispatch`). Blocks for the
+        writes and the casts.
+
+        A leader that dies half-way leaves items cast but no cycle record
+        (it is written last): the members may handle them, and the next
+        leader, seeing no unfinished cycle, lists them again -- handled
+        twice at worst, never lost.
+
+        :raises StaleFencingToken: the task lock was lost.
+        :raises HAClusterError: etcd could not be reached.
+        """
+        cycle_id = record['cycle_id']
+        batches = interleave(items, state.spec.batch_size)
+        ordered = {q: items[q] for _, qs in batches for q in qs}
+        written = set()
+        waiting = collections.deque(batches)
         unsent = set()
         version = self._pin(state)
-        for owner, batch in by_owner.items():
-            for i in range(0, len(batch), size):
-                chunk = batch[i:i + size]
-                try:
-                    self._api.process_items(
-                        owner, state.name, cycle_id, chunk, version=version,
-                        item_timeout=state.spec.item_timeout)
-                    state.stats.count(rpc_casts=1)
-                except exceptions.HAClusterError as exc:
-                    LOG.warning('hacluster: %s; retrying', _url.scrub(exc))
-                    unsent.update(item['q'] for item in chunk)
+
+        def cast_written(qids):
+            written.update(qids)
+            while waiting and written.issuperset(waiting[0][1]):
+                owner, qs = waiting.popleft()
+                if not self._cast(state, cycle_id, owner, qs, items,
+                                  version):
+                    unsent.update(qs)
+
+        ledger.create(lock, record, ordered, written=cast_written)
+        return unsent
+
+    def _cast(self, state, cycle_id, owner, qids, items, version):
+        """Cast one batch; False if the broker did not take it."""
+        chunk = [{'q': q, 'id': items[q]['id'],
+                  'attempt': items[q]['attempt'],
+                  'payload': items[q].get('payload')} for q in qids]
+        try:
+            self._api.process_items(
+                owner, state.name, cycle_id, chunk, version=version,
+                item_timeout=state.spec.item_timeout)
+            state.stats.count(rpc_casts=1)
+            return True
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: %s; retrying', _url.scrub(exc))
+            return False
+
+    def _dispatch(self, state, cycle_id, items):
+        """Cast items to their owners, in batches, one owner after the
+        other in turn. Returns the ids that could not be handed to the
+        broker: not an attempt (nobody got them); the caller keeps them
+        unsent and tries again."""
+        unsent = set()
+        if not items:
+            return unsent
+        version = self._pin(state)
+        for owner, qids in interleave(items, state.spec.batch_size):
+            if not self._cast(state, cycle_id, owner, qids, items,
+                              version):
+                unsent.update(qids)
         return unsent
 
     def _monitor(self, state, ledger, lock, cycle_id, items, wake, unsent):
@@ -343,8 +459,12 @@ class FanoutLeader:
         if this node lost the right to run the cycle.
 
         Cheap while nothing goes wrong: woken by done-marker events
-        (debounced), it only counts the done markers; it reads them all
-        only when an owner left, a deadline is due, or the count is full.
+        (debounced), it counts the markers those events brought, without a
+        request; every ``renew_interval`` (and after the watch may have
+        missed events) it checks that count against etcd's, a count-only
+        read, so that a lost event costs latency, never the cycle. It
+        reads the markers themselves only when an owner left, a deadline
+        is due, or the broker did not take a batch.
         """
         from tooz import hashring
 
@@ -357,7 +477,11 @@ class FanoutLeader:
         started = time.monotonic()
         sent = {q: started for q in items}
         next_deadline = started + spec.item_timeout
-        pending_set = set(items)
+        recheck_every = getattr(self._coord.session, 'renew_interval', 2.0)
+        next_recheck = started + recheck_every
+        # owners of the items not known done (recomputed after each full
+        # pass, not on every wake-up: O(items))
+        owners = {a['owner'] for a in items.values()}
         while True:
             wake.event.clear()
             if self._stopping.is_set() or not lock.held or \
@@ -367,21 +491,27 @@ class FanoutLeader:
                 return None
             now = time.time()           # for the records only
             mono = time.monotonic()
-            live = self._fanout_members(state.name)
-            if self._server_name:
-                live.setdefault(self._server_name, self._coord.node)
+            live = self._live(state.name)
+            if wake.take_missed() or mono >= next_recheck:
+                next_recheck = mono + recheck_every
+                if ledger.done_count(cycle_id) > wake.count():
+                    wake.merge(ledger.done(cycle_id))   # events were lost
+            count = wake.count()
             # Only owners of items still pending matter: the owner of an
             # item already done may leave without consequence.
-            owners = {items[q]['owner'] for q in pending_set}
-            count = ledger.done_count(cycle_id)
             if count < len(items) and not unsent and owners <= set(live) \
                     and mono < next_deadline:
-                wake.event.wait(max(0.05, min(1.0, next_deadline - mono)))
-                time.sleep(0.1)     # let a burst of done markers land
+                wake.event.wait(max(0.05, min(1.0, min(
+                    next_recheck, next_deadline) - mono)))
+                time.sleep(0.05)    # let a burst of done markers land
                 continue
-            done = ledger.done(cycle_id)
+            if count >= len(items):
+                done = wake.done()
+            else:
+                done = ledger.done(cycle_id)
+                wake.merge(done)
             pending = [q for q in items if q not in done]
-            pending_set = set(pending)
+            owners = {items[q]['owner'] for q in pending}
             if not pending:
                 return done, failed, redispatched
             retry = {q: items[q] for q in pending if q in unsent and

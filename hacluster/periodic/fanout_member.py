@@ -15,11 +15,22 @@
 Every member runs an RPC server (:mod:`hacluster.periodic.rpc`) that
 receives batches of items from the leader. For each item it checks in the
 cycle ledger that the item is still its own (with that attempt number: an
-item re-dispatched meanwhile is someone else's), runs the task's handler in
-the task's workers and writes a done marker into the ledger. Markers are
-written in batches by a flusher thread.
+item re-dispatched meanwhile is someone else's; a check that fails is
+retried, never a reason to drop the batch), runs the task's handler in the
+task's workers and writes a done marker into the ledger. An item it already
+has (the same cycle and attempt, cast again by a leader adopting the cycle)
+is ignored.
+
+Markers are written in batches by a flusher thread, so that etcd requests
+follow items, not timers: a transaction when :data:`FLUSH_BATCH` markers
+wait, when this member has no item left queued or running (the leader hears
+of the last ones at once), or when the oldest has waited
+:data:`FLUSH_MAX_AGE` (a quarter of the task's ``item_timeout`` if that is
+less: a marker must never wait until its item's deadline). The task stats
+ride in the same transaction.
 """
 
+import collections
 import concurrent.futures
 import logging
 import threading
@@ -34,10 +45,18 @@ from hacluster import url as _url
 
 LOG = logging.getLogger(__name__)
 
-#: Done markers waiting that make the flusher write at once.
-FLUSH_BATCH = 50
-#: Seconds between the flusher's writes otherwise.
-FLUSH_EVERY = 0.25
+#: Done markers waiting that make the flusher write at once: one
+#: transaction's worth.
+FLUSH_BATCH = _ledger.BATCH
+#: Seconds the oldest done marker may wait for a transaction.
+FLUSH_MAX_AGE = 5.0
+#: Seconds between the flusher's looks at stats held back by their
+#: throttle while no marker waits.
+STATS_EVERY = 1.0
+#: Longest pause between two tries of a failed assignment check.
+CHECK_BACKOFF_MAX = 2.0
+#: Cycles per task whose items are remembered (for ignoring copies).
+_CYCLES_KEPT = 2
 #: Seconds :meth:`FanoutMember.close` keeps trying to write what is left.
 DRAIN_FOR = 5
 
@@ -51,26 +70,33 @@ class FanoutMember:
         server).
     :param stopping: a ``threading.Event``, set when the runner stops:
         items arriving then are left to the leader's deadlines.
-    :param publish_stats: ``publish_stats(state, force)`` (a
-        :class:`StatsPublisher`'s ``publish``).
+    :param stats: the runner's :class:`~hacluster.periodic.stats.
+        StatsPublisher` (its ``publication`` rides with the done markers).
 
     Thread-safe: items arrive in RPC server threads, handlers run in the
     tasks' workers, markers are written by the flusher thread.
     """
 
-    def __init__(self, coord, stopping, publish_stats):
+    def __init__(self, coord, stopping, stats):
         self._coord = coord
         self._stopping = stopping
-        self._publish_stats = publish_stats
+        self._stats = stats
         self._lock = threading.Lock()
         self._states = {}
         self._executors = {}
         self._server = None
         self._server_name = None
         self._janitor = None
+        # under _done_cond: markers waiting, when the oldest must go,
+        # items queued or running here
         self._done_buffer = []
+        self._flush_due = None
+        self._inflight = 0
         self._done_cond = threading.Condition()
         self._flusher = None
+        # under _lock: {task: OrderedDict(cycle id: {qid: attempts})} of
+        # the items accepted here (queued, running or done)
+        self._accepted = {}
 
     @property
     def server_name(self):
@@ -172,9 +198,12 @@ class FanoutMember:
 
     def receive(self, task, cycle_id, items):
         """A batch arrived over RPC (RPC server thread): check which items
-        are still ours and queue them for the handler. Blocks for one etcd
-        request; never raises (items not queued are sent again by the
-        leader at their deadline)."""
+        are still ours and queue them for the handler. Items this member
+        already has (same cycle, same attempt) are ignored. Blocks for one
+        etcd request -- for as long as the task's ``item_timeout`` while
+        etcd fails it, retrying with backoff (a batch dropped on a
+        transient error would wait for its deadline); never raises (items
+        not queued are sent again by the leader at their deadline)."""
         with self._lock:
             state = self._states.get(task)
             executor = self._executors.get(task)
@@ -182,22 +211,89 @@ class FanoutMember:
             LOG.warning('hacluster: ignoring %d items of unknown or stopped '
                         'task %s', len(items), task)
             return
-        ledger = _ledger.Ledger(self._coord, task)
-        try:
-            ours = ledger.assigned_to(cycle_id, [i['q'] for i in items],
-                                      self._server_name,
-                                      {i['q']: i['attempt'] for i in items})
-        except exceptions.HAClusterError as exc:
-            LOG.warning('hacluster: cannot check assignments of %s (%s); '
-                        'the items will be sent again', task,
-                        _url.scrub(exc))
+        items = self._accept(task, cycle_id, items)
+        if not items:
             return
+        ours = self._check(state, cycle_id, items)
+        if ours is None:
+            self._forget(task, cycle_id, items)
+            return
+        self._forget(task, cycle_id, [i for i in items if i['q'] not in ours])
         for item in items:
-            if item['q'] in ours:
-                try:
-                    executor.submit(self._handle, state, cycle_id, item)
-                except RuntimeError:     # executor shut down: stopping
-                    return
+            if item['q'] not in ours:
+                continue
+            with self._done_cond:
+                self._inflight += 1
+            try:
+                executor.submit(self._handle, state, cycle_id, item)
+            except RuntimeError:     # executor shut down: stopping
+                with self._done_cond:
+                    self._inflight -= 1
+                return
+
+    def _accept(self, task, cycle_id, items):
+        """The items of a batch this member does not have yet, now
+        remembered as its own (before the check: two copies arriving at
+        once in two RPC threads are not both taken)."""
+        with self._lock:
+            cycles = self._accepted.setdefault(task,
+                                               collections.OrderedDict())
+            if cycle_id not in cycles:
+                cycles[cycle_id] = {}
+                while len(cycles) > _CYCLES_KEPT:
+                    cycles.popitem(last=False)
+            seen = cycles[cycle_id]
+            new = []
+            for item in items:
+                attempts = seen.setdefault(item['q'], set())
+                if item['attempt'] not in attempts:
+                    attempts.add(item['attempt'])
+                    new.append(item)
+        if len(new) < len(items):
+            LOG.debug('hacluster: task %s cycle %s: ignoring %d items this '
+                      'member has already', task, cycle_id,
+                      len(items) - len(new))
+        return new
+
+    def _forget(self, task, cycle_id, items):
+        """Undo :meth:`_accept` for items not taken after all."""
+        with self._lock:
+            seen = self._accepted.get(task, {}).get(cycle_id)
+            if seen is None:
+                return
+            for item in items:
+                attempts = seen.get(item['q'])
+                if attempts is not None:
+                    attempts.discard(item['attempt'])
+
+    def _check(self, state, cycle_id, items):
+        """``assigned_to`` for a batch, retried with backoff while etcd
+        fails it, for up to the task's ``item_timeout`` (by then the
+        leader sends the items again anyway) or until this member stops.
+        Returns the set of quoted ids still ours, or None."""
+        ledger = _ledger.Ledger(self._coord, state.name)
+        qids = [i['q'] for i in items]
+        attempts = {i['q']: i['attempt'] for i in items}
+        deadline = time.monotonic() + state.spec.item_timeout
+        delay = 0.1
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return ledger.assigned_to(cycle_id, qids, self._server_name,
+                                          attempts)
+            except exceptions.HAClusterError as exc:
+                left = deadline - time.monotonic()
+                if self._stopping.is_set() or left <= 0:
+                    LOG.warning('hacluster: cannot check assignments of %s '
+                                'after %d tries (%s); the items will be sent '
+                                'again', state.name, tries, _url.scrub(exc))
+                    return None
+                LOG.info('hacluster: checking assignments of %d items of %s '
+                         'failed (%s); retrying in %.1f s', len(items),
+                         state.name, _url.scrub(exc), delay)
+                self._stopping.wait(min(delay, left))
+                delay = min(delay * 2, CHECK_BACKOFF_MAX)
 
     def handle_here(self, state, cycle_id, listed):
         """Single-node mode: run the handler of a task on every item of
@@ -214,6 +310,16 @@ class FanoutMember:
         concurrent.futures.wait(futures)
 
     def _handle(self, state, cycle_id, item, record=True):
+        try:
+            self._run_handler(state, cycle_id, item, record)
+        finally:
+            if record:
+                with self._done_cond:
+                    self._inflight -= 1
+                    if not self._inflight:
+                        self._done_cond.notify_all()   # idle: flush now
+
+    def _run_handler(self, state, cycle_id, item, record):
         if self._stopping.is_set() and record:
             return          # sent again by the leader at its deadline
         ctx = _task.ItemContext(state.name, cycle_id, item['id'],
@@ -234,42 +340,72 @@ class FanoutMember:
         marker['duration'] = round(time.monotonic() - started, 4)
         marker['at'] = time.time()
         if record:
+            due = time.monotonic() + min(FLUSH_MAX_AGE,
+                                         state.spec.item_timeout / 4.0)
             with self._done_cond:
                 self._done_buffer.append((state.name, cycle_id, item['q'],
                                           marker))
+                if self._flush_due is None or due < self._flush_due:
+                    self._flush_due = due
                 if len(self._done_buffer) >= FLUSH_BATCH:
                     self._done_cond.notify_all()
 
     # -- done markers ------------------------------------------------------
 
+    def _flush_wanted(self, now):
+        """Under _done_cond: True if the markers waiting must go now."""
+        return bool(self._done_buffer) and (
+            len(self._done_buffer) >= FLUSH_BATCH or not self._inflight or
+            self._flush_due is None or now >= self._flush_due)
+
     def _flush_loop(self):
-        # Done markers go out every FLUSH_EVERY seconds, or at once when
-        # FLUSH_BATCH are waiting: few etcd requests, and the leader hears
-        # of progress promptly.
+        # Done markers go out when FLUSH_BATCH wait, when nothing is left
+        # to handle here, or when the oldest has waited long enough: etcd
+        # requests follow items, and the leader hears of the last ones at
+        # once. With no marker waiting, stats held back by their throttle
+        # go out alone every STATS_EVERY seconds.
         while not self._stopping.is_set():
             with self._done_cond:
-                if len(self._done_buffer) < FLUSH_BATCH:
-                    self._done_cond.wait(FLUSH_EVERY)
+                while not self._stopping.is_set():
+                    now = time.monotonic()
+                    if self._flush_wanted(now):
+                        break
+                    if self._done_buffer and self._flush_due is not None:
+                        timeout = self._flush_due - now
+                    else:
+                        timeout = STATS_EVERY
+                    if not self._done_cond.wait(max(0.01, timeout)) and \
+                            not self._done_buffer:
+                        break       # a quiet while: look at the stats
             self._flush()
 
     def _flush(self):
+        """Write the markers waiting (and the stats with them); with no
+        marker waiting, the stats held back. Blocks for the requests;
+        never raises (markers not written wait for the next try)."""
         with self._lock:
-            states = list(self._states.values())
-        # Stats held back by the throttle go out with the markers.
-        for state in [s for s in states if s.stats.dirty]:
-            self._publish_stats(state, force=False)
+            states = dict(self._states)
         with self._done_cond:
             batch, self._done_buffer = self._done_buffer, []
+            self._flush_due = None
         if not batch:
+            for state in [s for s in states.values() if s.stats.dirty]:
+                self._stats.publish(state, force=False)
             return
         by_task = {}
         for task, cycle_id, q, marker in batch:
             by_task.setdefault(task, []).append((cycle_id, q, marker))
         tasks = list(by_task.items())
         for i, (task, markers) in enumerate(tasks):
+            state = states.get(task)
+            stats = self._stats.publication(state, force=False) \
+                if state is not None else None
             try:
-                _ledger.Ledger(self._coord, task).mark_done(None, markers)
+                _ledger.Ledger(self._coord, task).mark_done(
+                    None, markers, extra=[stats] if stats else ())
             except exceptions.HAClusterError as exc:
+                if stats:
+                    state.stats.mark_dirty()
                 # Keep every marker not written yet (this task's and the
                 # following tasks'); a lost marker means the item runs again.
                 unwritten = [(t,) + m for t, ms in tasks[i:] for m in ms]
@@ -277,10 +413,6 @@ class FanoutMember:
                             '(%s); retrying', len(unwritten), _url.scrub(exc))
                 with self._done_cond:
                     self._done_buffer[:0] = unwritten
-                time.sleep(0.2)
+                    self._flush_due = time.monotonic() + 0.2
+                self._stopping.wait(0.2)
                 return
-        for task in by_task:
-            with self._lock:
-                state = self._states.get(task)
-            if state is not None:
-                self._publish_stats(state, force=False)

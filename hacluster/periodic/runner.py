@@ -116,7 +116,7 @@ class PeriodicRunner:
             coordinator.subscribe if etcd else None,
             coordinator.unsubscribe if etcd else None, self._set_paused)
         self._member = _fanout_member.FanoutMember(
-            coordinator, self._stopping, self._stats.publish)
+            coordinator, self._stopping, self._stats)
         self._leader = _fanout_leader.FanoutLeader(
             coordinator, self._stopping, self._member.handle_here,
             self._tick)

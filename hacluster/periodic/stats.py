@@ -125,6 +125,12 @@ class TaskStats:
         """True if a throttled publication was held back."""
         return self._dirty
 
+    def mark_dirty(self):
+        """Hold the counters for a later publication (one that was taken
+        by :meth:`take_for_publishing` could not be written)."""
+        with self._lock:
+            self._dirty = True
+
     def take_for_publishing(self, force):
         """A copy of the counters to publish now, marking them published;
         or None (and marked dirty, for a later try) if they were published
@@ -167,23 +173,39 @@ class StatsPublisher:
         """``{task name: TaskState}`` of the tasks published here."""
         return dict(self._states)
 
-    def publish(self, state, force=True):
-        """Write the stats of one task (a :class:`TaskState`); unless
-        ``force``, at most once every :data:`THROTTLE` seconds."""
+    def publication(self, state, force=True):
+        """The write that publishes one task's stats (a
+        :class:`TaskState`) now, as ``(key, value)``, for the caller to
+        send in a transaction of its own (a fan-out member sends it with
+        its done markers: no request of its own); None if there is
+        nothing to write (single-node mode, or the throttle held it
+        back, unless ``force``). The counters count as published: a
+        caller whose write fails calls ``state.stats.mark_dirty()``.
+        No request; thread-safe."""
         self._states[state.name] = state
         if self._client is None:
-            return
+            return None
         counts = state.stats.take_for_publishing(force)
         if counts is None:
-            return
+            return None
         record = dict(counts, node=self._node, member_id=self._member_id,
                       mode=state.spec.mode, spacing=state.spacing,
                       stopped=state.stopped, rpc_pin=state.rpc_pin,
                       format=1)
+        return (self._layout.task_stats(state.name, self._node),
+                json.dumps(record))
+
+    def publish(self, state, force=True):
+        """Write the stats of one task (a :class:`TaskState`); unless
+        ``force``, at most once every :data:`THROTTLE` seconds. Blocks for
+        one request; a failure is logged, not raised."""
+        write = self.publication(state, force)
+        if write is None:
+            return
         try:
-            self._client.put(self._layout.task_stats(state.name, self._node),
-                             json.dumps(record))
+            self._client.put(*write)
         except exceptions.HAClusterError as exc:
+            state.stats.mark_dirty()
             LOG.warning('hacluster: cannot publish stats of %s: %s',
                         state.name, _url.scrub(exc))
 

@@ -15,6 +15,7 @@ import collections
 import pytest
 
 from hacluster import exceptions
+from hacluster.periodic.fanout_leader import interleave
 from hacluster.periodic import periodic_task
 from hacluster.periodic.rpc import safe_name
 from hacluster.periodic.rpc import topic_for
@@ -128,3 +129,19 @@ def test_a_bad_spacing_in_config_names_the_option(tmp_path):
         with pytest.raises(exceptions.ConfigurationError) as e:
             runner.start()
         assert '[hacluster] task_spacing' in str(e.value)
+
+
+def test_every_owner_gets_its_first_batch_before_any_gets_its_second():
+    items = {'i%03d' % i: {'owner': 'm%d' % (i % 3)} for i in range(250)}
+    batches = interleave(items, 50)
+    owners = [owner for owner, _ in batches]
+    # 84 / 83 / 83 items: a first batch of 50 each, then the rest
+    assert owners == ['m0', 'm1', 'm2'] * 2
+    assert [len(qs) for _, qs in batches] == [50, 50, 50, 34, 33, 33]
+    for owner, qs in batches:
+        assert all(items[q]['owner'] == owner for q in qs)
+    # every item exactly once, each owner's in their order
+    assert sorted(q for _, qs in batches for q in qs) == sorted(items)
+    for owner in ('m0', 'm1', 'm2'):
+        mine = [q for o, qs in batches if o == owner for q in qs]
+        assert mine == [q for q in items if items[q]['owner'] == owner]
