@@ -64,6 +64,10 @@ def crowded(etcd, cluster_name):
         try:
             yield a
         finally:
+            # the waiters first: the second one would otherwise wait out
+            # its 10 s behind the first (held until the end)
+            for w in waiters:
+                w.cancel()
             for c in claims:
                 c.__exit__(None, None, None)
             for lk in held:
