@@ -381,11 +381,20 @@ class ManilaCluster:
         """Stop every node (SIGTERM, SIGKILL after graceful_shutdown_timeout
         plus 5 s), drop the database, remove the work directory (kept when
         ``HACLUSTER_KEEP`` is set). Blocks."""
-        for node in self.nodes.values():
+        def stop(node):
             try:
                 node.stop(check=False)
             except Exception:
                 node.kill()
+        # All at once: one after the other, each clean stop (2.5 to 5 s)
+        # added up at every test's teardown.
+        stoppers = [threading.Thread(target=stop, args=(node,),
+                                     name='stop-%s' % name)
+                    for name, node in self.nodes.items()]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
         if self._engine is not None:
             self._engine.dispose()
         try:
