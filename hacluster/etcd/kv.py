@@ -25,6 +25,7 @@ I/O.
 import base64
 import binascii
 import json
+import re
 
 
 def b64(value):
@@ -72,6 +73,11 @@ def _json_or_empty(value):
         return {}
 
 
+#: A closing brace then a comma: where one value could end an element of
+#: the batch array and begin another (see decode_records).
+_SPLIT = re.compile(rb'}\s*,')
+
+
 def decode_records(raw_kvs):
     """Decode many gateway KVs at once for a bulk reader (the status
     command reads 200,000): ``[(key, create_revision, lease, data)]`` where
@@ -80,39 +86,41 @@ def decode_records(raw_kvs):
 
     About twice as fast as ``KV(raw).json()`` per record: no object per
     record, and the values -- JSON objects, as hacluster writes them --
-    parsed as one JSON array. Only when every non-empty value is an object
-    on its own (starts with ``{`` and ends with ``}``) and the array has
-    exactly one element per value; otherwise each value is parsed by
-    itself, so a value that is not JSON still gives ``{}`` and no value can
-    spill into another's record.
+    parsed as one JSON array. A value can only add elements to that array
+    through a top-level ``}`` followed by a comma (it starts with ``{``);
+    values with that pattern anywhere (nested objects, or crafted ones)
+    are parsed each on its own, and so is every value when the array has
+    not exactly one element per batched value (two values merged into
+    one). So no value can spill into another's record, and a value that
+    is not JSON gives ``{}``.
 
     Pure; thread-safe.
     """
     a2b = binascii.a2b_base64
     keys, values, revisions, leases = [], [], [], []
-    batch = True
+    batched = []          # indexes of the values parsed in the array
     for raw in raw_kvs:
         keys.append(a2b(raw.get('key') or '').decode('utf-8'))
         value = a2b(raw.get('value') or '')
-        if value and batch and not (value[:1] == b'{' and
-                                    value[-1:] == b'}'):
-            batch = False
+        if value and value[:1] == b'{' and value[-1:] == b'}' and \
+                not _SPLIT.search(value):
+            batched.append(len(values))
         values.append(value)
         revisions.append(int(raw.get('create_revision', 0)))
         leases.append(int(raw.get('lease', 0)))
-    data = None
-    present = [v for v in values if v]
-    if batch:
+    data = [{} if not v else None for v in values]
+    if batched:
         try:
-            parsed = json.loads(b'[' + b','.join(present) + b']') \
-                if present else []
+            parsed = json.loads(
+                b'[' + b','.join(values[i] for i in batched) + b']')
         except ValueError:
             parsed = None
-        if parsed is not None and len(parsed) == len(present):
-            it = iter(parsed)
-            data = [next(it) if v else {} for v in values]
-    if data is None:
-        data = [_json_or_empty(v) for v in values]
+        if parsed is not None and len(parsed) == len(batched):
+            for i, obj in zip(batched, parsed):
+                data[i] = obj
+    for i, v in enumerate(values):
+        if data[i] is None:
+            data[i] = _json_or_empty(v)
     return list(zip(keys, revisions, leases, data))
 
 

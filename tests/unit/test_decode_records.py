@@ -53,3 +53,17 @@ def test_a_page_knows_its_last_key_and_whether_more_follow():
     assert (page.last_key, page.more, page.count, page.revision, len(page)) \
         == ('/b', True, 5, 12, 2)
     assert _kv.RangePage({}, 3).last_key is None
+
+
+def test_no_value_spills_into_anothers_record():
+    """Values each starting with { and ending with }, crafted so that the
+    joined array has one element per value but split in the wrong places:
+    the first adds an element, the next two merge into one."""
+    raws = [raw('/a', b'{"node":"evil"},{"node":"x"}'),
+            raw('/b', b'{"c":"}'), raw('/c', b'{"}'),
+            raw('/d', b'{"node":"d","nested":{"k":1}, "z":2}'),
+            raw('/e', b'{"node":"e"}')]
+    assert _kv.decode_records(raws) == expected(raws)
+    got = {k: d for k, _, _, d in _kv.decode_records(raws)}
+    assert got['/a'] == {} and got['/b'] == {} and got['/c'] == {}
+    assert got['/d']['nested'] == {'k': 1} and got['/e'] == {'node': 'e'}
