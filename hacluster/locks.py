@@ -191,6 +191,7 @@ class _Waiter:
         self._own = own_key
         self._target = None
         self._deleted = set()
+        self._kicked = False
 
     def notify(self, etype, kv):
         if etype != 'DELETE':
@@ -203,7 +204,11 @@ class _Waiter:
                 self._event.set()
 
     def resync(self):
-        self._event.set()
+        # Remembered under the lock: a resync (or a cancel) arriving just
+        # before wait_for clears the event must still wake it.
+        with self._lock:
+            self._kicked = True
+            self._event.set()
 
     def wait_for(self, key, timeout):
         """Block until ``key`` or the waiter's own entry is deleted, or
@@ -211,7 +216,9 @@ class _Waiter:
         for a re-read), False on the timeout."""
         with self._lock:
             self._target = key
-            if key in self._deleted or self._own in self._deleted:
+            if key in self._deleted or self._own in self._deleted or \
+                    self._kicked:
+                self._kicked = False
                 return True
             self._event.clear()
         return self._event.wait(timeout)
@@ -453,6 +460,7 @@ class Lock:
             ceiling = max(interval, float(coord.session.lease_ttl))
             period = interval
             read_rev, read_at = resp.revision, clock()
+            looked = False
             while True:
                 blocker = find_blocker(entries, my_rev, self.shared)
                 if blocker is None:
@@ -460,18 +468,28 @@ class Lock:
                         return None
                     enqueued = False   # now owned by the held state
                     return True
-                remaining = None if deadline is None else deadline - clock()
-                if (remaining is not None and remaining <= 0) or \
-                        self._cancelled.is_set():
-                    return False
-                wait = interval if remaining is None \
-                    else min(remaining, interval)
-                woken = waiter.wait_for(blocker[1], wait)
                 if self._cancelled.is_set():
                     return False
+                remaining = None if deadline is None else deadline - clock()
+                last_look = False
+                if remaining is not None and remaining <= 0:
+                    # Out of time. If etcd changed since our last read, one
+                    # last look: the deletion that freed the lock may be an
+                    # event that never came, and the safety period (up to
+                    # lease_ttl) may be longer than what was left.
+                    if looked or coord.client.revision <= read_rev:
+                        return False
+                    looked = last_look = True
+                woken = False
+                if not last_look:
+                    wait = interval if remaining is None \
+                        else min(remaining, interval)
+                    woken = waiter.wait_for(blocker[1], wait)
+                    if self._cancelled.is_set():
+                        return False
                 if not coord.session.valid(epoch):
                     return None
-                if not woken and not safety_read_due(
+                if not woken and not last_look and not safety_read_due(
                         coord.client.revision, read_rev, clock() - read_at,
                         period):
                     continue

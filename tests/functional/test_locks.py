@@ -472,6 +472,30 @@ def test_a_waiter_acquires_when_the_deletion_event_is_never_delivered(
         waiter.release()
 
 
+def test_a_timed_acquire_looks_once_more_before_giving_up(
+        fresh_etcd, cluster_name, monkeypatch):
+    """The deletion event is lost and the safety check would not re-read
+    before the timeout (switched off here, as with a period grown to
+    lease_ttl): a timed acquire whose lock was freed meanwhile must still
+    take it at its timeout, not return False on a free lock."""
+    from hacluster import locks
+    monkeypatch.setattr(locks, 'safety_read_due', lambda *a: False)
+    with other(fresh_etcd, cluster_name, node='n1') as c1, \
+            other(fresh_etcd, cluster_name, node='n2') as c2:
+        dropped = drop_deletions(c2, c2.layout.lock_prefix('last-look'))
+        holder = c1.get_lock('last-look')
+        holder.acquire()
+        waiter = c2.get_lock('last-look')
+        t, got = start_waiter(waiter, blocking=3)
+        wait_until(lambda: queue_length(c1, 'last-look') == 2, 5,
+                   'the waiter to queue')
+        holder.release()
+        t.join(10)
+        assert len(dropped) >= 1            # the event really was lost
+        assert got and got[0][0] is True
+        waiter.release()
+
+
 def test_a_resync_wakes_a_waiter_whose_event_was_lost(
         fresh_etcd, cluster_name, monkeypatch):
     # The safety check switched off: only the resync (what the watch does
