@@ -26,7 +26,9 @@ follow items, not timers: a transaction when :data:`FLUSH_BATCH` markers
 wait, when this member has no item left queued or running (the leader hears
 of the last ones at once), or when the oldest has waited
 :data:`FLUSH_MAX_AGE` (a quarter of the task's ``item_timeout`` if that is
-less: a marker must never wait until its item's deadline). The task stats
+less), and at once for an item finished after 3/4 of its ``item_timeout``
+counted from its batch's arrival (a marker must never wait past its item's
+deadline: the leader would send the item again). The task stats
 ride in the same transaction.
 """
 
@@ -46,17 +48,32 @@ from hacluster import url as _url
 LOG = logging.getLogger(__name__)
 
 #: Done markers waiting that make the flusher write at once: one
-#: transaction's worth.
-FLUSH_BATCH = _ledger.BATCH
+#: transaction's worth, less one operation for the stats that ride along.
+FLUSH_BATCH = _ledger.BATCH - 1
 #: Seconds the oldest done marker may wait for a transaction.
 FLUSH_MAX_AGE = 5.0
+#: Share of ``item_timeout``, counted from the batch's arrival, after which
+#: a marker is written at once: an item finished near its deadline must
+#: reach the ledger before the leader sends it again.
+FLUSH_BY_DEADLINE = 0.75
 #: Seconds between the flusher's looks at stats held back by their
 #: throttle while no marker waits.
 STATS_EVERY = 1.0
 #: Longest pause between two tries of a failed assignment check.
 CHECK_BACKOFF_MAX = 2.0
 #: Cycles per task whose items are remembered (for ignoring copies).
-_CYCLES_KEPT = 2
+_CYCLES_KEPT = 3
+
+
+def _cycle_started(cycle_id):
+    """The start time a cycle id begins with (see Ledger.new_cycle_id);
+    0 for an id of another shape (forgotten first)."""
+    try:
+        return int(str(cycle_id).split('-', 1)[0])
+    except ValueError:
+        return 0
+
+
 #: Seconds :meth:`FanoutMember.close` keeps trying to write what is left.
 DRAIN_FOR = 5
 
@@ -219,13 +236,15 @@ class FanoutMember:
             self._forget(task, cycle_id, items)
             return
         self._forget(task, cycle_id, [i for i in items if i['q'] not in ours])
+        received = time.monotonic()
         for item in items:
             if item['q'] not in ours:
                 continue
             with self._done_cond:
                 self._inflight += 1
             try:
-                executor.submit(self._handle, state, cycle_id, item)
+                executor.submit(self._handle, state, cycle_id, item,
+                                received=received)
             except RuntimeError:     # executor shut down: stopping
                 with self._done_cond:
                     self._inflight -= 1
@@ -240,9 +259,15 @@ class FanoutMember:
                                                collections.OrderedDict())
             if cycle_id not in cycles:
                 cycles[cycle_id] = {}
+                # Forget the cycle the leader started first (ids begin with
+                # its start time), not the first to arrive here: a late
+                # copy of an old cycle's batch must not evict the memory of
+                # the current one.
                 while len(cycles) > _CYCLES_KEPT:
-                    cycles.popitem(last=False)
-            seen = cycles[cycle_id]
+                    del cycles[min(cycles, key=_cycle_started)]
+            # (not kept if older than every cycle remembered: its batch is
+            # left to the assignment check, which refuses a finished cycle)
+            seen = cycles.get(cycle_id, {})
             new = []
             for item in items:
                 attempts = seen.setdefault(item['q'], set())
@@ -309,9 +334,9 @@ class FanoutMember:
             for i, p in listed.items()]
         concurrent.futures.wait(futures)
 
-    def _handle(self, state, cycle_id, item, record=True):
+    def _handle(self, state, cycle_id, item, record=True, received=None):
         try:
-            self._run_handler(state, cycle_id, item, record)
+            self._run_handler(state, cycle_id, item, record, received)
         finally:
             if record:
                 with self._done_cond:
@@ -319,7 +344,7 @@ class FanoutMember:
                     if not self._inflight:
                         self._done_cond.notify_all()   # idle: flush now
 
-    def _run_handler(self, state, cycle_id, item, record):
+    def _run_handler(self, state, cycle_id, item, record, received=None):
         if self._stopping.is_set() and record:
             return          # sent again by the leader at its deadline
         ctx = _task.ItemContext(state.name, cycle_id, item['id'],
@@ -340,8 +365,11 @@ class FanoutMember:
         marker['duration'] = round(time.monotonic() - started, 4)
         marker['at'] = time.time()
         if record:
-            due = time.monotonic() + min(FLUSH_MAX_AGE,
-                                         state.spec.item_timeout / 4.0)
+            timeout = state.spec.item_timeout
+            now = time.monotonic()
+            due = now + min(FLUSH_MAX_AGE, timeout / 4.0)
+            if received is not None:
+                due = min(due, received + FLUSH_BY_DEADLINE * timeout)
             with self._done_cond:
                 self._done_buffer.append((state.name, cycle_id, item['q'],
                                           marker))

@@ -145,3 +145,25 @@ def test_every_owner_gets_its_first_batch_before_any_gets_its_second():
     for owner in ('m0', 'm1', 'm2'):
         mine = [q for o, qs in batches if o == owner for q in qs]
         assert mine == [q for q in items if items[q]['owner'] == owner]
+
+
+def test_a_late_copy_of_old_cycles_does_not_evict_the_current_one():
+    """A member remembers the items of the last few cycles so that a copy
+    (a leader adopting the cycle casts again) is ignored; late batches of
+    two older cycles arriving after the current one's must not make it
+    forget the current one."""
+    import threading
+
+    from hacluster.periodic import fanout_member
+
+    member = fanout_member.FanoutMember(None, threading.Event(), None)
+    item = {'q': 'i1', 'id': 'i1', 'attempt': 1}
+    current, older, oldest, ancient = ('300-c', '200-b', '100-a', '50-z')
+    assert member._accept('t', current, [item]) == [item]
+    for stale in (oldest, older, ancient):
+        member._accept('t', stale, [dict(item)])
+    # the copy of the current cycle's item is still recognised
+    assert member._accept('t', current, [dict(item)]) == []
+    # a new attempt of it is not a copy
+    again = dict(item, attempt=2)
+    assert member._accept('t', current, [again]) == [again]
