@@ -79,6 +79,14 @@ FORMATS = {
 #: :class:`hacluster.periodic.rpc.FanoutAPI`).
 FANOUT_RPC = ('1.0',)
 
+#: What this version does that a member record must say for others to rely
+#: on it (absent from older records: never assumed).
+#: ``fanout_dedup``: a fan-out member ignores a copy of an item it already
+#: has (same cycle and attempt), so a leader adopting a cycle may cast its
+#: pending items again at once; to a member without it they are left to
+#: the deadline and re-sent at the next attempt, as before.
+FEATURES = ('fanout_dedup',)
+
 #: What a record without ``compat`` (an older version) speaks.
 LEGACY = {'protocol': 1, 'min_protocol': 1,
           'formats': {kind: [1, 1] for kind in FORMATS},
@@ -112,7 +120,7 @@ class Compat:
     """
 
     def __init__(self, protocol, min_protocol, formats, fanout_rpc,
-                 recovers=None, version=None):
+                 recovers=None, version=None, features=()):
         self.protocol = int(protocol)
         self.min_protocol = int(min_protocol)
         self.formats = {kind: (int(lo), int(hi))
@@ -123,6 +131,8 @@ class Compat:
         self.recovers = None if recovers is None else frozenset(recovers)
         #: hacluster's version string (for messages)
         self.version = version
+        #: what it does that others may rely on (:data:`FEATURES`)
+        self.features = frozenset(features or ())
 
     def __repr__(self):
         return '<Compat protocol %d (from %d) rpc %s>' % (
@@ -135,6 +145,8 @@ class Compat:
                'fanout_rpc': list(self.fanout_rpc)}
         if self.recovers is not None:
             out['recovers'] = sorted(self.recovers)
+        if self.features:
+            out['features'] = sorted(self.features)
         return out
 
     @classmethod
@@ -149,7 +161,9 @@ class Compat:
                        dict(LEGACY['formats'],
                             **(compat.get('formats') or {})),
                        compat.get('fanout_rpc') or ['1.0'],
-                       compat.get('recovers'), record.get('version'))
+                       compat.get('recovers'), record.get('version'),
+                       [f for f in compat.get('features') or ()
+                        if isinstance(f, str)])
         except (TypeError, ValueError):
             # A record we cannot make sense of: treat it as the oldest.
             return cls(1, 1, LEGACY['formats'], ['1.0'], None,
@@ -366,4 +380,5 @@ def local(version=None, recovers=None):
         rpc.append(CANARY_FANOUT_RPC)
         if recovers is not None:
             recovers = set(recovers) | {'%s:%s' % CANARY_CLAIM}
-    return Compat(protocol, min_protocol, formats, rpc, recovers, version)
+    return Compat(protocol, min_protocol, formats, rpc, recovers, version,
+                  FEATURES)

@@ -260,12 +260,16 @@ class FanoutLeader:
                 # Cast what is not done yet again at once, at the same
                 # attempt (no ledger write): the previous leader may have
                 # died before casting it, and waiting item_timeout for
-                # items nobody got is what adoption must not do. A member
-                # that has an item already ignores the copy; an owner
-                # that left is left to the monitor's re-dispatch.
+                # items nobody got is what adoption must not do. Only to
+                # members that ignore a copy of an item they have (an
+                # older one would handle it twice, at once): the items of
+                # the others, and of owners that left, are left to the
+                # monitor's re-dispatch at their deadline.
                 live = self._live(state.name)
+                dedup = self._dedup_servers(state.name)
                 again = {q: a for q, a in items.items()
-                         if q not in done and a.get('owner') in live}
+                         if q not in done and a.get('owner') in live and
+                         a.get('owner') in dedup}
                 LOG.info('hacluster: task %s: adopting unfinished cycle %s '
                          '(%d items, %d done, %d cast again) left by %s',
                          state.name, cycle_id, len(items), len(done),
@@ -322,6 +326,23 @@ class FanoutLeader:
             server = rec.get('fanout_server')
             if server and task in (rec.get('fanout_tasks') or ()):
                 servers[server] = node
+        return servers
+
+    def _dedup_servers(self, task):
+        """The rpc servers of ``task`` (this node's included) whose member
+        records say they ignore a copy of an item they have
+        (``fanout_dedup``, hacluster.protocol). No request."""
+        from hacluster import protocol as _protocol
+        servers = set()
+        for rec in self._coord.live_members().values():
+            server = rec.get('fanout_server')
+            if server and task in (rec.get('fanout_tasks') or ()) and \
+                    'fanout_dedup' in _protocol.Compat.from_record(
+                        rec).features:
+                servers.add(server)
+        if self._server_name and \
+                'fanout_dedup' in self._coord.compat.own.features:
+            servers.add(self._server_name)
         return servers
 
     def _rpc_cap(self, task):

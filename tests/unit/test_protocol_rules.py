@@ -113,3 +113,23 @@ def test_the_newest_version_of_an_upgrade():
                           dict(contract, node='c', version='also not')])
     assert odd['newest'] in ('not pep 440', 'also not')
     assert p.upgrade_view([legacy, dict(legacy, node='b')]) is None
+
+
+def test_features_are_said_in_the_record_and_never_assumed():
+    """A leader relies on a member ignoring copies of its items only if
+    the member's record says so: an older record (no ``features``) or a
+    malformed one has none."""
+    from hacluster import protocol
+
+    own = protocol.local('9.9')
+    assert 'fanout_dedup' in own.features
+    back = protocol.Compat.from_record({'compat': own.as_record()})
+    assert back.features == own.features
+    assert protocol.Compat.from_record({}).features == frozenset()
+    legacy = dict(own.as_record())
+    del legacy['features']
+    assert protocol.Compat.from_record({'compat': legacy}).features == \
+        frozenset()
+    odd = dict(own.as_record(), features=[1, None, 'fanout_dedup'])
+    assert protocol.Compat.from_record({'compat': odd}).features == \
+        {'fanout_dedup'}
