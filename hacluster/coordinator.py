@@ -114,6 +114,10 @@ class Coordinator(_api.CoordinatorAPI):
         self._running = False
         self._watch = None
         self._dispatch = _dispatch.Dispatcher()
+        #: ``{parent prefix: Watch}`` of the prefixes subscribed to outside
+        #: the cluster watch (a fan-out cycle's done markers)
+        self._side_watches = {}
+        self._side_lock = threading.Lock()
         self._callbacks = {'session_lost': [],
                            'session_started': []}
         #: This process incarnation's id: stable across a lost and renewed
@@ -205,10 +209,14 @@ class Coordinator(_api.CoordinatorAPI):
             self.subscribe(self.layout.members, self._membership)
             self.subscribe(self.layout.leader, self._leader_view)
             self.subscribe(self.layout.recovery_requests, self._recovery)
+            # Keys from '~' on are left out (bulk records that only one
+            # part reads, hacluster.keys): they would be pushed to every
+            # member for nothing.
             self._watch = _etcd.Watch(
                 self.client, self.layout.root, self._on_events,
                 on_resync=self._on_resync,
-                name='hacluster-watch-%s' % self.node)
+                name='hacluster-watch-%s' % self.node,
+                range_end=self.layout.watched_end)
             # From the revision we read: every later change reaches the
             # subscribers, whenever the stream actually connects.
             self._watch.start(revision + 1)
@@ -301,6 +309,10 @@ class Coordinator(_api.CoordinatorAPI):
         self.session.stop(revoke=True)
         if self._watch is not None:
             self._watch.stop()
+        with self._side_lock:
+            side, self._side_watches = self._side_watches, {}
+        for watch in side.values():
+            watch.stop()
         if self._metrics is not None:
             # its endpoints and files (a file is written once more, showing
             # this member down)
@@ -614,12 +626,45 @@ class Coordinator(_api.CoordinatorAPI):
     def subscribe(self, parent_prefix, subscriber):
         """Deliver the cluster watch's events for keys directly under
         ``parent_prefix`` (ending in ``/``) to ``subscriber``, a
-        :class:`hacluster.api.Subscriber`. Thread-safe, no request."""
-        self._dispatch.subscribe(parent_prefix, subscriber)
+        :class:`hacluster.api.Subscriber`. Thread-safe, no request.
+
+        A prefix outside the cluster watch (from ``~`` on, see
+        :mod:`hacluster.keys`) gets a watch of its own while anyone
+        subscribes to it, from the newest revision this node has seen:
+        every change made after this call returns is delivered (and a few
+        from just before it may be, again). Its thread and stream end when
+        the last subscriber leaves."""
+        with self._side_lock:
+            self._dispatch.subscribe(parent_prefix, subscriber)
+            if self.layout.watched(parent_prefix) or \
+                    parent_prefix in self._side_watches:
+                return
+            watch = _etcd.Watch(
+                self.client, parent_prefix, self._dispatch.deliver,
+                on_resync=lambda: self._resync_side(parent_prefix),
+                name='hacluster-watch-%s-side' % self.node)
+            watch.start(self.client.revision + 1)
+            self._side_watches[parent_prefix] = watch
 
     def unsubscribe(self, parent_prefix, subscriber):
-        """Stop delivering to ``subscriber`` (idempotent)."""
-        self._dispatch.unsubscribe(parent_prefix, subscriber)
+        """Stop delivering to ``subscriber`` (idempotent). Never blocks: a
+        watch of its own that is not needed any more stops in the
+        background."""
+        with self._side_lock:
+            self._dispatch.unsubscribe(parent_prefix, subscriber)
+            watch = None
+            if not self._dispatch.subscribers(parent_prefix):
+                watch = self._side_watches.pop(parent_prefix, None)
+        if watch is not None:
+            threading.Thread(target=watch.stop, daemon=True,
+                             name='hacluster-unwatch').start()
+
+    def _resync_side(self, parent_prefix):
+        """A watch of its own resumed after a compaction: its subscribers
+        re-read what they keep (a failure is theirs to recover from: the
+        fan-out leader checks its count against etcd every
+        renew_interval)."""
+        self._dispatch.resync(only=self._dispatch.subscribers(parent_prefix))
 
     def _on_events(self, events):
         for etype, kv in events:

@@ -13,7 +13,10 @@
 """The watch dispatcher: one cluster watch, many subscribers.
 
 The coordinator holds one watch on its cluster's prefix
-(:class:`hacluster.etcd.Watch`); the :class:`Dispatcher` hands each event
+(:class:`hacluster.etcd.Watch`; keys from ``~`` on excepted, which get a
+watch of their own while subscribed to, see
+:meth:`hacluster.coordinator.Coordinator.subscribe`); the
+:class:`Dispatcher` hands each event
 to the :class:`hacluster.api.Subscriber` objects registered for the key's
 parent prefix (the members, the leader queue, one lock's queue, a task's
 control key...), and a resync to all of them.
@@ -46,6 +49,11 @@ class Dispatcher:
                 subs.discard(subscriber)
                 if not subs:
                     del self._subs[parent_prefix]
+
+    def subscribers(self, parent_prefix):
+        """The subscribers of ``parent_prefix`` now (a new set)."""
+        with self._lock:
+            return set(self._subs.get(parent_prefix, ()))
 
     def deliver(self, events):
         """Hand ``[(type, KV)...]`` to the subscribers of each key's parent

@@ -29,10 +29,23 @@ Layout (``<lease>`` is the session lease id in hex)::
     /hacluster/v1/<cluster>/locks/<quoted name>/<lease>-<n> lock queue entry
     /hacluster/v1/<cluster>/tasks/<task>/cycle             fan-out cycle now
     /hacluster/v1/<cluster>/tasks/<task>/cycles/<id>/...   its items, dones
+                                                            (format 1 cycles)
     /hacluster/v1/<cluster>/tasks/<task>/stats/<node>      per-node run stats
     /hacluster/v1/<cluster>/tasks/<task>/control           paused or not
     /hacluster/v1/<cluster>/fanout/queues/<server>         a fan-out queue
     /hacluster/v1/<cluster>/data/<quoted key>              guarded user data
+    /hacluster/v1/<cluster>/~ledger/<task>/<id>-a/...      items, dones of
+                                                            format 2 cycles
+
+Keys from ``~`` on (``~`` sorts after every other first character of a
+segment here) are outside the cluster watch that every member holds
+(:attr:`Layout.watched_end`). A fan-out cycle's ledger lives there when every
+member reads cycle format 2 (:mod:`hacluster.protocol`): it is written in
+bulk (one key per item and per done marker, tens of thousands per cycle) and
+read by the leader alone, so pushing every write to every member's watch
+made etcd slower for everyone as members were added. A cycle id says where
+its ledger is (:meth:`Layout.ledger_apart`), so a member finds it from the
+id a batch of items carries. Every other key stays inside the watch.
 """
 
 import re
@@ -150,6 +163,12 @@ class Layout:
         #: the RabbitMQ queue of every fan-out server, until deleted
         #: (owner: hacluster.periodic.queues)
         self.fanout_queues = self.root + 'fanout/queues/'
+        #: the members' cluster watch covers [root, watched_end): keys
+        #: from '~' on are left out of it (read and watched on purpose
+        #: by the one part that needs them)
+        self.watched_end = self.root + '~'
+        #: fan-out ledgers of format 2 cycles (owner: the ledger)
+        self.ledgers = self.root + '~ledger/'
 
     def member(self, node):
         return self.members + node
@@ -205,11 +224,36 @@ class Layout:
             return name, 'cycles', None
         return name, None, None
 
+    #: what ends the id of a cycle whose ledger is apart
+    APART_SUFFIX = '-a'
+
+    @classmethod
+    def ledger_apart(cls, cycle_id):
+        """True if the ledger of cycle ``cycle_id`` lies outside the
+        cluster watch (under :attr:`ledgers`): ids of such cycles end in
+        :data:`APART_SUFFIX`, which no id of an older version does."""
+        return str(cycle_id).endswith(cls.APART_SUFFIX)
+
+    def task_ledgers(self, name):
+        """Prefix of a fan-out task's format 2 cycles."""
+        return self.ledgers + quote_segment(name) + '/'
+
+    def cycle_root(self, name, cycle_id):
+        """Prefix of everything of one cycle (items and done markers),
+        wherever its id says it lives."""
+        if self.ledger_apart(cycle_id):
+            return '%s%s/' % (self.task_ledgers(name), cycle_id)
+        return '%s%s/' % (self.task_cycles(name), cycle_id)
+
     def cycle_items(self, name, cycle_id):
-        return '%s%s/items/' % (self.task_cycles(name), cycle_id)
+        return self.cycle_root(name, cycle_id) + 'items/'
 
     def cycle_done(self, name, cycle_id):
-        return '%s%s/done/' % (self.task_cycles(name), cycle_id)
+        return self.cycle_root(name, cycle_id) + 'done/'
+
+    def watched(self, key):
+        """True if ``key`` is inside the members' cluster watch."""
+        return key.startswith(self.root) and key < self.watched_end
 
     def claims_of(self, node):
         """Prefix of the claims opened by ``node`` (any incarnation)."""

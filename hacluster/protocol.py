@@ -38,7 +38,10 @@ lets them work together is written down here, in one place:
   once every live member can recover it (:func:`everyone_recovers`).
 * **Key layout.** It never changes in place: the layout version is in every
   key (``/hacluster/v1/``) and a new one needs a migration that both
-  versions understand (there is none yet: the layout is v1).
+  versions understand (there is none yet: the layout is v1). A new place
+  for one kind of record is a new format of that record, written only once
+  every live member reads it (cycle format 2 moved the fan-out ledger out
+  of the members' watch; the cycle id says which place a cycle uses).
 
 A member's advertisement is the ``compat`` field of its record. A record
 without one comes from a version older than this contract: it is read as
@@ -57,8 +60,13 @@ import os
 
 from hacluster import exceptions
 
-#: The protocol this version speaks.
-PROTOCOL = 1
+#: The protocol this version speaks. History:
+#:
+#: * 1 - the first contract (member compat, record formats, RPC pinning).
+#: * 2 - cycle format 2: a fan-out cycle's items and done markers under
+#:   ``~ledger/``, outside the members' watch (hacluster.keys); written once
+#:   every live member reads it, format 1 (``tasks/<task>/cycles/``) before.
+PROTOCOL = 2
 #: The oldest protocol this version interoperates with.
 MIN_PROTOCOL = 1
 
@@ -67,7 +75,7 @@ FORMATS = {
     'member': (1, 1),
     'claim': (1, 1),
     'late': (1, 1),
-    'cycle': (1, 1),
+    'cycle': (1, 2),
     'item': (1, 1),
     'done': (1, 1),
     'stats': (1, 1),

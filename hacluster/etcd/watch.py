@@ -63,6 +63,8 @@ class Watch:
 
     :param client: :class:`Client`.
     :param prefix: key prefix (ending in ``/``).
+    :param range_end: the end of the watched range (exclusive), to watch
+        ``[prefix, range_end)`` instead of every key under ``prefix``.
     :param on_events: ``callable(list_of_(type, KV))`` with type ``'PUT'`` or
         ``'DELETE'``, called in the watch thread in revision order; it must
         be quick and must not raise (errors are logged).
@@ -71,9 +73,12 @@ class Watch:
     """
 
     def __init__(self, client, prefix, on_events, on_resync=None,
-                 idle_timeout=30.0, name='hacluster-watch'):
+                 idle_timeout=30.0, name='hacluster-watch', range_end=None):
         self._client = client
         self._prefix = prefix
+        self._range_end = prefix_end(prefix) if range_end is None else \
+            (range_end.encode('utf-8') if isinstance(range_end, str)
+             else range_end)
         self._on_events = on_events
         self._on_resync = on_resync or (lambda: None)
         self._idle_timeout = idle_timeout
@@ -146,7 +151,7 @@ class Watch:
             index = self._client.index_of(client)
             request = {'create_request': {
                 'key': b64(self._prefix),
-                'range_end': b64(prefix_end(self._prefix)),
+                'range_end': b64(self._range_end),
                 'start_revision': self._next_revision,
                 'progress_notify': True,
             }}

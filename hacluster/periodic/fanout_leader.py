@@ -265,7 +265,7 @@ class FanoutLeader:
                 # older one would handle it twice, at once): the items of
                 # the others, and of owners that left, are left to the
                 # monitor's re-dispatch at their deadline.
-                live = self._live(state.name)
+                live = self._live(state.name, cycle_id)
                 dedup = self._dedup_servers(state.name)
                 again = {q: a for q, a in items.items()
                          if q not in done and a.get('owner') in live and
@@ -280,7 +280,7 @@ class FanoutLeader:
                 ctx = _task.CycleContext(state.name, coord, term=term,
                                          cycle_id=cycle_id)
                 listed = state.fn(ctx)
-                items = self._assign_new(state, listed)
+                items = self._assign_new(state, listed, cycle_id)
                 record = {'cycle_id': cycle_id, 'status': 'running',
                           'started_at': time.time(), 'node': coord.node,
                           'member_id': coord.member_id, 'term': term,
@@ -312,19 +312,28 @@ class FanoutLeader:
 
     def _run_here(self, state, term):
         """Single-node mode: list and handle every item here."""
-        cycle_id = _ledger.Ledger.new_cycle_id()
+        cycle_id = _ledger.new_cycle_id()
         ctx = _task.CycleContext(state.name, self._coord, term=term,
                                  cycle_id=cycle_id)
         listed = state.fn(ctx) or {}
         self._handle_here(state, cycle_id, _as_dict(listed))
         state.stats.count(cycles=1)
 
-    def _fanout_members(self, task):
-        """``{rpc server: node}`` of the live members that run ``task``."""
+    def _fanout_members(self, task, cycle_id=None):
+        """``{rpc server: node}`` of the live members that run ``task``
+        (and, for a cycle whose ledger is apart, read its format: an older
+        member would look for its items in the wrong place, find none and
+        drop them). No request."""
+        from hacluster import protocol as _protocol
+        apart = cycle_id is not None and \
+            self._coord.layout.ledger_apart(cycle_id)
         servers = {}
         for node, rec in self._coord.live_members().items():
             server = rec.get('fanout_server')
             if server and task in (rec.get('fanout_tasks') or ()):
+                if apart and _protocol.Compat.from_record(
+                        rec).formats.get('cycle', (1, 1))[1] < 2:
+                    continue
                 servers[server] = node
         return servers
 
@@ -369,7 +378,7 @@ class FanoutLeader:
             state.rpc_pin = version
         return version
 
-    def _assign_new(self, state, listed):
+    def _assign_new(self, state, listed, cycle_id=None):
         """Owners for a new cycle's items: consistent hashing with bounded
         loads. The ring picks each item's member (the same one cycle after
         cycle while membership is stable), but no member takes more than
@@ -378,7 +387,7 @@ class FanoutLeader:
         ~20% more than its share of 300 items: the cycle lasts as long as
         the busiest member.)"""
         listed = _as_dict(listed)
-        servers = self._fanout_members(state.name)
+        servers = self._fanout_members(state.name, cycle_id)
         if self._server_name and self._server_name not in servers:
             servers[self._server_name] = self._coord.node
         owners = assign_bounded(sorted(servers),
@@ -400,10 +409,11 @@ class FanoutLeader:
             items[_keys.quote_segment(item_id)] = assignment
         return items
 
-    def _live(self, task):
-        """``{rpc server: node}`` of the live members that run ``task``,
+    def _live(self, task, cycle_id=None):
+        """``{rpc server: node}`` of the live members that run ``task``
+        (and read the format of ``cycle_id``, :meth:`_fanout_members`),
         this node's own server included. No request."""
-        live = self._fanout_members(task)
+        live = self._fanout_members(task, cycle_id)
         if self._server_name:
             live.setdefault(self._server_name, self._coord.node)
         return live
@@ -512,7 +522,7 @@ class FanoutLeader:
                 return None
             now = time.time()           # for the records only
             mono = time.monotonic()
-            live = self._live(state.name)
+            live = self._live(state.name, cycle_id)
             if wake.take_missed() or mono >= next_recheck:
                 next_recheck = mono + recheck_every
                 if ledger.done_count(cycle_id) > wake.count():

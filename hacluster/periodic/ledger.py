@@ -16,9 +16,25 @@ Because RPC delivery is at-most-once, the state of a fan-out cycle lives
 here, not in the queue::
 
     tasks/<task>/cycle                        the current (or last) cycle
-    tasks/<task>/cycles/<cycle>/items/<item>  owner, attempt, sent_at, payload
-    tasks/<task>/cycles/<cycle>/done/<item>   written by the worker when the
+    ~ledger/<task>/<cycle>/items/<item>       owner, attempt, sent_at, payload
+    ~ledger/<task>/<cycle>/done/<item>        written by the worker when the
                                               handler returned
+
+Where a cycle's items and done markers live depends on its format, which
+its id says (:meth:`hacluster.keys.Layout.cycle_root`):
+
+* **format 2** (ids ending in ``-a``): under ``~ledger/``, outside the
+  cluster watch of every member; the leader watches them on its own
+  (:meth:`hacluster.coordinator.Coordinator.subscribe` opens a watch for
+  that range while someone subscribes to it). Written once every live
+  member reads cycle format 2.
+* **format 1**: under ``tasks/<task>/cycles/``, inside every member's
+  watch: the only place older versions know, used while one of them is a
+  member.
+
+A cycle keeps the format it was created in until it finishes, whoever
+adopts it: its record says where its items are, and rewriting it in
+another format would send an adopter to look in the wrong place.
 
 The leader's writes are guarded by the task lock's fencing token (a leader
 that lost its lock cannot overwrite its successor's cycle). Writes are batched
@@ -83,6 +99,14 @@ def check_item(task, item_id, assignment):
                                              MAX_ITEM_BYTES))
 
 
+def new_cycle_id(apart=False):
+    """A cycle id: its start time (seconds), a random part and, for a cycle
+    whose ledger is apart from the members' watch, the suffix that says so
+    (:meth:`hacluster.keys.Layout.ledger_apart`)."""
+    return '%d-%s%s' % (int(time.time()), uuid.uuid4().hex[:8],
+                        _keys.Layout.APART_SUFFIX if apart else '')
+
+
 class Ledger:
     """The ledger of one task. Thread-safe (stateless over etcd)."""
 
@@ -92,7 +116,9 @@ class Ledger:
         self._layout = coord.layout
         self._task = task
         self.cycle_key = coord.layout.task_cycle(task)
-        self._cycles = coord.layout.task_cycles(task)
+        #: where earlier cycles' keys may be, in either format
+        self._all_cycles = (coord.layout.task_cycles(task),
+                            coord.layout.task_ledgers(task))
 
     def write_format(self, kind):
         """The format every live member reads for ``kind`` records
@@ -116,10 +142,14 @@ class Ledger:
         if compat is None:
             return True
         try:
-            compat.check_format(kind, record)
-            return True
+            fmt = compat.check_format(kind, record)
         except Exception:       # UnknownFormat
             return False
+        # A cycle's format and its id must agree on where its ledger is
+        # (a record edited by hand, or a future format of the id): never
+        # look for its items in a place its writer did not use.
+        return kind != 'cycle' or \
+            fmt == self.cycle_format(record.get('cycle_id', ''))
 
     def _items_prefix(self, cycle_id):
         return self._layout.cycle_items(self._task, cycle_id)
@@ -127,9 +157,17 @@ class Ledger:
     def done_prefix(self, cycle_id):
         return self._layout.cycle_done(self._task, cycle_id)
 
+    def new_cycle_id(self):
+        """A new cycle's id: of a format 2 cycle (its ledger apart from the
+        members' watch) if every live member reads that format, else of a
+        format 1 cycle. No request."""
+        return new_cycle_id(apart=self.write_format('cycle') >= 2)
+
     @staticmethod
-    def new_cycle_id():
-        return '%d-%s' % (int(time.time()), uuid.uuid4().hex[:8])
+    def cycle_format(cycle_id):
+        """The format of the records of cycle ``cycle_id``: 2 if its ledger
+        is apart, else 1."""
+        return 2 if _keys.Layout.ledger_apart(cycle_id) else 1
 
     # -- reads ---------------------------------------------------------------
 
@@ -188,10 +226,10 @@ class Ledger:
 
         :raises StaleFencingToken: ``lock`` is no longer held.
         """
-        # Everything of earlier cycles goes (including done markers that
-        # late workers wrote after their cycle finished).
-        lock.guarded_txn([_etcd.delete_op(self._cycles,
-                                          _keys.prefix_end(self._cycles))])
+        # Everything of earlier cycles goes, in either format (including
+        # done markers that late workers wrote after their cycle finished).
+        lock.guarded_txn([_etcd.delete_op(p, _keys.prefix_end(p))
+                          for p in self._all_cycles])
         prefix = self._items_prefix(record['cycle_id'])
         fmt = self.write_format('item')
         qids = list(items)
@@ -205,7 +243,13 @@ class Ledger:
                 written(qids[at:at + len(chunk)])
             at += len(chunk)
         lock.guarded_txn([_etcd.put_op(
-            self.cycle_key, json.dumps(self._fmt('cycle', record)))])
+            self.cycle_key, json.dumps(self._cycle_record(record)))])
+
+    def _cycle_record(self, record):
+        """``record`` with the format of its cycle (never the one members
+        read now: see the module's docstring)."""
+        return self._fmt('cycle', record,
+                         self.cycle_format(record['cycle_id']))
 
     def assign(self, lock, cycle_id, changes):
         """Rewrite the assignments of some items (re-dispatch)."""
@@ -219,15 +263,15 @@ class Ledger:
 
     def update_cycle(self, lock, record):
         lock.guarded_txn([_etcd.put_op(
-            self.cycle_key, json.dumps(self._fmt('cycle', record)))])
+            self.cycle_key, json.dumps(self._cycle_record(record)))])
 
     def finish(self, lock, record):
         """Record the cycle as finished and drop its item keys (the record
         keeps the counts)."""
-        cycle = '%s%s/' % (self._cycles, record['cycle_id'])
+        cycle = self._layout.cycle_root(self._task, record['cycle_id'])
         lock.guarded_txn([
             _etcd.put_op(self.cycle_key,
-                         json.dumps(self._fmt('cycle', record))),
+                         json.dumps(self._cycle_record(record))),
             _etcd.delete_op(cycle, _keys.prefix_end(cycle))])
 
     # -- worker writes --------------------------------------------------------

@@ -29,8 +29,10 @@ cluster):
 2. one node upgraded to N+1 under an N leader, then SIGKILLed in the middle
    of a create: the N leader recovers an N+1 claim;
 3. an N+1 leader over N members (the N nodes restart behind it in the
-   queue); an N node SIGKILLed mid-create: N+1 recovers an N claim;
-4. the rest to N+1; then to the canary: a canary leader pins the fan-out
+   queue); an N node SIGKILLed mid-create: N+1 recovers an N claim; its
+   fan-out cycles keep format 1 (the ledger where N looks for it);
+4. the rest to N+1 (cycles move to format 2, the ledger out of the
+   members' watch); then to the canary: a canary leader pins the fan-out
    RPC to 1.0 while an N+1 member remains, and to 1.1 once none does.
 
 Blocks for minutes (manila-share restarts); raises AssertionError naming
@@ -43,6 +45,8 @@ import os
 import subprocess
 import tarfile
 
+from hacluster import keys as _keys
+from hacluster import protocol as _protocol
 from hacluster.testing.process import wait_for
 
 #: N: the end of the previous development round (fencing, structure), a
@@ -158,6 +162,28 @@ class Rolling:
             # not there: let it finish and try again
         raise AssertionError('no create landed on %s' % owner)
 
+    def cycles_in(self, fmt, by=None, what=''):
+        """Wait until a fan-out cycle started from now on is done, and
+        check that every such cycle (of any fan-out task) is in cycle
+        format ``fmt`` (1: its ledger in the old place, 2: outside the
+        members' watch; its id must say the same) and led by ``by`` if
+        given. (Tasks with a long spacing may show an older cycle.)"""
+        import time
+        since = time.time()
+
+        def recent():
+            cycles = [t.get('last_cycle') or {} for t in
+                      self.status()['tasks'] if t.get('mode') == 'fanout']
+            return [c for c in cycles if c.get('status') == 'done' and
+                    (c.get('started_at') or 0) >= since]
+        cycles = wait_for(recent, 60, '%s: a new fan-out cycle' % what)
+        for c in cycles:
+            assert c.get('format', 1) == fmt and \
+                _keys.Layout.ledger_apart(c['cycle_id']) == (fmt == 2), \
+                '%s: a cycle not in format %d: %s' % (what, fmt, c)
+            assert by is None or c.get('node') == by, (what, by, c)
+        self.report('fan-out cycles in format %d (%s)' % (fmt, what), None)
+
     def check(self, step):
         """After each step: nothing stuck, every claim resolved, one leader,
         and the old version's status command still reads the cluster."""
@@ -237,6 +263,8 @@ def run(cluster, old_tree, report=None):
              'the N+1 leader to recover an N claim')
     rolling.restart(victim, 'N+1')     # the recovered node comes back new
     rolling.check('N+1 leader over N members')
+    # an N member is live: the N+1 leader keeps the ledger where N looks
+    rolling.cycles_in(1, by=first, what='an N+1 leader over an N member')
 
     # 4. the rest to N+1, then everyone to the canary, one at a time
     for name in NODES:
@@ -244,12 +272,14 @@ def run(cluster, old_tree, report=None):
             rolling.restart(name, 'N+1')
     st = rolling.check('all on N+1')
     assert all(m['compat']['fanout_rpc'] == ['1.0'] for m in st['members'])
+    # no N member left: the ledger moves out of the members' watch
+    rolling.cycles_in(2, what='all on N+1')
     # the leader first: the canaries queue behind the N+1 nodes
     order = sorted(NODES, key=lambda n: n != st['leader']['node'])
     for i, name in enumerate(order[:2]):
         rolling.restart(name, 'N+2')
         st = rolling.check('%d of 3 on the canary' % (i + 1))
-        assert sum(m['compat']['protocol'] == 2
+        assert sum(m['compat']['protocol'] == _protocol.PROTOCOL + 1
                    for m in st['members']) == i + 1
     # a canary leader over an N+1 member: the last N+1 node (leading)
     # restarts and queues behind the canaries

@@ -16,6 +16,7 @@
         [--backend threading|eventlet] [--items N] [--item-sleep S]
         [--poll-spacing S] [--stats-spacing S] [--local-spacing S]
         [--item-timeout S] [--config-spacing NAME:S,...]
+        [--cycle-formats LO:HI]
 
 Tasks (all recorded as lines appended to RECORD, one write each):
   stats  leader   "stats NODE TIME"
@@ -24,7 +25,9 @@ Tasks (all recorded as lines appended to RECORD, one write each):
                   "item NODE CYCLE ITEM ATTEMPT TIME" after sleeping S
 Prints READY once running; stdin lines "stop-task NAME", "start-task NAME",
 "run-now NAME", "pause NAME", "resume NAME", "exit" (threading backend only);
-SIGTERM stops.
+SIGTERM stops. --cycle-formats plays a version that reads only those
+fan-out cycle formats (1:1: a version from before the ledger moved out of
+the members' watch).
 """
 
 import argparse
@@ -46,6 +49,7 @@ p.add_argument('--stats-spacing', type=float, default=1.0)
 p.add_argument('--local-spacing', type=float, default=1.0)
 p.add_argument('--item-timeout', type=float, default=5.0)
 p.add_argument('--config-spacing', default='')
+p.add_argument('--cycle-formats', default='')
 opts = p.parse_args()
 
 if opts.backend == 'eventlet':
@@ -71,6 +75,7 @@ from hacluster.periodic import FANOUT  # noqa: E402
 from hacluster.periodic import LEADER  # noqa: E402
 from hacluster.periodic import periodic_task  # noqa: E402
 from hacluster.periodic import PeriodicRunner  # noqa: E402
+from hacluster import protocol as _protocol  # noqa: E402
 
 
 def record(*words):
@@ -114,6 +119,10 @@ class Tasks:
         record('item', opts.node, ctx.cycle_id, item_id, ctx.attempt,
                time.time())
 
+
+if opts.cycle_formats:
+    _protocol.FORMATS['cycle'] = tuple(
+        int(f) for f in opts.cycle_formats.split(':'))
 
 conf = cfg.ConfigOpts()
 ha_opts.register_opts(conf)

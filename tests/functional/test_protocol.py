@@ -119,8 +119,11 @@ def test_a_node_refuses_a_cluster_it_cannot_interoperate_with(
         with pytest.raises(_protocol.IncompatibleCluster) as e:
             here.start()
         message = str(e.value)
-        assert 'ahead' in message and 'protocol 3-3' in message
-        assert 'protocol 1-1' in message
+        ahead_p = _protocol.PROTOCOL + 2
+        assert 'ahead' in message and \
+            'protocol %d-%d' % (ahead_p, ahead_p) in message
+        assert 'protocol %d-%d' % (_protocol.MIN_PROTOCOL,
+                                   _protocol.PROTOCOL) in message
         assert 'here' not in ahead.get_members()
 
 
@@ -203,7 +206,8 @@ def test_a_cycle_left_running_in_a_newer_format_is_not_adopted(
     with c:
         ledger = _ledger.Ledger(c, 'poll')
         newer = {'cycle_id': 'newer-1', 'status': 'running', 'items': 9,
-                 'node': 'gone', 'member_id': 'gone-1', 'format': 2}
+                 'node': 'gone', 'member_id': 'gone-1',
+                 'format': _protocol.FORMATS['cycle'][1] + 1}
         c.client.put(ledger.cycle_key, json.dumps(newer))
         runner = PeriodicRunner(c, transport_url=rabbitmq.transport_url)
         runner.add_all(Tasks())
@@ -217,7 +221,10 @@ def test_a_cycle_left_running_in_a_newer_format_is_not_adopted(
         current = ledger.current()
     assert sorted(handled) == ['i%d' % i for i in range(5)]
     assert current['cycle_id'] != 'newer-1'
-    assert current['format'] == 1 and 'adopted_by' not in current
+    # a fresh cycle, in the newest format every member reads (2: its ledger
+    # outside the members' watch)
+    assert current['format'] == 2 and 'adopted_by' not in current
+    assert c.layout.ledger_apart(current['cycle_id'])
 
 
 def test_status_shows_an_upgrade_not_drift_and_check_stays_ok(

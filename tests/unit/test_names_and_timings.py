@@ -181,3 +181,47 @@ def test_retry_delays_are_jittered_within_half_to_whole():
     assert len({round(w, 3) for w in waits}) > 100    # not in lockstep
     assert backoff.doubled(0.4, 1.0) == 0.8 and backoff.doubled(0.8, 1.0) \
         == 1.0
+
+
+def test_a_cycle_id_says_where_its_ledger_is():
+    layout = keys.Layout('c')
+    old, apart = '1764000000-0a1b2c3d', '1764000000-0a1b2c3d-a'
+    assert not layout.ledger_apart(old) and layout.ledger_apart(apart)
+    assert layout.cycle_items('t', old) == \
+        '/hacluster/v1/c/tasks/t/cycles/%s/items/' % old
+    assert layout.cycle_done('t', apart) == \
+        '/hacluster/v1/c/~ledger/t/%s/done/' % apart
+    # the apart ledger is outside the members' watch, everything else in
+    assert not layout.watched(layout.cycle_done('t', apart))
+    for prefix in (layout.members, layout.leader, layout.locks,
+                   layout.claims, layout.tasks, layout.tombstones,
+                   layout.recovery_requests, layout.late, layout.data,
+                   layout.fanout_queues, layout.cycle_done('t', old)):
+        assert layout.watched(prefix), prefix
+    # and inside the cluster's prefix (a per-cluster etcd role covers it)
+    assert layout.ledgers.startswith(layout.root)
+    assert not keys.Layout('c2').watched(layout.ledgers)
+
+
+def test_a_cycle_record_whose_format_and_id_disagree_is_not_adopted():
+    from hacluster.periodic import ledger as _ledger
+    from hacluster import protocol
+
+    class Coord:
+        layout = keys.Layout('c')
+        client = None
+        compat = protocol.ClusterCompat(protocol.local, dict, 'n')
+    ledger = _ledger.Ledger(Coord(), 't')
+    assert ledger.readable({'cycle_id': '1-ab-a', 'format': 2})
+    assert ledger.readable({'cycle_id': '1-ab', 'format': 1})
+    assert ledger.readable({'cycle_id': '1-ab'})        # before formats
+    assert not ledger.readable({'cycle_id': '1-ab', 'format': 2})
+    assert not ledger.readable({'cycle_id': '1-ab-a', 'format': 1})
+    assert not ledger.readable({'cycle_id': '1-ab-a', 'format': 3})
+    # a new cycle is apart when every live member reads format 2
+    assert keys.Layout.ledger_apart(ledger.new_cycle_id())
+    old = {'compat': {'formats': {'cycle': [1, 1]}}}
+    Coord.compat = protocol.ClusterCompat(protocol.local,
+                                          lambda: {'old': old}, 'n')
+    assert not keys.Layout.ledger_apart(
+        _ledger.Ledger(Coord(), 't').new_cycle_id())

@@ -89,7 +89,7 @@ def test_a_new_claim_waits_for_every_recoverer():
 def test_the_canary_speaks_the_next_protocol(monkeypatch):
     monkeypatch.setenv(p.CANARY_ENV, '1')
     c = p.local(recovers={'share:create'})
-    assert c.protocol == p.PROTOCOL + 1 and c.min_protocol == p.PROTOCOL
+    assert c.protocol == p.PROTOCOL + 1 and c.min_protocol == p.MIN_PROTOCOL
     assert c.fanout_rpc[-1] == p.CANARY_FANOUT_RPC
     assert c.formats['claim'][1] == p.CANARY_CLAIM_FORMAT
     assert 'share:canary_resize' in c.recovers
