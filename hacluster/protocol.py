@@ -216,6 +216,11 @@ class Compat:
             fmt = min(fmt, other.formats.get(kind, (1, 1))[1])
         return max(fmt, lo)
 
+    def reads(self, kind, fmt):
+        """True if this node reads ``kind`` records in format ``fmt``."""
+        lo, hi = self.formats.get(kind, (1, 1))
+        return lo <= fmt <= hi
+
     def check_format(self, kind, record):
         """The format of ``record`` (a dict; 1 if it has none).
 

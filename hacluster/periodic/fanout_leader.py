@@ -325,14 +325,14 @@ class FanoutLeader:
         member would look for its items in the wrong place, find none and
         drop them). No request."""
         from hacluster import protocol as _protocol
-        apart = cycle_id is not None and \
-            self._coord.layout.ledger_apart(cycle_id)
+        fmt = None if cycle_id is None else \
+            _ledger.Ledger.cycle_format(cycle_id)
         servers = {}
         for node, rec in self._coord.live_members().items():
             server = rec.get('fanout_server')
             if server and task in (rec.get('fanout_tasks') or ()):
-                if apart and _protocol.Compat.from_record(
-                        rec).formats.get('cycle', (1, 1))[1] < 2:
+                if fmt is not None and not _protocol.Compat.from_record(
+                        rec).reads('cycle', fmt):
                     continue
                 servers[server] = node
         return servers
