@@ -118,6 +118,7 @@ import hacluster
 from hacluster.election import head_of
 from hacluster import etcd as _etcd
 from hacluster import keys as _keys
+from hacluster.periodic import ledger as _ledger
 from hacluster import status as _status
 from hacluster.testing.process import LineWorker
 from hacluster.testing.process import wait_for as _wait_for
@@ -468,7 +469,8 @@ def fanout_axis(etcd, metrics, client, amqp):
 
                 def idle_ledger():
                     kv = client.get(cycle_key)
-                    return kv is None or kv.json()['status'] != 'running'
+                    return kv is None or \
+                        not _ledger.Ledger.in_progress(kv.json())
                 try:
                     # a cycle an earlier failure left running must end first
                     wait_for(idle_ledger, 600, 'the previous cycle to end',

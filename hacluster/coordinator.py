@@ -220,17 +220,23 @@ class Coordinator(_api.CoordinatorAPI):
             # From the revision we read: every later change reaches the
             # subscribers, whenever the stream actually connects.
             self._watch.start(revision + 1)
-            self._running = True
+            with self._side_lock:
+                self._running = True
+                # subscriptions made before start() get their watches now
+                for prefix in self._dispatch.prefixes():
+                    self._open_side(prefix)
             try:
                 self.session.start(timeout=timeout)
                 self.fencer.start()
                 self._membership.register()
                 self._recovery.start()
             except Exception:
-                self._running = False
+                with self._side_lock:
+                    self._running = False
                 self.fencer.stop()
                 self.session.stop(revoke=True)
                 self._watch.stop()
+                self._stop_side_watches()
                 raise
         if self._recovery.has_handlers:
             self._campaign_for_recovery()
@@ -298,7 +304,9 @@ class Coordinator(_api.CoordinatorAPI):
         if election is not None:
             election.resign()
         self._membership.mark_leaving()
-        with self._state_lock:
+        with self._state_lock, self._side_lock:
+            # (under the side lock too: a subscribe() after this opens no
+            # watch of its own)
             self._running = False
         for _key, lock in self.lock_registry.items():
             lock.mark_lost('coordinator stopped')
@@ -309,10 +317,7 @@ class Coordinator(_api.CoordinatorAPI):
         self.session.stop(revoke=True)
         if self._watch is not None:
             self._watch.stop()
-        with self._side_lock:
-            side, self._side_watches = self._side_watches, {}
-        for watch in side.values():
-            watch.stop()
+        self._stop_side_watches()
         if self._metrics is not None:
             # its endpoints and files (a file is written once more, showing
             # this member down)
@@ -633,18 +638,26 @@ class Coordinator(_api.CoordinatorAPI):
         subscribes to it, from the newest revision this node has seen:
         every change made after this call returns is delivered (and a few
         from just before it may be, again). Its thread and stream end when
-        the last subscriber leaves."""
+        the last subscriber leaves. Such a watch runs only while the
+        coordinator does: a subscription made before :meth:`start` gets it
+        at start, one made after :meth:`stop` none."""
         with self._side_lock:
             self._dispatch.subscribe(parent_prefix, subscriber)
-            if self.layout.watched(parent_prefix) or \
-                    parent_prefix in self._side_watches:
-                return
-            watch = _etcd.Watch(
-                self.client, parent_prefix, self._dispatch.deliver,
-                on_resync=lambda: self._resync_side(parent_prefix),
-                name='hacluster-watch-%s-side' % self.node)
-            watch.start(self.client.revision + 1)
-            self._side_watches[parent_prefix] = watch
+            if self._running:
+                self._open_side(parent_prefix)
+
+    def _open_side(self, parent_prefix):
+        """Open the watch of its own of a prefix outside the cluster watch,
+        unless it has one. Call with the side lock held."""
+        if self.layout.watched(parent_prefix) or \
+                parent_prefix in self._side_watches:
+            return
+        watch = _etcd.Watch(
+            self.client, parent_prefix, self._dispatch.deliver,
+            on_resync=lambda: self._resync_side(parent_prefix),
+            name='hacluster-watch-%s-side' % self.node)
+        watch.start(self.client.revision + 1)
+        self._side_watches[parent_prefix] = watch
 
     def unsubscribe(self, parent_prefix, subscriber):
         """Stop delivering to ``subscriber`` (idempotent). Never blocks: a
@@ -658,6 +671,17 @@ class Coordinator(_api.CoordinatorAPI):
         if watch is not None:
             threading.Thread(target=watch.stop, daemon=True,
                              name='hacluster-unwatch').start()
+
+    def _stop_side_watches(self):
+        """Stop every watch of its own; blocks until their threads end."""
+        with self._side_lock:
+            side, self._side_watches = self._side_watches, {}
+        # all told to stop first, then waited for: one stuck in a request
+        # to a frozen member costs its timeout once, not once per watch
+        for watch in side.values():
+            watch.stop(wait=False)
+        for watch in side.values():
+            watch.join()
 
     def _resync_side(self, parent_prefix):
         """A watch of its own resumed after a compaction: its subscribers

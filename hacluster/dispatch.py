@@ -55,6 +55,11 @@ class Dispatcher:
         with self._lock:
             return set(self._subs.get(parent_prefix, ()))
 
+    def prefixes(self):
+        """The parent prefixes that have subscribers now (a new list)."""
+        with self._lock:
+            return list(self._subs)
+
     def deliver(self, events):
         """Hand ``[(type, KV)...]`` to the subscribers of each key's parent
         prefix, in order. A subscriber that raises is logged; the others

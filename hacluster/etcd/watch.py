@@ -106,15 +106,21 @@ class Watch:
                                         daemon=True)
         self._thread.start()
 
-    def stop(self):
+    def stop(self, wait=True):
         """Stop the watch; blocks until its thread ends (at most a few
-        seconds)."""
+        seconds) unless ``wait`` is False (then :meth:`join` waits)."""
         self._stop.set()
         self._unsubscribe()
         self._break_stream()
+        if wait:
+            self.join()
+
+    def join(self, timeout=5.0):
+        """Wait up to ``timeout`` s for the thread of a stopped watch to
+        end."""
         if self._thread is not None and \
                 self._thread is not threading.current_thread():
-            self._thread.join(5.0)
+            self._thread.join(timeout)
 
     def _client_switched(self, endpoint):
         # Runs in whichever thread saw its request fail (often the session's

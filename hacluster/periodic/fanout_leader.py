@@ -200,7 +200,7 @@ class FanoutLeader:
                 current = _ledger.Ledger(self._coord, state.name).current()
             except exceptions.HAClusterError:
                 current = None
-            if not current or current.get('status') != 'running':
+            if not _ledger.Ledger.in_progress(current):
                 return
             before = state.stats.get('cycles')
             self._tick(state)
@@ -229,8 +229,7 @@ class FanoutLeader:
         started = time.monotonic()
         ledger = _ledger.Ledger(coord, state.name)
         current = ledger.current()
-        if current and current.get('status') == 'running' and \
-                not ledger.readable(current):
+        if ledger.in_progress(current) and not ledger.readable(current):
             # Left by a newer version, in a format this one does not read:
             # never adopt what cannot be understood. A fresh cycle lists
             # the items again (each handled again at worst, as after any
@@ -242,7 +241,7 @@ class FanoutLeader:
                         current.get('format'))
             current = None
         wake = _DoneWake()
-        adopted = current and current.get('status') == 'running'
+        adopted = ledger.in_progress(current)
         cycle_id = current['cycle_id'] if adopted else ledger.new_cycle_id()
         done_prefix = ledger.done_prefix(cycle_id)
         # Subscribed before anything is cast: no marker event is missed.
@@ -253,8 +252,12 @@ class FanoutLeader:
                 items = ledger.items(cycle_id)
                 done = ledger.done(cycle_id)
                 wake.merge(done)
+                # (a format 2 record that says "running", from the first
+                # version that wrote them, says it the way older versions
+                # do not adopt from now on)
                 record.update(adopted_by=coord.member_id,
-                              adopted_by_node=coord.node, term=term)
+                              adopted_by_node=coord.node, term=term,
+                              status=ledger.in_progress_status(cycle_id))
                 ledger.update_cycle(lock, record)
                 state.stats.count(cycles=1)
                 # Cast what is not done yet again at once, at the same
@@ -281,7 +284,8 @@ class FanoutLeader:
                                          cycle_id=cycle_id)
                 listed = state.fn(ctx)
                 items = self._assign_new(state, listed, cycle_id)
-                record = {'cycle_id': cycle_id, 'status': 'running',
+                record = {'cycle_id': cycle_id,
+                          'status': ledger.in_progress_status(cycle_id),
                           'started_at': time.time(), 'node': coord.node,
                           'member_id': coord.member_id, 'term': term,
                           'items': len(items), 'fencing_token':
@@ -300,7 +304,7 @@ class FanoutLeader:
         for marker in done.values():
             node = marker.get('node') or _stats.GIVEN_UP
             per_node[node] = per_node.get(node, 0) + 1
-        record.update(status='done', finished_at=time.time(),
+        record.update(status=_ledger.DONE, finished_at=time.time(),
                       done=len(done), failed=failed,
                       redispatched=redispatched, per_node=per_node)
         ledger.finish(lock, record)

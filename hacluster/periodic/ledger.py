@@ -36,6 +36,17 @@ A cycle keeps the format it was created in until it finishes, whoever
 adopts it: its record says where its items are, and rewriting it in
 another format would send an adopter to look in the wrong place.
 
+A cycle in progress is recorded as ``running`` in format 1 and as
+``underway`` in format 2 (:meth:`Ledger.in_progress_status`). Versions from
+before the format contract adopt any ``running`` cycle without reading its
+format: one that took office while a format 2 cycle was running would look
+for its items in the old place, find none and record the cycle done with
+0 items (its pending items waiting a whole spacing for the next cycle). A
+status such versions do not know makes them start a fresh cycle instead,
+which lists every item again. :meth:`Ledger.in_progress` reads both words
+in either format (format 2 records of the first version that wrote them
+say ``running``).
+
 The leader's writes are guarded by the task lock's fencing token (a leader
 that lost its lock cannot overwrite its successor's cycle). Writes are batched
 into transactions of at most :data:`BATCH` operations (etcd's default limit
@@ -107,6 +118,12 @@ def new_cycle_id(apart=False):
                         _keys.Layout.APART_SUFFIX if apart else '')
 
 
+#: ``status`` of a cycle in progress, by cycle format
+IN_PROGRESS = {1: 'running', 2: 'underway'}
+#: ``status`` of a finished cycle
+DONE = 'done'
+
+
 class Ledger:
     """The ledger of one task. Thread-safe (stateless over etcd)."""
 
@@ -168,6 +185,19 @@ class Ledger:
         """The format of the records of cycle ``cycle_id``: 2 if its ledger
         is apart, else 1."""
         return 2 if _keys.Layout.ledger_apart(cycle_id) else 1
+
+    @classmethod
+    def in_progress_status(cls, cycle_id):
+        """The ``status`` that records cycle ``cycle_id`` as in progress
+        (see the module's docstring for why it depends on the format)."""
+        return IN_PROGRESS[cls.cycle_format(cycle_id)]
+
+    @staticmethod
+    def in_progress(record):
+        """True if cycle ``record`` (a dict, or None) is in progress: not
+        finished, adoptable by a leader that reads its format."""
+        return bool(record) and record.get('status') in \
+            IN_PROGRESS.values()
 
     # -- reads ---------------------------------------------------------------
 

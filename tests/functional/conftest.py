@@ -16,6 +16,7 @@ import uuid
 import pytest
 
 from hacluster.testing import process
+from hacluster.testing import upgrade
 
 WORKER = os.path.join(os.path.dirname(__file__), 'lockworker.py')
 
@@ -46,6 +47,13 @@ def workers():
     yield start
     for w in started:
         w.close()
+
+
+@pytest.fixture(scope='session')
+def old_tree(tmp_path_factory):
+    """The hacluster package of upgrade.OLD_COMMIT ("N", a real older
+    version), extracted once: put it first on a process's PYTHONPATH."""
+    return upgrade.extract_old_tree(str(tmp_path_factory.mktemp('N')))
 
 
 @pytest.fixture

@@ -75,7 +75,6 @@ from hacluster.periodic import FANOUT  # noqa: E402
 from hacluster.periodic import LEADER  # noqa: E402
 from hacluster.periodic import periodic_task  # noqa: E402
 from hacluster.periodic import PeriodicRunner  # noqa: E402
-from hacluster import protocol as _protocol  # noqa: E402
 
 
 def record(*words):
@@ -121,6 +120,9 @@ class Tasks:
 
 
 if opts.cycle_formats:
+    # (imported only here: the worker also runs on a hacluster from
+    # before the protocol contract, tests/functional/test_fanout_ledger.py)
+    from hacluster import protocol as _protocol
     _protocol.FORMATS['cycle'] = tuple(
         int(f) for f in opts.cycle_formats.split(':'))
 

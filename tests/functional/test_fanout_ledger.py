@@ -60,27 +60,33 @@ def finished(obs, pred):
         pred(current) else None
 
 
-def history_keys(obs, prefix):
-    """Every key ever written under ``prefix`` that etcd still has in its
-    history (a watch from revision 1 of that range, read until it is
-    quiet)."""
-    keys = set()
+def history(obs, prefix, start=1):
+    """``[(key, value)]`` of every write under ``prefix`` from revision
+    ``start`` on that etcd still has in its history, oldest first (a watch
+    of that range, read until it is quiet; a deletion's value is None)."""
+    writes = []
     quiet = threading.Event()
 
     def on_events(events):
-        for _etype, kv in events:
-            keys.add(kv.key)
+        for etype, kv in events:
+            writes.append((kv.key, kv.value if etype == 'PUT' else None))
     watch = _etcd.Watch(obs.client, prefix, on_events, name='history')
-    watch.start(1)
+    watch.start(start)
     try:
         wait_for(lambda: watch.connected.is_set(), 10, 'the history watch')
         last = -1
-        while len(keys) != last:
-            last = len(keys)
+        while len(writes) != last:
+            last = len(writes)
             quiet.wait(0.5)
     finally:
         watch.stop()
-    return keys
+    return writes
+
+
+def history_keys(obs, prefix):
+    """Every key ever written under ``prefix`` that etcd still has in its
+    history."""
+    return {key for key, _ in history(obs, prefix)}
 
 
 def test_a_cycle_ledger_stays_out_of_the_members_watch(
@@ -186,7 +192,7 @@ def test_an_older_member_joining_mid_cycle_gets_none_of_its_items(
 
             def running_apart_with_b():
                 c = _ledger.Ledger(obs, 'poll').current()
-                if not c or c['status'] != 'running' or \
+                if not _ledger.Ledger.in_progress(c) or \
                         not obs.layout.ledger_apart(c['cycle_id']):
                     return None
                 nodes = {n for n, _ in handled(record)[c['cycle_id']]}
@@ -221,11 +227,70 @@ def test_an_older_member_joining_mid_cycle_gets_none_of_its_items(
                 w.close()
 
 
+def test_a_leader_from_before_the_contract_never_adopts_a_format_2_cycle(
+        etcd, rabbitmq, cluster_name, tmp_path, old_tree):
+    """N, a real older version (upgrade.OLD_COMMIT, from before the format
+    contract), adopts any cycle recorded as running without reading its
+    format. Taking office while a format 2 cycle is in progress, it would
+    look for the items in the old place, find none and record the cycle
+    done with 0 items. A format 2 cycle in progress says "underway", which
+    N does not adopt: it starts a fresh cycle of its own and handles every
+    item, and the format 2 cycle is never recorded done by it."""
+    record = str(tmp_path / 'record')
+    workers = {}
+    slow = ('--items', '20', '--item-sleep', '0.4', '--item-timeout', '60')
+    env = dict(os.environ, PYTHONPATH=old_tree)
+    with hacluster.get_coordinator(etcd.url, cluster_name, 'obs',
+                                   **FAST) as obs:
+        ledger = _ledger.Ledger(obs, 'poll')
+        try:
+            workers['a'] = member(etcd, rabbitmq, cluster_name, 'a', record,
+                                  *slow)
+
+            def underway():
+                c = ledger.current()
+                return c if ledger.in_progress(c) and obs.layout.ledger_apart(
+                    c['cycle_id']) and handled(record)[c['cycle_id']] \
+                    else None
+            cycle = wait_for(underway, 30, 'a format 2 cycle under way')
+            assert cycle['status'] == 'underway'
+            cycle_id = cycle['cycle_id']
+            workers['n'] = LineWorker(
+                PERIODIC, etcd.url, rabbitmq.transport_url, cluster_name,
+                'n', record, '--poll-spacing', '0.5', *slow, env=env)
+            workers['n'].wait_line('READY', timeout=30)
+            member_n = wait_for(lambda: obs.live_members().get('n'), 10,
+                                'n to join')
+            assert 'compat' not in member_n, 'n is not from before the ' \
+                'contract: %r' % member_n
+            assert ledger.current()['cycle_id'] == cycle_id, \
+                'the cycle ended before n joined'
+            since = obs.client.revision + 1
+            workers['a'].proc.send_signal(signal.SIGKILL)
+            workers['a'].proc.wait(10)
+            fresh = wait_for(lambda: finished(
+                obs, lambda c: c['cycle_id'] != cycle_id and
+                c.get('node') == 'n'), 60, "a cycle of n's own")
+            written = [json.loads(v) for k, v in history(
+                obs, ledger.cycle_key, since) if k == ledger.cycle_key and v]
+        finally:
+            for w in workers.values():
+                w.close()
+    assert written, 'no cycle record was written after a died'
+    assert [c for c in written if c['cycle_id'] == cycle_id] == [], \
+        'n rewrote the format 2 cycle (adopted it)'
+    assert fresh['done'] == 20 and not obs.layout.ledger_apart(
+        fresh['cycle_id'])
+    assert sorted(i for n, i in handled(record)[fresh['cycle_id']]
+                  if n == 'n') == ['item-%03d' % i for i in range(20)]
+
+
 def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
         etcd, cluster_name):
     """Coordinator.subscribe on a prefix from '~' on: its events arrive
     (from the newest revision seen: a write after subscribe is never
-    missed), on a watch that ends with the last subscriber."""
+    missed), on a watch that ends with the last subscriber; one made
+    before start() gets its watch at start, one after stop() none."""
     got = []
 
     class Sub:
@@ -235,8 +300,17 @@ def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
         def resync(self):
             got.append(('resync', None, None))
 
-    with hacluster.get_coordinator(etcd.url, cluster_name, 'a',
-                                   **FAST) as c:
+    c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
+    early = c.layout.task_ledgers('t') + 'early-a/done/'
+    c.subscribe(early, Sub())
+    assert not c._side_watches          # not running: no watch yet
+    with c:
+        assert list(c._side_watches) == [early]
+        early_watch = c._side_watches[early]
+        c.client.put(early + 'k0', '{}')
+        wait_for(lambda: got, 10, 'the event of the early subscription')
+        assert [g[1] for g in got] == [early + 'k0']
+        del got[:]
         prefix = c.layout.task_ledgers('t') + 'x-a/done/'
         assert not c.layout.watched(prefix)
         assert c.layout.watched(c.layout.task_cycles('t'))
@@ -265,3 +339,7 @@ def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
             assert [g[1] for g in got] == [inside + 'k3']
         finally:
             c.unsubscribe(inside, sub)
+    # stopped: every watch of its own ended, and a late subscribe opens none
+    assert not c._side_watches and not early_watch._thread.is_alive()
+    c.subscribe(prefix, Sub())
+    assert not c._side_watches
