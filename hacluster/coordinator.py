@@ -117,6 +117,8 @@ class Coordinator(_api.CoordinatorAPI):
         #: ``{parent prefix: Watch}`` of the prefixes subscribed to outside
         #: the cluster watch (a fan-out cycle's done markers)
         self._side_watches = {}
+        #: side watches stopping in the background after an unsubscribe
+        self._side_stopping = set()
         self._side_lock = threading.Lock()
         self._callbacks = {'session_lost': [],
                            'session_started': []}
@@ -669,19 +671,32 @@ class Coordinator(_api.CoordinatorAPI):
             if not self._dispatch.subscribers(parent_prefix):
                 watch = self._side_watches.pop(parent_prefix, None)
         if watch is not None:
-            threading.Thread(target=watch.stop, daemon=True,
-                             name='hacluster-unwatch').start()
+            with self._side_lock:
+                self._side_stopping.add(watch)
+            threading.Thread(target=self._unwatch, args=(watch,),
+                             daemon=True, name='hacluster-unwatch').start()
 
-    def _stop_side_watches(self):
-        """Stop every watch of its own; blocks until their threads end."""
+    def _unwatch(self, watch):
+        watch.stop()
         with self._side_lock:
-            side, self._side_watches = self._side_watches, {}
-        # all told to stop first, then waited for: one stuck in a request
-        # to a frozen member costs its timeout once, not once per watch
-        for watch in side.values():
+            self._side_stopping.discard(watch)
+
+    def _stop_side_watches(self, timeout=5.0):
+        """Stop every watch of its own (those still stopping after an
+        unsubscribe too); blocks until their threads end, ``timeout``
+        seconds at most in all."""
+        with self._side_lock:
+            side = list(self._side_watches.values()) + \
+                list(self._side_stopping)
+            self._side_watches = {}
+        # all told to stop first, then waited for against one deadline:
+        # one stuck in a request to a frozen member costs its timeout once,
+        # not once per watch
+        for watch in side:
             watch.stop(wait=False)
-        for watch in side.values():
-            watch.join()
+        deadline = time.monotonic() + timeout
+        for watch in side:
+            watch.join(max(0.0, deadline - time.monotonic()))
 
     def _resync_side(self, parent_prefix):
         """A watch of its own resumed after a compaction: its subscribers

@@ -252,9 +252,6 @@ class FanoutLeader:
                 items = ledger.items(cycle_id)
                 done = ledger.done(cycle_id)
                 wake.merge(done)
-                # (a format 2 record that says "running", from the first
-                # version that wrote them, says it the way older versions
-                # do not adopt from now on)
                 record.update(adopted_by=coord.member_id,
                               adopted_by_node=coord.node, term=term,
                               status=ledger.in_progress_status(cycle_id))
@@ -293,7 +290,7 @@ class FanoutLeader:
                 unsent = self._create_and_cast(state, ledger, lock, record,
                                                items)
                 state.stats.count(cycles=1)
-            result = self._monitor(state, ledger, lock, cycle_id, items,
+            result = self._monitor(state, ledger, lock, record, items,
                                    wake, unsent)
         finally:
             coord.unsubscribe(done_prefix, wake)
@@ -487,11 +484,13 @@ class FanoutLeader:
                 unsent.update(qids)
         return unsent
 
-    def _monitor(self, state, ledger, lock, cycle_id, items, wake, unsent):
+    def _monitor(self, state, ledger, lock, record, items, wake, unsent):
         """Wait until every item is done; re-dispatch those whose owner left
         or whose deadline passed, and send again those the broker did not
-        take (``unsent``). Returns ``(done, failed, redispatched)``, or None
-        if this node lost the right to run the cycle.
+        take (``unsent``); keep the cycle ``record``'s status in step with
+        the members (:meth:`Ledger.in_progress_status`). Returns ``(done,
+        failed, redispatched)``, or None if this node lost the right to run
+        the cycle.
 
         Cheap while nothing goes wrong: woken by done-marker events
         (debounced), it counts the markers those events brought, without a
@@ -503,6 +502,7 @@ class FanoutLeader:
         """
         from tooz import hashring
 
+        cycle_id = record['cycle_id']
         spec = state.spec
         failed = redispatched = 0
         # Deadlines on this node's monotonic clock, never on the wall-clock
@@ -527,6 +527,15 @@ class FanoutLeader:
             now = time.time()           # for the records only
             mono = time.monotonic()
             live = self._live(state.name, cycle_id)
+            status = ledger.in_progress_status(cycle_id)
+            if record.get('status') != status:
+                # A member that does not read the cycle's format joined (or
+                # the last such one left): say so before it could take
+                # office, so that it never adopts what it cannot read.
+                LOG.info('hacluster: task %s: cycle %s now %s',
+                         state.name, cycle_id, status)
+                record['status'] = status
+                ledger.update_cycle(lock, record)
             if wake.take_missed() or mono >= next_recheck:
                 next_recheck = mono + recheck_every
                 if ledger.done_count(cycle_id) > wake.count():

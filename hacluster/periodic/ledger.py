@@ -36,16 +36,16 @@ A cycle keeps the format it was created in until it finishes, whoever
 adopts it: its record says where its items are, and rewriting it in
 another format would send an adopter to look in the wrong place.
 
-A cycle in progress is recorded as ``running`` in format 1 and as
-``underway`` in format 2 (:meth:`Ledger.in_progress_status`). Versions from
-before the format contract adopt any ``running`` cycle without reading its
-format: one that took office while a format 2 cycle was running would look
-for its items in the old place, find none and record the cycle done with
-0 items (its pending items waiting a whole spacing for the next cycle). A
-status such versions do not know makes them start a fresh cycle instead,
-which lists every item again. :meth:`Ledger.in_progress` reads both words
-in either format (format 2 records of the first version that wrote them
-say ``running``).
+A cycle in progress is recorded as ``running`` while every live member
+reads its format, and as ``underway`` while one does not
+(:meth:`Ledger.in_progress_status`; the leader keeps the record in step as
+members come and go). Versions from before the format contract adopt any
+``running`` cycle without reading its format: one that took office while a
+format 2 cycle was running would look for its items in the old place, find
+none and record the cycle done with 0 items. A status such versions do not
+know makes them start a fresh cycle instead, which lists every item again;
+the versions that read the format still adopt the cycle whenever they can
+(they read both words, :meth:`Ledger.in_progress`).
 
 The leader's writes are guarded by the task lock's fencing token (a leader
 that lost its lock cannot overwrite its successor's cycle). Writes are batched
@@ -118,8 +118,12 @@ def new_cycle_id(apart=False):
                         _keys.Layout.APART_SUFFIX if apart else '')
 
 
-#: ``status`` of a cycle in progress, by cycle format
-IN_PROGRESS = {1: 'running', 2: 'underway'}
+#: ``status`` of a cycle in progress that every live member can adopt
+RUNNING = 'running'
+#: ``status`` of a cycle in progress while a member that does not read its
+#: format is live (versions from before the format contract do not adopt
+#: it)
+UNDERWAY = 'underway'
 #: ``status`` of a finished cycle
 DONE = 'done'
 
@@ -186,18 +190,20 @@ class Ledger:
         is apart, else 1."""
         return 2 if _keys.Layout.ledger_apart(cycle_id) else 1
 
-    @classmethod
-    def in_progress_status(cls, cycle_id):
+    def in_progress_status(self, cycle_id):
         """The ``status`` that records cycle ``cycle_id`` as in progress
-        (see the module's docstring for why it depends on the format)."""
-        return IN_PROGRESS[cls.cycle_format(cycle_id)]
+        now: ``running`` if every live member reads its format, else
+        ``underway``, which no version adopts unless it reads both words
+        (see the module's docstring). No request."""
+        if self.write_format('cycle') >= self.cycle_format(cycle_id):
+            return RUNNING
+        return UNDERWAY
 
     @staticmethod
     def in_progress(record):
         """True if cycle ``record`` (a dict, or None) is in progress: not
         finished, adoptable by a leader that reads its format."""
-        return bool(record) and record.get('status') in \
-            IN_PROGRESS.values()
+        return bool(record) and record.get('status') in (RUNNING, UNDERWAY)
 
     # -- reads ---------------------------------------------------------------
 

@@ -50,6 +50,9 @@ p.add_argument('--local-spacing', type=float, default=1.0)
 p.add_argument('--item-timeout', type=float, default=5.0)
 p.add_argument('--config-spacing', default='')
 p.add_argument('--cycle-formats', default='')
+p.add_argument('--log', action='store_true',
+               help="hacluster's INFO log on stderr (a test prints it when "
+                    "it fails)")
 opts = p.parse_args()
 
 if opts.backend == 'eventlet':
@@ -61,6 +64,7 @@ backend.init_backend(backend.BackendType.THREADING
                      if opts.backend == 'threading'
                      else backend.BackendType.EVENTLET)
 
+import logging  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import threading  # noqa: E402
@@ -118,6 +122,12 @@ class Tasks:
         record('item', opts.node, ctx.cycle_id, item_id, ctx.attempt,
                time.time())
 
+
+if opts.log:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format='%(asctime)s %(name)s %(message)s')
+    for noisy in ('oslo_messaging', 'kombu', 'amqp', 'stevedore'):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 if opts.cycle_formats:
     # (imported only here: the worker also runs on a hacluster from

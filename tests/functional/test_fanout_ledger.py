@@ -16,6 +16,7 @@ RabbitMQ with member processes (periodicworker.py; ``--cycle-formats 1:1``
 plays a version that knows only format 1)."""
 
 import collections
+import contextlib
 import json
 import os
 import signal
@@ -34,11 +35,32 @@ FAST = dict(lease_ttl=3, renew_deadline=2.0, renew_interval=0.5)
 OLD = ('--cycle-formats', '1:1')
 
 
-def member(etcd, rabbitmq, cluster, node, record, *extra):
+def member(etcd, rabbitmq, cluster, node, record, *extra, env=None):
     w = LineWorker(PERIODIC, etcd.url, rabbitmq.transport_url, cluster,
-                   node, record, '--poll-spacing', '0.5', *extra)
+                   node, record, '--poll-spacing', '0.5', '--log', *extra,
+                   env=env)
     w.wait_line('READY', timeout=30)
     return w
+
+
+@contextlib.contextmanager
+def members(record):
+    """``{node: LineWorker}`` to fill; each is closed at the end, and its
+    log printed first if the test failed (pytest shows it)."""
+    workers = {}
+    try:
+        yield workers
+    except BaseException:
+        for node, w in workers.items():
+            print('--- member %s (rc=%s), log tail:\n%s' % (
+                node, w.proc.poll(), w.stderr_tail(20000)))
+        if os.path.exists(record):
+            with open(record) as f:
+                print('--- record:\n' + f.read()[-5000:])
+        raise
+    finally:
+        for w in workers.values():
+            w.close()
 
 
 def handled(path):
@@ -53,31 +75,72 @@ def handled(path):
     return cycles
 
 
-def finished(obs, pred):
-    """The last cycle record if it is done and ``pred(record)``."""
-    current = _ledger.Ledger(obs, 'poll').current()
-    return current if current and current['status'] == 'done' and \
-        pred(current) else None
+class Cycles:
+    """Every record of a task's current cycle written while it is open, the
+    one current at the start included (a watch of that key): a record that
+    was current for only a few milliseconds (a cycle done, the next one
+    written straight after it) is never missed, as polling the key could.
+    A context manager; thread-safe."""
+
+    def __init__(self, obs, task='poll'):
+        self.key = obs.layout.task_cycle(task)
+        self._records = []
+        self._lock = threading.Lock()
+        kv = obs.client.get(self.key)
+        self._watch = _etcd.Watch(obs.client, self.key, self._on_events,
+                                  name='cycles')
+        self._watch.start(kv.mod_revision if kv else
+                          obs.client.revision + 1)
+
+    def _on_events(self, events):
+        with self._lock:
+            self._records.extend(kv.json() for etype, kv in events
+                                 if etype == 'PUT' and kv.key == self.key)
+
+    def records(self):
+        with self._lock:
+            return list(self._records)
+
+    def finished(self, pred):
+        """The first record that says done and satisfies ``pred``."""
+        for r in self.records():
+            if r.get('status') == 'done' and pred(r):
+                return r
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._watch.stop()
 
 
 def history(obs, prefix, start=1):
     """``[(key, value)]`` of every write under ``prefix`` from revision
-    ``start`` on that etcd still has in its history, oldest first (a watch
-    of that range, read until it is quiet; a deletion's value is None)."""
-    writes = []
-    quiet = threading.Event()
+    ``start`` up to now that etcd still has in its history, oldest first (a
+    watch of that range; a deletion's value is None). Writes made while it
+    reads are left out: members that go on writing cannot keep it going."""
+    obs.client.get(obs.layout.root)         # the newest revision, now
+    end = obs.client.revision
+    writes, past_end = [], threading.Event()
 
     def on_events(events):
         for etype, kv in events:
-            writes.append((kv.key, kv.value if etype == 'PUT' else None))
+            if kv.mod_revision > end:
+                past_end.set()
+            else:
+                writes.append((kv.key,
+                               kv.value if etype == 'PUT' else None))
     watch = _etcd.Watch(obs.client, prefix, on_events, name='history')
     watch.start(start)
     try:
         wait_for(lambda: watch.connected.is_set(), 10, 'the history watch')
+        # etcd sends the past at once, after the watch is created: read
+        # until a later write shows up or nothing comes for 0.5 s
         last = -1
-        while len(writes) != last:
+        while len(writes) != last and not past_end.is_set():
             last = len(writes)
-            quiet.wait(0.5)
+            past_end.wait(0.5)
     finally:
         watch.stop()
     return writes
@@ -105,13 +168,13 @@ def test_a_cycle_ledger_stays_out_of_the_members_watch(
         deliver(events)
     obs._on_events = counting       # what its cluster watch delivers
     workers = []
-    with obs:
+    with obs, Cycles(obs) as cycles:
         try:
             for node in ('a', 'b'):
                 workers.append(member(etcd, rabbitmq, cluster_name, node,
                                       record, '--items', '60'))
-            done = wait_for(lambda: finished(
-                obs, lambda c: c['done'] == 60), 30, 'a cycle of 60 done')
+            done = wait_for(lambda: cycles.finished(
+                lambda c: c['done'] == 60), 30, 'a cycle of 60 done')
         finally:
             for w in workers:
                 w.close()
@@ -140,33 +203,29 @@ def test_an_older_member_keeps_cycles_in_the_old_place(
     (under tasks/<task>/cycles/, items handled by both versions); once it
     has left, the next cycles are format 2."""
     record = str(tmp_path / 'record')
-    workers = {}
     with hacluster.get_coordinator(etcd.url, cluster_name, 'obs',
-                                   **FAST) as obs:
-        try:
-            workers['new'] = member(etcd, rabbitmq, cluster_name, 'new',
-                                    record)
-            workers['old'] = member(etcd, rabbitmq, cluster_name, 'old',
-                                    record, *OLD)
-            wait_for(lambda: {'new', 'old'} <= set(obs.live_members()), 10,
-                     'both members')
+                                   **FAST) as obs, Cycles(obs) as cycles, \
+            members(record) as workers:
+        workers['new'] = member(etcd, rabbitmq, cluster_name, 'new',
+                                record)
+        workers['old'] = member(etcd, rabbitmq, cluster_name, 'old',
+                                record, *OLD)
+        wait_for(lambda: {'new', 'old'} <= set(obs.live_members()), 10,
+                 'both members')
 
-            def mixed(c):
-                nodes = {n for n, _ in handled(record)[c['cycle_id']]}
-                return c['done'] == 30 and nodes == {'new', 'old'}
-            mixed_cycle = wait_for(lambda: finished(obs, mixed), 30,
-                                   'a cycle handled by both versions')
-            assert not obs.layout.ledger_apart(mixed_cycle['cycle_id'])
-            assert mixed_cycle['format'] == 1
-            workers['old'].proc.send_signal(signal.SIGTERM)
-            workers['old'].proc.wait(30)
-            apart = wait_for(lambda: finished(
-                obs, lambda c: obs.layout.ledger_apart(c['cycle_id'])), 30,
-                'a format 2 cycle once the old member left')
-            assert apart['format'] == 2 and apart['done'] == 30
-        finally:
-            for w in workers.values():
-                w.close()
+        def mixed(c):
+            nodes = {n for n, _ in handled(record)[c['cycle_id']]}
+            return c['done'] == 30 and nodes == {'new', 'old'}
+        mixed_cycle = wait_for(lambda: cycles.finished(mixed), 30,
+                               'a cycle handled by both versions')
+        assert not obs.layout.ledger_apart(mixed_cycle['cycle_id'])
+        assert mixed_cycle['format'] == 1
+        workers['old'].proc.send_signal(signal.SIGTERM)
+        workers['old'].proc.wait(30)
+        apart = wait_for(lambda: cycles.finished(
+            lambda c: obs.layout.ledger_apart(c['cycle_id'])), 30,
+            'a format 2 cycle once the old member left')
+        assert apart['format'] == 2 and apart['done'] == 30
 
 
 def test_an_older_member_joining_mid_cycle_gets_none_of_its_items(
@@ -178,53 +237,49 @@ def test_an_older_member_joining_mid_cycle_gets_none_of_its_items(
     the cycle finishes with every item handled; the next cycles are format
     1, handled by the old member too."""
     record = str(tmp_path / 'record')
-    workers = {}
     slow = ('--items', '40', '--item-sleep', '0.4', '--item-timeout', '60')
     with hacluster.get_coordinator(etcd.url, cluster_name, 'obs',
-                                   **FAST) as obs:
-        try:
-            workers['a'] = member(etcd, rabbitmq, cluster_name, 'a', record,
-                                  *slow)
-            wait_for(lambda: (obs.get_leader() or {}).get('node') == 'a',
-                     10, 'a to lead')
-            workers['b'] = member(etcd, rabbitmq, cluster_name, 'b', record,
-                                  *slow)
+                                   **FAST) as obs, Cycles(obs) as cycles, \
+            members(record) as workers:
+        workers['a'] = member(etcd, rabbitmq, cluster_name, 'a', record,
+                              *slow)
+        wait_for(lambda: (obs.get_leader() or {}).get('node') == 'a',
+                 10, 'a to lead')
+        workers['b'] = member(etcd, rabbitmq, cluster_name, 'b', record,
+                              *slow)
 
-            def running_apart_with_b():
-                c = _ledger.Ledger(obs, 'poll').current()
-                if not _ledger.Ledger.in_progress(c) or \
-                        not obs.layout.ledger_apart(c['cycle_id']):
-                    return None
-                nodes = {n for n, _ in handled(record)[c['cycle_id']]}
-                return c if 'b' in nodes else None
-            cycle = wait_for(running_apart_with_b, 30,
-                             'a format 2 cycle running on a and b')
-            cycle_id = cycle['cycle_id']
-            workers['old'] = member(etcd, rabbitmq, cluster_name, 'old',
-                                    record, *OLD, *slow)
-            wait_for(lambda: 'old' in obs.live_members(), 10, 'old to join')
-            assert _ledger.Ledger(obs, 'poll').current()['cycle_id'] == \
-                cycle_id, 'the cycle ended before the old member joined'
-            workers['b'].proc.send_signal(signal.SIGKILL)
-            workers['b'].proc.wait(10)
-            done = wait_for(lambda: finished(
-                obs, lambda c: c['cycle_id'] == cycle_id), 60,
-                'the cycle to finish without b')
-            assert done['done'] == 40 and done['failed'] == 0
-            assert done['redispatched'] > 0     # b's items moved
-            by = handled(record)[cycle_id]
-            assert sorted({i for _, i in by}) == \
-                ['item-%03d' % i for i in range(40)]
-            assert 'old' not in {n for n, _ in by}
-            # from now on format 1, and the old member takes part
-            wait_for(lambda: finished(obs, lambda c: not obs.layout
-                                      .ledger_apart(c['cycle_id']) and
-                                      'old' in {n for n, _ in handled(
-                                          record)[c['cycle_id']]}), 60,
-                     'a format 1 cycle with the old member')
-        finally:
-            for w in workers.values():
-                w.close()
+        def running_apart_with_b():
+            c = _ledger.Ledger(obs, 'poll').current()
+            if not _ledger.Ledger.in_progress(c) or \
+                    not obs.layout.ledger_apart(c['cycle_id']):
+                return None
+            nodes = {n for n, _ in handled(record)[c['cycle_id']]}
+            return c if 'b' in nodes else None
+        cycle = wait_for(running_apart_with_b, 30,
+                         'a format 2 cycle running on a and b')
+        cycle_id = cycle['cycle_id']
+        workers['old'] = member(etcd, rabbitmq, cluster_name, 'old',
+                                record, *OLD, *slow)
+        wait_for(lambda: 'old' in obs.live_members(), 10, 'old to join')
+        now = _ledger.Ledger(obs, 'poll').current()
+        assert now['cycle_id'] == cycle_id and _ledger.Ledger.in_progress(
+            now), 'the cycle ended before the old member joined: %r' % now
+        workers['b'].proc.send_signal(signal.SIGKILL)
+        workers['b'].proc.wait(10)
+        done = wait_for(lambda: cycles.finished(
+            lambda c: c['cycle_id'] == cycle_id), 60,
+            'the cycle to finish without b')
+        assert done['done'] == 40 and done['failed'] == 0
+        assert done['redispatched'] > 0     # b's items moved
+        by = handled(record)[cycle_id]
+        assert sorted({i for _, i in by}) == \
+            ['item-%03d' % i for i in range(40)]
+        assert 'old' not in {n for n, _ in by}
+        # from now on format 1, and the old member takes part
+        wait_for(lambda: cycles.finished(
+            lambda c: not obs.layout.ledger_apart(c['cycle_id']) and
+            'old' in {n for n, _ in handled(record)[c['cycle_id']]}), 60,
+            'a format 1 cycle with the old member')
 
 
 def test_a_leader_from_before_the_contract_never_adopts_a_format_2_cycle(
@@ -233,56 +288,56 @@ def test_a_leader_from_before_the_contract_never_adopts_a_format_2_cycle(
     contract), adopts any cycle recorded as running without reading its
     format. Taking office while a format 2 cycle is in progress, it would
     look for the items in the old place, find none and record the cycle
-    done with 0 items. A format 2 cycle in progress says "underway", which
-    N does not adopt: it starts a fresh cycle of its own and handles every
-    item, and the format 2 cycle is never recorded done by it."""
+    done with 0 items. Once N joins, the leader records its format 2 cycle
+    as "underway", which N does not adopt: N starts a fresh cycle of its
+    own and handles every item, and never writes the format 2 cycle."""
     record = str(tmp_path / 'record')
-    workers = {}
-    slow = ('--items', '20', '--item-sleep', '0.4', '--item-timeout', '60')
+    # a's cycle lasts 16 s (40 items of 0.4 s, one at a time): N starts,
+    # joins and is seen well within it; N's own items are quick
+    items = ('--items', '40', '--item-timeout', '60')
     env = dict(os.environ, PYTHONPATH=old_tree)
     with hacluster.get_coordinator(etcd.url, cluster_name, 'obs',
-                                   **FAST) as obs:
+                                   **FAST) as obs, Cycles(obs) as cycles, \
+            members(record) as workers:
         ledger = _ledger.Ledger(obs, 'poll')
-        try:
-            workers['a'] = member(etcd, rabbitmq, cluster_name, 'a', record,
-                                  *slow)
 
-            def underway():
-                c = ledger.current()
-                return c if ledger.in_progress(c) and obs.layout.ledger_apart(
-                    c['cycle_id']) and handled(record)[c['cycle_id']] \
-                    else None
-            cycle = wait_for(underway, 30, 'a format 2 cycle under way')
-            assert cycle['status'] == 'underway'
-            cycle_id = cycle['cycle_id']
-            workers['n'] = LineWorker(
-                PERIODIC, etcd.url, rabbitmq.transport_url, cluster_name,
-                'n', record, '--poll-spacing', '0.5', *slow, env=env)
-            workers['n'].wait_line('READY', timeout=30)
-            member_n = wait_for(lambda: obs.live_members().get('n'), 10,
-                                'n to join')
-            assert 'compat' not in member_n, 'n is not from before the ' \
-                'contract: %r' % member_n
-            assert ledger.current()['cycle_id'] == cycle_id, \
-                'the cycle ended before n joined'
-            since = obs.client.revision + 1
-            workers['a'].proc.send_signal(signal.SIGKILL)
-            workers['a'].proc.wait(10)
-            fresh = wait_for(lambda: finished(
-                obs, lambda c: c['cycle_id'] != cycle_id and
-                c.get('node') == 'n'), 60, "a cycle of n's own")
-            written = [json.loads(v) for k, v in history(
-                obs, ledger.cycle_key, since) if k == ledger.cycle_key and v]
-        finally:
-            for w in workers.values():
-                w.close()
+        def in_progress(status):
+            c = ledger.current()
+            return c if ledger.in_progress(c) and c['status'] == status and \
+                obs.layout.ledger_apart(c['cycle_id']) else None
+        workers['a'] = member(etcd, rabbitmq, cluster_name, 'a', record,
+                              *items, '--item-sleep', '0.4')
+        cycle = wait_for(lambda: in_progress('running'), 30,
+                         'a format 2 cycle running')
+        cycle_id = cycle['cycle_id']
+        workers['n'] = member(etcd, rabbitmq, cluster_name, 'n', record,
+                              *items, '--item-sleep', '0.05', env=env)
+        member_n = wait_for(lambda: obs.live_members().get('n'), 10,
+                            'n to join')
+        assert 'compat' not in member_n, 'n is not from before the ' \
+            'contract: %r' % member_n
+        shielded = wait_for(lambda: in_progress('underway'), 10,
+                            'the cycle recorded as underway')
+        assert shielded['cycle_id'] == cycle_id, \
+            'the cycle ended before n joined: %r' % shielded
+        # from here on every write of the cycle record is seen
+        since = obs.client.get(ledger.cycle_key).mod_revision + 1
+        assert ledger.in_progress(ledger.current())
+        workers['a'].proc.send_signal(signal.SIGKILL)
+        workers['a'].proc.wait(10)
+        fresh = wait_for(lambda: cycles.finished(
+            lambda c: c['cycle_id'] != cycle_id and c.get('node') == 'n'),
+            60, "a cycle of n's own")
+        written = [json.loads(v) for k, v in history(
+            obs, ledger.cycle_key, since) if k == ledger.cycle_key and v]
     assert written, 'no cycle record was written after a died'
-    assert [c for c in written if c['cycle_id'] == cycle_id] == [], \
-        'n rewrote the format 2 cycle (adopted it)'
-    assert fresh['done'] == 20 and not obs.layout.ledger_apart(
+    rewritten = [c for c in written if c['cycle_id'] == cycle_id]
+    assert rewritten == [], 'the format 2 cycle was rewritten (adopted by ' \
+        'n?): %r' % rewritten
+    assert fresh['done'] == 40 and not obs.layout.ledger_apart(
         fresh['cycle_id'])
     assert sorted(i for n, i in handled(record)[fresh['cycle_id']]
-                  if n == 'n') == ['item-%03d' % i for i in range(20)]
+                  if n == 'n') == ['item-%03d' % i for i in range(40)]
 
 
 def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
@@ -294,11 +349,12 @@ def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
     got = []
 
     class Sub:
+        # (a resync, after a compaction, is not what this test is about)
         def notify(self, etype, kv):
             got.append((etype, kv.key, kv.value))
 
         def resync(self):
-            got.append(('resync', None, None))
+            pass
 
     c = hacluster.get_coordinator(etcd.url, cluster_name, 'a', **FAST)
     early = c.layout.task_ledgers('t') + 'early-a/done/'
@@ -339,7 +395,14 @@ def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
             assert [g[1] for g in got] == [inside + 'k3']
         finally:
             c.unsubscribe(inside, sub)
+        # two watches of their own open at stop(), and one still stopping
+        c.subscribe(prefix, sub)
+        open_at_stop = [early_watch, c._side_watches[prefix]]
+        c.unsubscribe(prefix, sub)
+        c.subscribe(prefix, other)
+        open_at_stop.append(c._side_watches[prefix])
     # stopped: every watch of its own ended, and a late subscribe opens none
-    assert not c._side_watches and not early_watch._thread.is_alive()
+    assert not c._side_watches
+    assert not [w for w in open_at_stop if w._thread.is_alive()]
     c.subscribe(prefix, Sub())
     assert not c._side_watches

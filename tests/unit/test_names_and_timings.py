@@ -225,3 +225,33 @@ def test_a_cycle_record_whose_format_and_id_disagree_is_not_adopted():
                                           lambda: {'old': old}, 'n')
     assert not keys.Layout.ledger_apart(
         _ledger.Ledger(Coord(), 't').new_cycle_id())
+
+
+def test_a_cycle_in_progress_says_underway_while_a_member_cannot_read_it():
+    """'running' while every live member reads the cycle's format;
+    'underway' while one does not (a version from before the contract
+    would adopt a 'running' cycle without reading its format); both are in
+    progress to this version, 'done' is not."""
+    from hacluster.periodic import ledger as _ledger
+    from hacluster import protocol
+
+    members = {}
+
+    class Coord:
+        layout = keys.Layout('c')
+        client = None
+        compat = protocol.ClusterCompat(protocol.local, lambda: members, 'n')
+    ledger = _ledger.Ledger(Coord(), 't')
+    apart, old_place = '1-ab-a', '1-ab'
+    assert ledger.in_progress_status(apart) == 'running'
+    assert ledger.in_progress_status(old_place) == 'running'
+    members['n0'] = {'node': 'n0'}          # no compat: before the contract
+    assert ledger.in_progress_status(apart) == 'underway'
+    assert ledger.in_progress_status(old_place) == 'running'
+    members['n0'] = {'compat': {'formats': {'cycle': [1, 2]}}}
+    assert ledger.in_progress_status(apart) == 'running'
+    for status, going in (('running', True), ('underway', True),
+                          ('done', False), (None, False)):
+        assert ledger.in_progress({'cycle_id': apart, 'status': status}) \
+            is going, status
+    assert not ledger.in_progress(None)
