@@ -670,9 +670,10 @@ class Coordinator(_api.CoordinatorAPI):
             watch = None
             if not self._dispatch.subscribers(parent_prefix):
                 watch = self._side_watches.pop(parent_prefix, None)
-        if watch is not None:
-            with self._side_lock:
+            if watch is not None:
+                # (in the same section: a stop() in between joins it too)
                 self._side_stopping.add(watch)
+        if watch is not None:
             threading.Thread(target=self._unwatch, args=(watch,),
                              daemon=True, name='hacluster-unwatch').start()
 

@@ -484,6 +484,33 @@ class FanoutLeader:
                 unsent.update(qids)
         return unsent
 
+    @staticmethod
+    def _set_status(state, ledger, lock, record, status):
+        """Record cycle ``record`` as in progress with ``status``
+        (:data:`hacluster.periodic.ledger.RUNNING` or ``UNDERWAY``) unless
+        it already says so (or is of format 1, which every member reads).
+        Best effort: a write etcd did not take leaves the record as it was,
+        to be tried again at the next pass. One guarded write, or none.
+
+        :raises StaleFencingToken: the task lock was lost (as any other
+            write of the cycle would).
+        """
+        if record.get('status') == status or \
+                ledger.cycle_format(record['cycle_id']) < 2:
+            return
+        try:
+            ledger.update_cycle(lock, dict(record, status=status))
+        except exceptions.StaleFencingToken:
+            raise
+        except exceptions.HAClusterError as exc:
+            LOG.warning('hacluster: task %s: could not record cycle %s as '
+                        '%s (%s); trying again', state.name,
+                        record['cycle_id'], status, exc)
+            return
+        LOG.info('hacluster: task %s: cycle %s now %s', state.name,
+                 record['cycle_id'], status)
+        record['status'] = status
+
     def _monitor(self, state, ledger, lock, record, items, wake, unsent):
         """Wait until every item is done; re-dispatch those whose owner left
         or whose deadline passed, and send again those the broker did not
@@ -523,19 +550,24 @@ class FanoutLeader:
                     not self._coord.is_leader:
                 LOG.info('hacluster: task %s: leaving cycle %s unfinished '
                          'for the next leader', state.name, cycle_id)
+                if self._stopping.is_set() and lock.held:
+                    # This node stops: the next leader may be of an older
+                    # release (a rollback restarts every node on it). One
+                    # that reads the format adopts "underway" as well.
+                    try:
+                        self._set_status(state, ledger, lock, record,
+                                         _ledger.UNDERWAY)
+                    except exceptions.StaleFencingToken:
+                        pass
                 return None
             now = time.time()           # for the records only
             mono = time.monotonic()
             live = self._live(state.name, cycle_id)
-            status = ledger.in_progress_status(cycle_id)
-            if record.get('status') != status:
-                # A member that does not read the cycle's format joined (or
-                # the last such one left): say so before it could take
-                # office, so that it never adopts what it cannot read.
-                LOG.info('hacluster: task %s: cycle %s now %s',
-                         state.name, cycle_id, status)
-                record['status'] = status
-                ledger.update_cycle(lock, record)
+            # A member that does not read the cycle's format joined (or the
+            # last such one left): say so before it could take office, so
+            # that it never adopts what it cannot read.
+            self._set_status(state, ledger, lock, record,
+                             ledger.in_progress_status(cycle_id))
             if wake.take_missed() or mono >= next_recheck:
                 next_recheck = mono + recheck_every
                 if ledger.done_count(cycle_id) > wake.count():

@@ -22,6 +22,8 @@ import os
 import signal
 import threading
 
+import pytest
+
 import hacluster
 from hacluster import etcd as _etcd
 from hacluster.periodic import ledger as _ledger
@@ -282,19 +284,23 @@ def test_an_older_member_joining_mid_cycle_gets_none_of_its_items(
             'a format 1 cycle with the old member')
 
 
+@pytest.mark.parametrize('how', ['joins', 'restart'])
 def test_a_leader_from_before_the_contract_never_adopts_a_format_2_cycle(
-        etcd, rabbitmq, cluster_name, tmp_path, old_tree):
+        etcd, rabbitmq, cluster_name, tmp_path, old_tree, how):
     """N, a real older version (upgrade.OLD_COMMIT, from before the format
     contract), adopts any cycle recorded as running without reading its
     format. Taking office while a format 2 cycle is in progress, it would
     look for the items in the old place, find none and record the cycle
-    done with 0 items. Once N joins, the leader records its format 2 cycle
-    as "underway", which N does not adopt: N starts a fresh cycle of its
-    own and handles every item, and never writes the format 2 cycle."""
+    done with 0 items. The leader records its format 2 cycle as "underway",
+    which N does not adopt, as soon as N joins (``joins``; then the leader
+    is SIGKILLed), and when it stops gracefully (``restart``: a rollback
+    that stops every node and starts them again on N). N starts a fresh
+    cycle of its own and handles every item, and never writes the format 2
+    cycle."""
     record = str(tmp_path / 'record')
-    # a's cycle lasts 16 s (40 items of 0.4 s, one at a time): N starts,
+    # a's cycle lasts 40 s (100 items of 0.4 s, one at a time): N starts,
     # joins and is seen well within it; N's own items are quick
-    items = ('--items', '40', '--item-timeout', '60')
+    items = ('--items', '100', '--item-timeout', '120')
     env = dict(os.environ, PYTHONPATH=old_tree)
     with hacluster.get_coordinator(etcd.url, cluster_name, 'obs',
                                    **FAST) as obs, Cycles(obs) as cycles, \
@@ -305,39 +311,50 @@ def test_a_leader_from_before_the_contract_never_adopts_a_format_2_cycle(
             c = ledger.current()
             return c if ledger.in_progress(c) and c['status'] == status and \
                 obs.layout.ledger_apart(c['cycle_id']) else None
+
+        def start_n():
+            workers['n'] = member(etcd, rabbitmq, cluster_name, 'n', record,
+                                  *items, '--item-sleep', '0.01', env=env)
+            member_n = wait_for(lambda: obs.live_members().get('n'), 10,
+                                'n to join')
+            assert 'compat' not in member_n, 'n is not from before the ' \
+                'contract: %r' % member_n
         workers['a'] = member(etcd, rabbitmq, cluster_name, 'a', record,
                               *items, '--item-sleep', '0.4')
         cycle = wait_for(lambda: in_progress('running'), 30,
                          'a format 2 cycle running')
         cycle_id = cycle['cycle_id']
-        workers['n'] = member(etcd, rabbitmq, cluster_name, 'n', record,
-                              *items, '--item-sleep', '0.05', env=env)
-        member_n = wait_for(lambda: obs.live_members().get('n'), 10,
-                            'n to join')
-        assert 'compat' not in member_n, 'n is not from before the ' \
-            'contract: %r' % member_n
-        shielded = wait_for(lambda: in_progress('underway'), 10,
-                            'the cycle recorded as underway')
-        assert shielded['cycle_id'] == cycle_id, \
-            'the cycle ended before n joined: %r' % shielded
+        if how == 'joins':
+            start_n()
+            shielded = wait_for(lambda: in_progress('underway'), 10,
+                                'the cycle recorded as underway')
+            assert shielded['cycle_id'] == cycle_id, \
+                'the cycle ended before n joined: %r' % shielded
+            workers['a'].proc.send_signal(signal.SIGKILL)
+            workers['a'].proc.wait(10)
+        else:
+            workers['a'].proc.send_signal(signal.SIGTERM)
+            assert workers['a'].proc.wait(30) == 0, \
+                workers['a'].stderr_tail()
+            left = ledger.current()
+            assert left['cycle_id'] == cycle_id and \
+                left['status'] == 'underway', left
+            start_n()
         # from here on every write of the cycle record is seen
         since = obs.client.get(ledger.cycle_key).mod_revision + 1
         assert ledger.in_progress(ledger.current())
-        workers['a'].proc.send_signal(signal.SIGKILL)
-        workers['a'].proc.wait(10)
         fresh = wait_for(lambda: cycles.finished(
             lambda c: c['cycle_id'] != cycle_id and c.get('node') == 'n'),
             60, "a cycle of n's own")
         written = [json.loads(v) for k, v in history(
             obs, ledger.cycle_key, since) if k == ledger.cycle_key and v]
-    assert written, 'no cycle record was written after a died'
-    rewritten = [c for c in written if c['cycle_id'] == cycle_id]
-    assert rewritten == [], 'the format 2 cycle was rewritten (adopted by ' \
-        'n?): %r' % rewritten
-    assert fresh['done'] == 40 and not obs.layout.ledger_apart(
-        fresh['cycle_id'])
-    assert sorted(i for n, i in handled(record)[fresh['cycle_id']]
-                  if n == 'n') == ['item-%03d' % i for i in range(40)]
+        by_n = [c for c in written if c['cycle_id'] == cycle_id and
+                'n' in (c.get('node'), c.get('adopted_by_node'))]
+        assert by_n == [], 'n wrote the format 2 cycle: %r' % by_n
+        assert fresh['done'] == 100 and not obs.layout.ledger_apart(
+            fresh['cycle_id'])
+        assert sorted(i for n, i in handled(record)[fresh['cycle_id']]
+                      if n == 'n') == ['item-%03d' % i for i in range(100)]
 
 
 def test_a_subscription_outside_the_cluster_watch_gets_a_watch_of_its_own(
