@@ -487,16 +487,15 @@ class FanoutLeader:
     @staticmethod
     def _set_status(state, ledger, lock, record, status):
         """Record cycle ``record`` as in progress with ``status``
-        (:data:`hacluster.periodic.ledger.RUNNING` or ``UNDERWAY``) unless
-        it already says so (or is of format 1, which every member reads).
-        Best effort: a write etcd did not take leaves the record as it was,
-        to be tried again at the next pass. One guarded write, or none.
+        (:meth:`hacluster.periodic.ledger.Ledger.in_progress_status`) unless
+        it already says so. Best effort: a write etcd did not take leaves
+        the record as it was, to be tried again at the next pass. One
+        guarded write, or none.
 
         :raises StaleFencingToken: the task lock was lost (as any other
             write of the cycle would).
         """
-        if record.get('status') == status or \
-                ledger.cycle_format(record['cycle_id']) < 2:
+        if record.get('status') == status:
             return
         try:
             ledger.update_cycle(lock, dict(record, status=status))
@@ -551,12 +550,11 @@ class FanoutLeader:
                 LOG.info('hacluster: task %s: leaving cycle %s unfinished '
                          'for the next leader', state.name, cycle_id)
                 if self._stopping.is_set() and lock.held:
-                    # This node stops: the next leader may be of an older
-                    # release (a rollback restarts every node on it). One
-                    # that reads the format adopts "underway" as well.
+                    # (one that reads the format adopts either status)
                     try:
                         self._set_status(state, ledger, lock, record,
-                                         _ledger.UNDERWAY)
+                                         ledger.in_progress_status(
+                                             cycle_id, leaving=True))
                     except exceptions.StaleFencingToken:
                         pass
                 return None

@@ -190,12 +190,16 @@ class Ledger:
         is apart, else 1."""
         return 2 if _keys.Layout.ledger_apart(cycle_id) else 1
 
-    def in_progress_status(self, cycle_id):
+    def in_progress_status(self, cycle_id, leaving=False):
         """The ``status`` that records cycle ``cycle_id`` as in progress
-        now: ``running`` if every live member reads its format, else
-        ``underway``, which no version adopts unless it reads both words
-        (see the module's docstring). No request."""
-        if self.write_format('cycle') >= self.cycle_format(cycle_id):
+        now: ``running`` if every live member reads its format (always, for
+        format 1), else ``underway``, which no version adopts unless it
+        reads both words (see the module's docstring). ``leaving``: its
+        leader stops, and the next one may be of an older release (a
+        rollback restarts every node on it): ``underway`` unless format 1.
+        No request."""
+        fmt = self.cycle_format(cycle_id)
+        if fmt == 1 or not leaving and self.write_format('cycle') >= fmt:
             return RUNNING
         return UNDERWAY
 

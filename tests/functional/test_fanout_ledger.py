@@ -117,41 +117,34 @@ class Cycles:
         self._watch.stop()
 
 
-def history(obs, prefix, start=1):
-    """``[(key, value)]`` of every write under ``prefix`` from revision
-    ``start`` up to now that etcd still has in its history, oldest first (a
-    watch of that range; a deletion's value is None). Writes made while it
-    reads are left out: members that go on writing cannot keep it going."""
+def history_keys(obs, prefix):
+    """Every key written under ``prefix`` up to now that etcd still has in
+    its history (a watch of that range from revision 1). Writes made while
+    it reads are left out: members that go on writing cannot keep it
+    going."""
     obs.client.get(obs.layout.root)         # the newest revision, now
     end = obs.client.revision
-    writes, past_end = [], threading.Event()
+    keys, past_end = set(), threading.Event()
 
     def on_events(events):
-        for etype, kv in events:
+        for _etype, kv in events:
             if kv.mod_revision > end:
                 past_end.set()
             else:
-                writes.append((kv.key,
-                               kv.value if etype == 'PUT' else None))
+                keys.add(kv.key)
     watch = _etcd.Watch(obs.client, prefix, on_events, name='history')
-    watch.start(start)
+    watch.start(1)
     try:
         wait_for(lambda: watch.connected.is_set(), 10, 'the history watch')
         # etcd sends the past at once, after the watch is created: read
         # until a later write shows up or nothing comes for 0.5 s
         last = -1
-        while len(writes) != last and not past_end.is_set():
-            last = len(writes)
+        while len(keys) != last and not past_end.is_set():
+            last = len(keys)
             past_end.wait(0.5)
     finally:
         watch.stop()
-    return writes
-
-
-def history_keys(obs, prefix):
-    """Every key ever written under ``prefix`` that etcd still has in its
-    history."""
-    return {key for key, _ in history(obs, prefix)}
+    return keys
 
 
 def test_a_cycle_ledger_stays_out_of_the_members_watch(
@@ -340,15 +333,13 @@ def test_a_leader_from_before_the_contract_never_adopts_a_format_2_cycle(
             assert left['cycle_id'] == cycle_id and \
                 left['status'] == 'underway', left
             start_n()
-        # from here on every write of the cycle record is seen
-        since = obs.client.get(ledger.cycle_key).mod_revision + 1
         assert ledger.in_progress(ledger.current())
         fresh = wait_for(lambda: cycles.finished(
             lambda c: c['cycle_id'] != cycle_id and c.get('node') == 'n'),
             60, "a cycle of n's own")
-        written = [json.loads(v) for k, v in history(
-            obs, ledger.cycle_key, since) if k == ledger.cycle_key and v]
-        by_n = [c for c in written if c['cycle_id'] == cycle_id and
+        # (the watch delivers in order: whatever n wrote before its own
+        # cycle finished is in by now)
+        by_n = [c for c in cycles.records() if c['cycle_id'] == cycle_id and
                 'n' in (c.get('node'), c.get('adopted_by_node'))]
         assert by_n == [], 'n wrote the format 2 cycle: %r' % by_n
         assert fresh['done'] == 100 and not obs.layout.ledger_apart(
